@@ -1,0 +1,1 @@
+"""Boot test: start an image under qemu and wait for proof that userspace came up."""

@@ -1,0 +1,118 @@
+"""Choose qemu's accelerator: KVM where it really works, TCG otherwise.
+
+``/dev/kvm`` existing (even a tiny real-mode guest running) is not enough: on
+some hosts (nested virtualisation, containers) a Linux guest under KVM hangs
+or qemu aborts. So KVM is *probed* with what it will have to run: the host's
+own kernel is booted directly (no disk, no initrd) with ``-accel kvm`` until
+it reaches the point where it looks for a root file system. A kernel that gets
+there has gone through long mode, interrupts, timers and MSR set-up.
+
+The verdict is cached per host boot (``/proc/sys/kernel/random/boot_id``) and
+qemu binary, because a hanging probe costs its whole timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+from imagefactory.errors import CommandError, MissingToolError
+from imagefactory.run import run
+
+log = logging.getLogger(__name__)
+
+#: Printed by every Linux kernel once it looks for the root file system.
+PROBE_MARKER = re.compile(r"VFS: |Kernel panic")
+PROBE_TIMEOUT = 20.0
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def kvm_device_usable(path: Path = Path("/dev/kvm")) -> bool:
+    return path.exists() and os.access(path, os.R_OK | os.W_OK)
+
+
+def host_kernel(boot: Path = Path("/boot")) -> Path | None:
+    """A readable kernel image of the host, for the probe."""
+    kernels = sorted(p for p in boot.glob("vmlinuz-*") if os.access(p, os.R_OK))
+    return kernels[-1] if kernels else None
+
+
+def probe_kvm(qemu: str, kernel: Path) -> bool:
+    """Boot ``kernel`` under KVM; true if it gets to mounting root in time."""
+    try:
+        result = run(
+            [
+                qemu,
+                "-accel",
+                "kvm",
+                "-m",
+                "256",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-serial",
+                "stdio",
+                "-kernel",
+                str(kernel),
+                "-append",
+                "console=ttyS0 panic=-1 loglevel=4",
+            ],
+            until=lambda text: PROBE_MARKER.search(text) is not None,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
+    except (CommandError, MissingToolError):
+        return False
+    return result.stopped
+
+
+def _cache_key(qemu: str) -> str | None:
+    path = shutil.which(qemu)
+    if path is None:
+        return None
+    try:
+        boot_id = BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+    st = os.stat(path)
+    return f"{boot_id}:{path}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def kvm_works(qemu: str, cache_file: Path | None = None) -> bool:
+    """True when a Linux guest really runs under KVM on this host."""
+    if not kvm_device_usable():
+        return False
+    key = _cache_key(qemu)
+    cached: dict[str, bool] = {}
+    if cache_file is not None and key is not None:
+        try:
+            cached = json.loads(cache_file.read_text())
+        except (OSError, ValueError):
+            cached = {}
+        if isinstance(cached.get(key), bool):
+            return cached[key]
+    kernel = host_kernel()
+    if kernel is None:
+        log.warning("no readable host kernel in /boot to probe KVM with; using TCG")
+        return False
+    works = probe_kvm(qemu, kernel)
+    if not works:
+        log.warning("KVM is present but a guest does not run under it here; using TCG")
+    if cache_file is not None and key is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({key: works}))
+        tmp.replace(cache_file)
+    return works
+
+
+def choose_accel(setting: str, qemu: str, cache_file: Path | None = None) -> str:
+    """``kvm`` or ``tcg`` for a setting of ``auto``, ``kvm`` or ``tcg``."""
+    if setting in ("kvm", "tcg"):
+        return setting
+    return "kvm" if kvm_works(qemu, cache_file) else "tcg"

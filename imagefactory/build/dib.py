@@ -1,0 +1,112 @@
+"""The exact ``disk-image-create`` invocation for a recipe.
+
+diskimage-builder produces the OS tree (debootstrap, chroot, package
+installs, our generated element) as a tar archive; the disk is assembled by
+:mod:`imagefactory.build.assemble`, because DIB's own ``vm`` element needs
+device-mapper (kpartx), which build hosts such as containers often lack.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagefactory.errors import HostError
+from imagefactory.mirrors import BaseArchive
+from imagefactory.recipe import Recipe
+from imagefactory.vocab import Distro
+
+BASE_ELEMENTS = {Distro.DEBIAN: "debian-minimal", Distro.UBUNTU: "ubuntu-minimal"}
+ROOTFS_NAME = "rootfs"
+
+#: Lines of DIB output that mark progress worth showing (phase changes).
+_PHASE_RE = re.compile(r"dib-run-parts Running \S*/(?P<phase>[a-z-]+\.d)/(?P<script>\S+)")
+
+
+@dataclass(frozen=True)
+class DibInvocation:
+    """argv and the extra environment for one ``disk-image-create`` run."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+    @property
+    def tar_path(self) -> Path:
+        return Path(self.argv[self.argv.index("-o") + 1] + ".tar")
+
+    @property
+    def manifest_dir(self) -> Path:
+        return Path(self.argv[self.argv.index("-o") + 1] + ".d") / "dib-manifests"
+
+
+def dib_bin_dir() -> Path:
+    """Where ``disk-image-create`` and its helpers live (our venv's bin)."""
+    return Path(sys.executable).parent
+
+
+def invocation(
+    recipe: Recipe,
+    *,
+    archive: BaseArchive,
+    elements_path: Path,
+    element_name: str,
+    output_dir: Path,
+    image_cache: Path,
+    keyrings: dict[str, Path] | None = None,
+) -> DibInvocation:
+    """Build the argv and environment; pure, so tests can assert it exactly."""
+    bindir = dib_bin_dir()
+    argv = [
+        str(bindir / "disk-image-create"),
+        "-a",
+        recipe.base.arch.dib_arch,
+        "-t",
+        "tar",
+        "-o",
+        str(output_dir / ROOTFS_NAME),
+        BASE_ELEMENTS[recipe.base.distro],
+        element_name,
+        *recipe.elements,
+    ]
+    env = {
+        # DIB calls its helpers (dib-run-parts, dib-block-device) from PATH.
+        "PATH": f"{bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ELEMENTS_PATH": str(elements_path),
+        "DIB_RELEASE": recipe.base.release,
+        "DIB_IMAGE_CACHE": str(image_cache),
+        # Keep and reuse the debootstrap tarball: DIB dist-upgrades it on every
+        # build, so a cached base never leaves packages stale.
+        "DIB_DEBOOTSTRAP_CACHE": "1",
+        "DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE": "1",
+        "DIB_DEBIAN_COMPONENTS": "main",
+        # DIB's interface files name eth0/eth1; the kernel line keeps those names.
+        "DIB_NETWORK_INTERFACE_NAMES": "eth0",
+        **archive.dib_env(),
+    }
+    keyring = (keyrings or {}).get(str(recipe.base.distro))
+    if keyring is not None:
+        env["DIB_APT_KEYRING"] = str(keyring)
+    return DibInvocation(argv=argv, env=env)
+
+
+def check_keyring(recipe: Recipe, keyrings: dict[str, Path]) -> None:
+    """Ubuntu bases need Ubuntu's archive keyring, which Debian hosts may lack."""
+    if recipe.base.distro is not Distro.UBUNTU:
+        return
+    keyring = keyrings.get("ubuntu", Path("/usr/share/keyrings/ubuntu-archive-keyring.gpg"))
+    if not keyring.is_file():
+        raise HostError(
+            f"Ubuntu builds need the Ubuntu archive keyring, not found at {keyring}",
+            hint="install the package ubuntu-keyring (scripts/setup does this), "
+            "or set keyrings.ubuntu in the settings",
+        )
+
+
+def phase_of(line: str) -> str | None:
+    """A short progress label when a DIB output line starts a new hook script."""
+    match = _PHASE_RE.search(line)
+    if match is None:
+        return None
+    return f"{match['phase']}/{match['script']}"

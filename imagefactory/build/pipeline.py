@@ -1,0 +1,409 @@
+"""The build, as a flat list of named steps over one context object.
+
+Read :data:`STEPS` top to bottom and you have the build: check the host,
+resolve the package archive, generate the element, look the inputs up in the
+cache, run diskimage-builder, assemble the bootable disk, boot-test it, store
+it in the cache, write the build record. :func:`build` runs them in a staging
+directory and publishes the result atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from imagefactory.boot.qemu import DEFAULT_TIMEOUT, BootResult, boot_test
+from imagefactory.build import assemble as assembler
+from imagefactory.build import dib
+from imagefactory.build.cache import BuildCache, CacheEntry, cache_key, file_digest
+from imagefactory.build.element import GeneratedElement, write_element
+from imagefactory.build.output import (
+    LOG_FILE,
+    RECORD_FILE,
+    final_dir,
+    publish,
+    staging_dir,
+)
+from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
+from imagefactory.host import require_build_host, tool_versions
+from imagefactory.mirrors import BaseArchive, release_fingerprint, resolve_archive
+from imagefactory.progress import Progress
+from imagefactory.recipe import Recipe
+from imagefactory.run import run
+from imagefactory.settings import Settings
+from imagefactory.vocab import DiskFormat
+
+log = logging.getLogger(__name__)
+
+RECORD_SCHEMA = "imagefactory/build-record/v1"
+BOOT_LOG = "boot-test.log"
+FAILED_DIR = ".failed"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the user asked for on the command line."""
+
+    use_cache: bool = True
+    boot_test: bool = False
+    boot_timeout: float = DEFAULT_TIMEOUT
+    replace: bool = False
+    verbose: bool = False
+
+
+@dataclass
+class BuildContext:
+    """Everything the steps share; each step fills in its part."""
+
+    recipe: Recipe
+    settings: Settings
+    options: BuildOptions
+    progress: Progress
+    staging: Path
+    logfile: IO[str]
+    archive: BaseArchive | None = None
+    fingerprint: dict[str, str] = field(default_factory=dict)
+    element: GeneratedElement | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    key: str = ""
+    key_inputs: dict[str, Any] = field(default_factory=dict)
+    hit: CacheEntry | None = None
+    images: dict[str, Path] = field(default_factory=dict)  # file name -> path
+    digests: dict[str, str] = field(default_factory=dict)  # file name -> sha256:...
+    disk: dict[str, Any] = field(default_factory=dict)
+    packages: list[dict[str, str]] = field(default_factory=list)
+    boot: dict[str, Any] | None = None
+
+    @property
+    def basename(self) -> str:
+        return f"{self.recipe.name}-{self.recipe.version}"
+
+    @property
+    def cache(self) -> BuildCache:
+        return BuildCache(self.settings.cache_dir)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A published (or already present) build."""
+
+    directory: Path
+    record: dict[str, Any]
+    cache_hit: bool
+    published: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "cache_hit": self.cache_hit,
+            "published": self.published,
+            "images": self.record["disk"]["files"],
+            "recipe_digest": self.record["recipe"]["digest"],
+            "boot_test": self.record.get("boot_test"),
+            "timings": self.record["timings"],
+        }
+
+
+# -- the steps ---------------------------------------------------------------
+
+
+def check_host(ctx: BuildContext) -> None:
+    require_build_host(ctx.recipe.base.arch)
+    dib.check_keyring(ctx.recipe, dict(ctx.settings.keyrings))
+
+
+def resolve_base(ctx: BuildContext) -> None:
+    base = ctx.recipe.base
+    ctx.archive = resolve_archive(base.distro, base.release, base.arch, ctx.settings.mirrors)
+    ctx.progress.note(f"archive {ctx.archive.mirror} ({ctx.archive.origin})")
+    ctx.fingerprint = release_fingerprint(ctx.archive)
+
+
+def generate_element(ctx: BuildContext) -> None:
+    ctx.element = write_element(ctx.recipe, ctx.staging / "elements")
+
+
+def lookup_cache(ctx: BuildContext) -> None:
+    assert ctx.archive is not None and ctx.element is not None
+    ctx.versions = tool_versions()
+    base = ctx.recipe.base
+    ctx.key_inputs = {
+        "recipe": ctx.recipe.canonical(),
+        "element": ctx.element.digest,
+        "tools": ctx.versions,
+        "base": {
+            "distro": str(base.distro),
+            "release": base.release,
+            "arch": str(base.arch),
+            "mirror": ctx.archive.mirror,
+            "security_mirror": ctx.archive.security_mirror,
+            "archive": ctx.fingerprint,
+        },
+    }
+    ctx.key = cache_key(ctx.key_inputs)
+    if not ctx.options.use_cache:
+        ctx.progress.note("cache: not used (--no-cache)")
+        return
+    ctx.hit = ctx.cache.lookup(ctx.key)
+    if ctx.hit is None:
+        ctx.progress.note(f"cache: miss ({ctx.key[:12]})")
+        return
+    ctx.images = ctx.hit.materialize(ctx.staging)
+    ctx.digests = {name: str(info["sha256"]) for name, info in ctx.hit.files.items()}
+    record = ctx.hit.record
+    ctx.disk = dict(record.get("disk", {}))
+    ctx.packages = list(record.get("packages", []))
+    ctx.boot = record.get("boot_test")
+    ctx.progress.note(f"cache: hit ({ctx.key[:12]}), built {record.get('created', '?')}")
+
+
+def run_dib(ctx: BuildContext) -> None:
+    assert ctx.archive is not None and ctx.element is not None
+    call = dib.invocation(
+        ctx.recipe,
+        archive=ctx.archive,
+        elements_path=ctx.element.root,
+        element_name=ctx.element.name,
+        output_dir=ctx.staging,
+        image_cache=ctx.settings.dib_image_cache,
+        keyrings=dict(ctx.settings.keyrings),
+    )
+    ctx.settings.dib_image_cache.mkdir(parents=True, exist_ok=True)
+
+    def on_line(line: str) -> None:
+        phase = dib.phase_of(line)
+        if phase is not None:
+            ctx.progress.status(phase)
+
+    try:
+        run(call.argv, env=call.env, cwd=ctx.staging, logfile=ctx.logfile,
+            on_line=on_line, echo=ctx.options.verbose)
+    except ImageFactoryError as exc:
+        raise BuildError(
+            "diskimage-builder failed", hint="see the build log for the failing hook"
+        ) from exc
+    ctx.packages = _read_dpkg_manifest(call.manifest_dir)
+
+
+def _read_dpkg_manifest(manifest_dir: Path) -> list[dict[str, str]]:
+    manifests = sorted(manifest_dir.glob("dib-manifest-dpkg-*"))
+    if not manifests:
+        raise BuildError(f"diskimage-builder wrote no package manifest in {manifest_dir}")
+    try:
+        data = json.loads(manifests[0].read_text(encoding="utf-8"))
+        return [
+            {"name": p["package"], "version": p["version"], "arch": p["arch"]}
+            for p in data["packages"]
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BuildError(f"{manifests[0]}: unreadable package manifest: {exc}") from exc
+
+
+def assemble_disk(ctx: BuildContext) -> None:
+    recipe = ctx.recipe
+    tar = ctx.staging / f"{dib.ROOTFS_NAME}.tar"
+    result = assembler.assemble(
+        tar,
+        ctx.staging,
+        disk_size=recipe.disk.size,
+        formats=recipe.disk.formats,
+        basename=ctx.basename,
+        title=f"{recipe.name} {recipe.version}",
+        logfile=ctx.logfile,
+    )
+    tar.unlink()
+    shutil.rmtree(ctx.staging / f"{dib.ROOTFS_NAME}.d", ignore_errors=True)
+    ctx.images = {path.name: path for path in result.images.values()}
+    for name, path in ctx.images.items():
+        ctx.progress.status(f"sha256 {name}")
+        ctx.digests[name] = file_digest(path)
+    ctx.disk = {
+        "root_uuid": result.root_uuid,
+        "kernel": result.kernel,
+        "content_bytes": result.content_bytes,
+        "virtual_size": recipe.disk.size,
+        "boot_mode": "bios",
+        "partition_table": "mbr",
+    }
+
+
+def run_boot_test(ctx: BuildContext) -> None:
+    if ctx.hit is not None and ctx.boot is not None and ctx.boot.get("passed"):
+        ctx.progress.note(
+            f"boot test: passed when this disk was built ({ctx.boot.get('seconds')}s); "
+            "the cached disk is byte-identical (use --no-cache to boot it again)"
+        )
+        return
+    fmt = ctx.recipe.disk.formats[0]
+    image = ctx.staging / f"{ctx.basename}.{fmt}"
+    ctx.progress.status(f"booting {image.name} under qemu")
+    result: BootResult = boot_test(
+        image,
+        str(fmt),
+        ctx.recipe.base.arch,
+        ctx.staging / BOOT_LOG,
+        accel_setting=ctx.settings.accel,
+        accel_cache=ctx.settings.cache_dir / "accel.json",
+        timeout=ctx.options.boot_timeout,
+    )
+    ctx.boot = result.to_dict()
+    ctx.boot["console_log"] = BOOT_LOG
+    if not result.passed:
+        raise BootTestError(f"boot test failed: {result.reason}", hint="see boot-test.log")
+    ctx.progress.note(f"boot test: {result.reason} ({result.accel})")
+
+
+def store_cache(ctx: BuildContext) -> None:
+    if not ctx.options.use_cache and ctx.hit is None:
+        # --no-cache forces a build; the fresh result still refreshes the cache.
+        pass
+    ctx.cache.store(ctx.key, ctx.images, ctx.digests, _record(ctx, {}))
+
+
+def write_record(ctx: BuildContext) -> None:
+    record = _record(ctx, ctx.progress.timings)
+    (ctx.staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _record(ctx: BuildContext, timings: dict[str, float]) -> dict[str, Any]:
+    assert ctx.archive is not None
+    recipe = ctx.recipe
+    created = (
+        ctx.hit.record.get("created")
+        if ctx.hit is not None
+        else dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    return {
+        "schema": RECORD_SCHEMA,
+        "image": {"name": recipe.name, "version": recipe.version},
+        "created": created,
+        "recipe": {
+            "digest": recipe.digest,
+            "sources": [str(p) for p in recipe.sources],
+            "resolved": recipe.canonical(),
+        },
+        "base": {
+            "distro": str(recipe.base.distro),
+            "release": recipe.base.release,
+            "version": recipe.base.version,
+            "arch": str(recipe.base.arch),
+            "mirror": ctx.archive.mirror,
+            "security_mirror": ctx.archive.security_mirror,
+            "mirror_origin": ctx.archive.origin,
+            "archive": ctx.fingerprint,
+        },
+        "element_digest": ctx.element.digest if ctx.element else None,
+        "tools": ctx.versions,
+        "cache": {"key": ctx.key, "hit": ctx.hit is not None},
+        "disk": {
+            **ctx.disk,
+            "files": {
+                name: {
+                    "format": name.rsplit(".", 1)[1],
+                    "sha256": ctx.digests[name],
+                    "size": path.stat().st_size,
+                }
+                for name, path in ctx.images.items()
+            },
+        },
+        "boot_test": ctx.boot,
+        "timings": timings,
+        "packages": ctx.packages,
+    }
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    description: str
+    run: Callable[[BuildContext], None]
+    #: Skip the step when this says so (e.g. a cache hit).
+    skip: Callable[[BuildContext], str | None] = lambda ctx: None
+
+
+def _on_hit(ctx: BuildContext) -> str | None:
+    return "cache hit" if ctx.hit is not None else None
+
+
+def _unless_boot_test(ctx: BuildContext) -> str | None:
+    return None if ctx.options.boot_test else "not asked for (--boot-test)"
+
+
+STEPS: tuple[Step, ...] = (
+    Step("host", "check the build host", check_host),
+    Step("archive", "resolve the package archive and its freshness", resolve_base),
+    Step("element", "generate the diskimage-builder element", generate_element),
+    Step("cache", "look up the build cache", lookup_cache),
+    Step("dib", "build the OS tree with diskimage-builder", run_dib, _on_hit),
+    Step("assemble", "assemble the bootable disk", assemble_disk, _on_hit),
+    Step("boot-test", "boot the image under qemu", run_boot_test, _unless_boot_test),
+    Step("store", "store the build in the cache", store_cache, _on_hit),
+    Step("record", "write build.json", write_record),
+)
+
+
+def build(
+    recipe: Recipe,
+    settings: Settings,
+    options: BuildOptions,
+    progress: Progress,
+    output_root: Path | None = None,
+) -> BuildResult:
+    """Run every step in a staging directory, then publish atomically."""
+    root = output_root or settings.output_dir
+    destination = final_dir(root, recipe.name, recipe.version)
+    progress.total = len(STEPS)
+    started = time.monotonic()
+    with staging_dir(root, recipe.name, recipe.version) as staging:
+        with (staging / LOG_FILE).open("w", encoding="utf-8") as logfile:
+            ctx = BuildContext(
+                recipe=recipe,
+                settings=settings,
+                options=options,
+                progress=progress,
+                staging=staging,
+                logfile=logfile,
+            )
+            try:
+                for step in STEPS:
+                    reason = step.skip(ctx)
+                    if reason is not None:
+                        progress.index += 1
+                        continue
+                    with progress.step(step.name, step.description):
+                        step.run(ctx)
+            except BaseException as exc:
+                logfile.flush()
+                kept = _keep_failure_logs(root, ctx, staging)
+                if isinstance(exc, ImageFactoryError) and kept is not None:
+                    exc.hint = f"{exc.hint + '; ' if exc.hint else ''}logs kept in {kept}"
+                raise
+        shutil.rmtree(staging / "elements", ignore_errors=True)
+        progress.timings["total"] = round(time.monotonic() - started, 3)
+        write_record(ctx)
+        record = json.loads((staging / RECORD_FILE).read_text(encoding="utf-8"))
+        published = publish(staging, destination, replace=options.replace)
+    return BuildResult(
+        directory=destination, record=record, cache_hit=ctx.hit is not None, published=published
+    )
+
+
+def _keep_failure_logs(root: Path, ctx: BuildContext, staging: Path) -> Path | None:
+    """Copy the logs of a failed build out of the staging directory."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = root / FAILED_DIR / f"{ctx.basename}-{stamp}"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (LOG_FILE, BOOT_LOG):
+            if (staging / name).exists():
+                shutil.copyfile(staging / name, target / name)
+    except OSError:
+        return None
+    return target

@@ -1,0 +1,169 @@
+"""The one error hierarchy of imagefactory.
+
+Every error a user can see derives from :class:`ImageFactoryError`, carries a
+message written for that user, and is caught exactly once, in ``cli.main()``.
+Lower layers translate foreign exceptions at their boundary
+(``raise BuildError(...) from exc``); nothing else escapes as a traceback.
+
+Errors are grouped by who has to act:
+
+* :class:`InputError`   -- the input (a recipe, a settings file, an argument) is
+  wrong; the person who wrote it fixes it.
+* :class:`HostError`    -- the build host lacks something (a tool, a
+  capability); the host's admin fixes it.
+* :class:`StageError`   -- a pipeline stage ran and failed (build, boot test).
+* :class:`CommandError` -- an external command failed; raised only by
+  :func:`imagefactory.run.run`.
+
+Exit codes (also documented in README.md):
+``0`` success, ``1`` a negative verdict or invalid input (invalid recipe,
+failed boot test), ``2`` an error that stopped the work, ``130`` interrupted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_VERDICT = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class ImageFactoryError(Exception):
+    """Base of every user-facing error."""
+
+    exit_code: int = EXIT_ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        """The text shown to the user (without the ``error:`` prefix)."""
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class InputError(ImageFactoryError):
+    """The user's input is wrong."""
+
+    exit_code = EXIT_VERDICT
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a YAML document, pointing at its place.
+
+    ``line`` and ``column`` are 1-based, as editors show them. ``path`` is the
+    key path inside the document, e.g. ``.base.distro`` or ``.files[2].path``.
+    """
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+    hint: str | None = None
+
+    def render(self) -> str:
+        text = f"{self.file}:{self.line}:{self.column}: {self.path or '.'}: {self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class DiagnosticsError(InputError):
+    """A document has one or more problems; all of them are reported at once."""
+
+    def __init__(self, kind: str, diagnostics: list[Diagnostic]) -> None:
+        count = len(diagnostics)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{kind}: {count} {noun}")
+        self.kind = kind
+        self.diagnostics = diagnostics
+
+    def render(self) -> str:
+        lines = [self.message]
+        lines += ["  " + d.render() for d in self.diagnostics]
+        return "\n".join(lines)
+
+
+class RecipeError(DiagnosticsError):
+    """A recipe (or one of the recipes it extends) is invalid."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        super().__init__("invalid recipe", diagnostics)
+
+
+class SettingsError(InputError):
+    """The build host's imagefactory settings are invalid."""
+
+
+class UsageError(InputError):
+    """The command line is wrong."""
+
+    exit_code = EXIT_ERROR
+
+
+class HostError(ImageFactoryError):
+    """The host lacks a tool or capability."""
+
+
+class MissingToolError(HostError):
+    """One or more external tools are not installed."""
+
+    def __init__(self, missing: dict[str, str]) -> None:
+        tools = ", ".join(sorted(missing))
+        packages = " ".join(sorted(set(missing.values())))
+        super().__init__(
+            f"missing host tools: {tools}",
+            hint=f"install the Debian packages: apt-get install {packages}"
+            " (scripts/setup does this)",
+        )
+        self.missing = missing
+
+
+class StageError(ImageFactoryError):
+    """A pipeline stage failed."""
+
+
+class BuildError(StageError):
+    """The build stage failed."""
+
+
+class BootTestError(StageError):
+    """The image did not boot to userspace."""
+
+    exit_code = EXIT_VERDICT
+
+
+class CommandError(ImageFactoryError):
+    """An external command failed. Raised only by :func:`imagefactory.run.run`."""
+
+    def __init__(
+        self, message: str, *, argv: list[str], returncode: int, output: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.argv = argv
+        self.returncode = returncode
+        self.output = output
+
+    def render(self) -> str:
+        text = self.message
+        if self.output:
+            tail = "\n".join(self.output.rstrip().splitlines()[-40:])
+            text += "\n  last output:\n" + "\n".join("    " + line for line in tail.splitlines())
+        return text

@@ -1,0 +1,348 @@
+"""Every recipe setting, defined once.
+
+:data:`RECIPE` is the whole format: names, types, defaults, help, allowed
+values, nested mappings and the rules across fields. The validator
+(:mod:`fieldtypes`), the merge of ``extends`` (:mod:`extends`), the JSON Schema
+and the reference documentation (:mod:`schema`) are all read from it; add or
+change a setting here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imagefactory.recipe import rules
+from imagefactory.recipe.fieldtypes import (
+    Choice,
+    Field,
+    ListOf,
+    MapOf,
+    Merge,
+    OneOrMany,
+    Rule,
+    Struct,
+    Text,
+)
+from imagefactory.vocab import (
+    Arch,
+    DiskFormat,
+    Distro,
+    FsAccess,
+    RootPolicy,
+    ScriptPhase,
+    WorkerNodeModel,
+)
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+VERSION_PATTERN = r"^(?!.*\.\.)[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$"
+PACKAGE_PATTERN = r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$"
+UNIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.@-]{0,255}$"
+ELEMENT_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+SCRIPT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+ACCOUNT_PATTERN = r"^(?:[a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$"
+VO_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"
+PROFILE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$"
+LABEL_KEY_PATTERN = r"^[a-z0-9][a-z0-9._/-]{0,127}$"
+RECIPE_PATH_PATTERN = r"^[^/].*\.ya?ml$"
+
+#: Most ``extends`` levels above the top-level recipe.
+MAX_EXTENDS_DEPTH = 8
+
+
+def _base_schema_extra() -> dict[str, Any]:
+    """Per distribution: its releases and architectures, from :mod:`imagefactory.vocab`."""
+    cases = []
+    for distro in Distro:
+        releases: list[Any] = []
+        for release in distro.releases:
+            releases += [release.version, release.codename]
+            # An unquoted YAML 12 or 24.04 arrives as a number; its text is the version.
+            number = float(release.version)
+            releases.append(int(number) if number.is_integer() else number)
+        cases.append(
+            {
+                "if": {"properties": {"distro": {"const": distro.value}}, "required": ["distro"]},
+                "then": {
+                    "properties": {
+                        "release": {"enum": releases},
+                        "arch": {"enum": [a.value for a in Arch if distro.supports(a)]},
+                    }
+                },
+            }
+        )
+    return {"allOf": cases}
+
+
+RELEASES_TEXT = "; ".join(
+    f"{distro}: " + ", ".join(f"`{r.version}` ({r.codename})" for r in distro.releases)
+    for distro in Distro
+)
+
+BASE = Struct(
+    expects="a mapping with distro, release and arch",
+    fields=(
+        Field("distro", Choice(Distro), "The distribution the image is built from.", required=True),
+        Field(
+            "release",
+            Text(
+                "a release version or codename, like '12' or 'bookworm'",
+                max_length=32,
+                numbers=True,
+                allowed_text=RELEASES_TEXT,
+            ),
+            "The distribution release, by version or codename; both are recorded.",
+            required=True,
+        ),
+        Field("arch", Choice(Arch), "The CPU architecture of the image.", default="x86_64"),
+    ),
+    rules=(
+        Rule("`release` must be a release of `distro`.", rules.rule_release),
+        Rule("`arch` must be one `distro` is built for (Ubuntu has no i386).", rules.rule_arch),
+    ),
+    schema_extra=_base_schema_extra,
+)
+
+FILE = Struct(
+    expects="a file entry (a mapping with path and content or source)",
+    fields=(
+        Field(
+            "path",
+            Text(
+                "an absolute path in the image",
+                max_length=rules.MAX_PATH_CHARS,
+                convert=rules.to_image_path,
+            ),
+            "Where the file goes in the image: absolute, normalised, not under /proc, /sys,"
+            " /dev or /run. A later recipe's entry replaces an extended one's with the same path.",
+            required=True,
+        ),
+        Field(
+            "content",
+            Text("the file's text", max_length=rules.MAX_FILE_BYTES),
+            "The file's text. Give either `content` or `source`.",
+        ),
+        Field(
+            "source",
+            Text(
+                "a path relative to the recipe",
+                max_length=rules.MAX_PATH_CHARS,
+                check=rules.check_source,
+            ),
+            "A file next to the recipe to copy, relative to the directory of the recipe that"
+            " names it; it must stay inside that directory (symbolic links included),"
+            f" be a regular file and at most {rules.MAX_FILE_BYTES} bytes.",
+        ),
+        Field(
+            "mode",
+            Text(
+                'an octal mode string like "0644"',
+                pattern=rules.MODE_PATTERN,
+                convert=rules.to_mode,
+                hint_for_number=rules.mode_hint,
+            ),
+            "The file's permission bits, in octal, quoted.",
+            default="0644",
+        ),
+        Field(
+            "owner",
+            Text("a user name or number", pattern=ACCOUNT_PATTERN),
+            "The owning user.",
+            default="root",
+        ),
+        Field(
+            "group",
+            Text("a group name or number", pattern=ACCOUNT_PATTERN),
+            "The owning group.",
+            default="root",
+        ),
+    ),
+    exactly_one=(("content", "source"),),
+)
+
+UNIT = Text("a systemd unit name like 'chrony.service'", pattern=UNIT_PATTERN)
+
+SERVICES = Struct(
+    expects="a mapping with enable and disable",
+    fields=(
+        Field("enable", ListOf(UNIT), "systemd units to enable."),
+        Field("disable", ListOf(UNIT), "systemd units to disable."),
+    ),
+    rules=(Rule("A unit cannot be both enabled and disabled.", rules.rule_services),),
+)
+
+SCRIPT = Struct(
+    expects="a script entry (a mapping with name, phase and content)",
+    fields=(
+        Field(
+            "name",
+            Text("a script name", pattern=SCRIPT_NAME_PATTERN),
+            "The script's name.",
+            required=True,
+        ),
+        Field(
+            "phase", Choice(ScriptPhase), "The diskimage-builder phase it runs in.", required=True
+        ),
+        Field(
+            "content",
+            Text("the script's text", max_length=rules.MAX_SCRIPT_CHARS),
+            "The script, run as root inside the image.",
+            required=True,
+        ),
+    ),
+)
+
+DISK = Struct(
+    expects="a mapping with size and formats",
+    fields=(
+        Field(
+            "size",
+            Text("a size like '2G'", pattern=rules.SIZE_PATTERN, convert=rules.to_size),
+            "The disk size with a K, M, G or T suffix (powers of 1024), from 1G to 64G.",
+            default="2G",
+        ),
+        Field(
+            "formats",
+            ListOf(Choice(DiskFormat)),
+            "The image formats to produce.",
+            default=["qcow2"],
+        ),
+    ),
+)
+
+RECIPE = Struct(
+    expects="a mapping of recipe keys",
+    fields=(
+        Field(
+            "name",
+            Text("a name like 'atlas-wn'", pattern=NAME_PATTERN),
+            "The image's name.",
+            required=True,
+        ),
+        Field(
+            "version",
+            Text("a version string like '1.0', without '..'", pattern=VERSION_PATTERN),
+            "The image's version; quote it, so YAML does not read 1.10 as the number 1.1.",
+            required=True,
+        ),
+        Field(
+            "description",
+            Text("a description", max_length=4096),
+            "What the image is for.",
+            default="",
+        ),
+        Field(
+            "extends",
+            OneOrMany(
+                Text(
+                    "a relative path to a .yaml recipe",
+                    pattern=RECIPE_PATH_PATTERN,
+                    max_length=4096,
+                )
+            ),
+            "Recipes this one builds on, relative to this file and inside the include roots,"
+            f" at most {MAX_EXTENDS_DEPTH} levels deep. The parents are combined first, this"
+            " recipe over them: mappings merge, values replace, lists are joined (an item"
+            " only once), `files` and `scripts` entries replace the parent's of the same"
+            " `path` or `name`.",
+            loader=True,
+        ),
+        Field("base", BASE, "The distribution the image is built from.", required=True),
+        Field(
+            "packages",
+            ListOf(
+                Text(
+                    "a Debian package name, optionally with '=version'",
+                    pattern=PACKAGE_PATTERN,
+                    max_length=256,
+                )
+            ),
+            "Extra packages to install, e.g. `less` or `less=590-2`.",
+        ),
+        Field("files", ListOf(FILE, key="path"), "Files to put into the image."),
+        Field("services", SERVICES, "systemd units to enable or disable."),
+        Field(
+            "elements",
+            ListOf(
+                Text(
+                    "a diskimage-builder element name",
+                    pattern=ELEMENT_PATTERN,
+                    max_length=64,
+                    check=rules.check_element,
+                )
+            ),
+            "Extra diskimage-builder elements; only those the build host allows.",
+        ),
+        Field(
+            "scripts",
+            ListOf(SCRIPT, key="name"),
+            "Shell scripts run as root inside the image;"
+            " refused unless the build host allows scripts.",
+        ),
+        Field("disk", DISK, "The disk image."),
+        Field(
+            "vo",
+            Text("a VO name like 'atlas'", pattern=VO_PATTERN),
+            "The virtual organisation the image is for.",
+            required=True,
+        ),
+        Field(
+            "root_policy",
+            Choice(RootPolicy),
+            "Who may become root on the worker node.",
+            default="none",
+        ),
+        Field("model", Choice(WorkerNodeModel), "The worker-node model.", default="non-persistent"),
+        Field(
+            "fs_access",
+            ListOf(Choice(FsAccess), merge=Merge.REPLACE),
+            "Site file systems the node may mount; `none` stands alone. A recipe's list"
+            " replaces the one it extends, since `none` excludes the others.",
+            default=["none"],
+        ),
+        Field(
+            "hardening",
+            Text("a hardening profile name", pattern=PROFILE_PATTERN),
+            "The hardening profile applied and audited.",
+            default="worker-node-default",
+        ),
+        Field(
+            "expiry",
+            Text(
+                "a duration like '30d' or '4w'",
+                pattern=rules.DURATION_PATTERN,
+                convert=rules.to_days,
+            ),
+            "How long the image's endorsement is valid, in days (d) or weeks (w),"
+            f" at most {rules.MAX_EXPIRY_DAYS}d.",
+            default="30d",
+        ),
+        Field(
+            "endorser",
+            Text("an email address", pattern=EMAIL_PATTERN, max_length=254),
+            "Contact email of the person or team who endorses the image.",
+        ),
+        Field(
+            "labels",
+            MapOf(
+                key=Text(
+                    "a label key like 'site' or 'example.org/owner'", pattern=LABEL_KEY_PATTERN
+                ),
+                value=Text("a label value", max_length=1024),
+            ),
+            "Free-form labels recorded with the image.",
+        ),
+    ),
+    rules=(
+        Rule(
+            "`none` in `fs_access` cannot be combined with other values.", rules.rule_fs_none_alone
+        ),
+        Rule("`scripts` needs a build host that allows scripts.", rules.rule_scripts_allowed),
+        Rule(
+            "`root_policy: user` allows only `fs_access: [none]` (user root and site file systems"
+            " don't mix) and only the `non-persistent` or `user-defined` models.",
+            rules.rule_user_root,
+            whole_only=True,
+        ),
+    ),
+)

@@ -1,0 +1,188 @@
+"""The resolved recipe as typed, frozen values, and its canonical form and digest."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any
+
+from imagefactory.recipe.rules import SourceFile
+from imagefactory.vocab import (
+    Arch,
+    DiskFormat,
+    Distro,
+    FsAccess,
+    Release,
+    RootPolicy,
+    ScriptPhase,
+    WorkerNodeModel,
+)
+
+
+@dataclass(frozen=True)
+class Base:
+    distro: Distro
+    #: The release's codename ("bookworm").
+    release: str
+    #: The release's version number ("12").
+    version: str
+    arch: Arch
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    path: PurePosixPath
+    content: bytes
+    mode: int
+    owner: str
+    group: str
+
+    def canonical(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "path": str(self.path),
+            "mode": f"{self.mode:04o}",
+            "owner": self.owner,
+            "group": self.group,
+            "size": len(self.content),
+            "sha256": hashlib.sha256(self.content).hexdigest(),
+        }
+        try:
+            data["content"] = self.content.decode("utf-8")
+        except UnicodeDecodeError:
+            data["content_base64"] = base64.b64encode(self.content).decode("ascii")
+        return data
+
+
+@dataclass(frozen=True)
+class Services:
+    enable: tuple[str, ...] = ()
+    disable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    phase: ScriptPhase
+    content: str
+
+
+@dataclass(frozen=True)
+class Disk:
+    #: Bytes.
+    size: int
+    formats: tuple[DiskFormat, ...]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A checked recipe with its parents merged in and every default applied."""
+
+    name: str
+    version: str
+    description: str
+    base: Base
+    packages: tuple[str, ...]
+    files: tuple[FileSpec, ...]
+    services: Services
+    elements: tuple[str, ...]
+    scripts: tuple[Script, ...]
+    disk: Disk
+    vo: str
+    root_policy: RootPolicy
+    model: WorkerNodeModel
+    fs_access: tuple[FsAccess, ...]
+    hardening: str
+    expiry_days: int
+    endorser: str | None
+    labels: Mapping[str, str]
+    #: Every file read: the recipe, the recipes it extends, then the file sources.
+    sources: tuple[Path, ...]
+
+    def canonical(self) -> dict[str, Any]:
+        """The resolved recipe as JSON-able data: what the image is built from.
+
+        Defaults are applied and ``extends`` is gone; ``sources`` is left out,
+        since where the files were read is not part of what is built.
+        """
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "base": {
+                "distro": self.base.distro.value,
+                "release": self.base.release,
+                "version": self.base.version,
+                "arch": self.base.arch.value,
+            },
+            "packages": list(self.packages),
+            "files": [spec.canonical() for spec in self.files],
+            "services": {
+                "enable": list(self.services.enable),
+                "disable": list(self.services.disable),
+            },
+            "elements": list(self.elements),
+            "scripts": [
+                {"name": s.name, "phase": s.phase.value, "content": s.content} for s in self.scripts
+            ],
+            "disk": {"size": self.disk.size, "formats": [f.value for f in self.disk.formats]},
+            "vo": self.vo,
+            "root_policy": self.root_policy.value,
+            "model": self.model.value,
+            "fs_access": [a.value for a in self.fs_access],
+            "hardening": self.hardening,
+            "expiry_days": self.expiry_days,
+            "endorser": self.endorser,
+            "labels": dict(sorted(self.labels.items())),
+        }
+
+    @cached_property
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the canonical form: equal recipes, equal digests."""
+        text = json.dumps(
+            self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def build_recipe(values: dict[str, Any], sources: list[Path]) -> Recipe:
+    """The :class:`Recipe` of values the field table checked without a problem."""
+    base = values["base"]
+    release: Release = base["release"]
+    files = []
+    for entry in values["files"]:
+        source: SourceFile | None = entry["source"]
+        content = source.data if source is not None else entry["content"].encode("utf-8")
+        files.append(
+            FileSpec(entry["path"], content, entry["mode"], entry["owner"], entry["group"])
+        )
+        if source is not None and source.path not in sources:
+            sources.append(source.path)
+    return Recipe(
+        name=values["name"],
+        version=values["version"],
+        description=values["description"],
+        base=Base(base["distro"], release.codename, release.version, base["arch"]),
+        packages=tuple(values["packages"]),
+        files=tuple(files),
+        services=Services(
+            tuple(values["services"]["enable"]), tuple(values["services"]["disable"])
+        ),
+        elements=tuple(values["elements"]),
+        scripts=tuple(Script(s["name"], s["phase"], s["content"]) for s in values["scripts"]),
+        disk=Disk(values["disk"]["size"], tuple(values["disk"]["formats"])),
+        vo=values["vo"],
+        root_policy=values["root_policy"],
+        model=values["model"],
+        fs_access=tuple(values["fs_access"]),
+        hardening=values["hardening"],
+        expiry_days=values["expiry"],
+        endorser=values["endorser"],
+        labels=MappingProxyType(dict(values["labels"])),
+        sources=tuple(sources),
+    )

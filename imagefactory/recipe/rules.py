@@ -1,0 +1,227 @@
+"""The checks behind the field table that a pattern cannot express.
+
+Converters (``to_*``) turn checked text into the stored value; checks
+(``check_*``) also see the node and the host's policy; rules (``rule_*``)
+look across the fields of one mapping and report at the offending place. Each
+raises :class:`~imagefactory.recipe.fieldtypes.Problem` or reports through the
+:class:`~imagefactory.recipe.fieldtypes.Checker`.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from imagefactory.recipe.fieldtypes import Checker, Problem, did_you_mean
+from imagefactory.recipe.yamlsource import Map, Node, Scalar, Seq
+from imagefactory.vocab import Arch, Distro, FsAccess, RootPolicy, WorkerNodeModel
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+MIN_DISK_SIZE = 1 * GIB
+MAX_DISK_SIZE = 64 * GIB
+MAX_EXPIRY_DAYS = 365
+#: A file's content, inline or from a source file.
+MAX_FILE_BYTES = 1 * MIB
+MAX_SCRIPT_CHARS = 64 * KIB
+MAX_PATH_CHARS = 4096
+#: Trees the kernel or the init system fill at run time; nothing is installed there.
+RUNTIME_TREES = ("/proc", "/sys", "/dev", "/run")
+
+_UNITS = {"K": KIB, "M": MIB, "G": GIB, "T": 1024 * GIB}
+SIZE_PATTERN = r"^[1-9][0-9]{0,6}[KMGT]$"
+DURATION_PATTERN = r"^[1-9][0-9]{0,4}[dw]$"
+MODE_PATTERN = r"^[0-7]{1,5}$"
+
+
+def to_size(text: str) -> int:
+    """``"2G"`` -> bytes, within the disk size limits."""
+    size = int(text[:-1]) * _UNITS[text[-1]]
+    if not MIN_DISK_SIZE <= size <= MAX_DISK_SIZE:
+        raise Problem(f"expected a disk size from 1G to 64G, found '{text}'")
+    return size
+
+
+def to_days(text: str) -> int:
+    """``"30d"`` or ``"4w"`` -> days, at most a year."""
+    days = int(text[:-1]) * (7 if text.endswith("w") else 1)
+    if days > MAX_EXPIRY_DAYS:
+        raise Problem(f"expected at most {MAX_EXPIRY_DAYS}d, found '{text}' ({days} days)")
+    return days
+
+
+def to_mode(text: str) -> int:
+    """``"0644"`` -> 0o644; permission, setuid, setgid and sticky bits only."""
+    mode = int(text, 8)
+    if mode > 0o7777:
+        raise Problem(f"expected a mode from 0000 to 7777, found '{text}'")
+    return mode
+
+
+def mode_hint(raw: str) -> str:
+    """For an unquoted mode: YAML reads 0644 as the number 420, and 644 as 644."""
+    return f'quote it: "{raw if raw.startswith("0") else "0" + raw}"'
+
+
+def to_image_path(text: str) -> PurePosixPath:
+    """A path inside the image: absolute, normalised, outside the run-time trees."""
+    if "\0" in text or "\n" in text:
+        raise Problem("expected a path without NUL or newline characters")
+    if not text.startswith("/"):
+        raise Problem(f"expected an absolute path, found '{text}'")
+    parts = text.split("/")[1:]
+    if ".." in parts:
+        raise Problem(f"expected a path without '..', found '{text}'")
+    if text == "/":
+        raise Problem("expected a file path, found '/' (the root directory)")
+    if "." in parts or "" in parts:
+        raise Problem(
+            f"expected a normalised path (no '.', '//' or trailing '/'), found '{text}'",
+            f"did you mean '{posixpath.normpath(text)}'?",
+        )
+    for tree in RUNTIME_TREES:
+        if text == tree or text.startswith(tree + "/"):
+            raise Problem(f"expected a path outside {tree}, which is filled at run time")
+    return PurePosixPath(text)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file's content read from next to the recipe."""
+
+    path: Path
+    data: bytes
+
+
+def check_source(value: str, node: Scalar, ck: Checker) -> SourceFile:
+    """Read ``source``: a regular file inside the directory of the recipe that names it."""
+    if value.startswith("/"):
+        raise Problem(f"expected a path relative to the recipe's directory, found '{value}'")
+    if "\0" in value:
+        raise Problem("expected a path without NUL characters")
+    top = node.mark.origin.path.parent.resolve()
+    if posixpath.normpath(value).split("/")[0] == "..":
+        raise Problem(f"expected a path inside the recipe's directory, found '{value}'")
+    target = (top / value).resolve()
+    if not target.is_relative_to(top):
+        raise Problem(
+            f"expected a path inside the recipe's directory, found '{value}'"
+            " (a symbolic link leads outside it)"
+        )
+    try:
+        # No symlink may be swapped in between the check above and this open.
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise Problem(f"no such file: '{value}'") from None
+    except OSError as exc:
+        raise Problem(f"cannot read '{value}': {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Problem(f"expected a regular file, found a directory or special file: '{value}'")
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise Problem(f"expected a file of at most {MAX_FILE_BYTES} bytes, '{value}' is larger")
+    return SourceFile(target, data)
+
+
+def check_element(value: str, node: Scalar, ck: Checker) -> str:
+    """An extra diskimage-builder element must be on the host's allowlist."""
+    allowed = sorted(ck.policy.allowed_elements)
+    if value not in allowed:
+        hint = did_you_mean(value, allowed) or "allowed: " + (", ".join(allowed) or "none")
+        raise Problem(f"element '{value}' is not allowed by this build host", hint)
+    return value
+
+
+def _entry_value(node: Map, key: str) -> Node | None:
+    entry = node.get(key)
+    return entry.value if entry else None
+
+
+def _item(node: Map, key: str, value: str) -> Node:
+    """The list item under ``key`` whose text is ``value`` (or the list, or the mapping)."""
+    seq = _entry_value(node, key)
+    if isinstance(seq, Seq):
+        for item in seq.items:
+            if isinstance(item, Scalar) and item.value == value:
+                return item
+    return seq or node
+
+
+def rule_release(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    distro, release = values.get("distro"), values.get("release")
+    if not isinstance(distro, Distro) or not isinstance(release, str):
+        return
+    found = distro.release(release)
+    if found is not None:
+        values["release"] = found
+        return
+    names = [name for r in distro.releases for name in (r.version, r.codename)]
+    listed = ", ".join(f"{r.version} ({r.codename})" for r in distro.releases)
+    where = _entry_value(node, "release") or node
+    ck.error(
+        where.mark,
+        f"expected a {distro} release: {listed}; found '{release}'",
+        did_you_mean(release, names),
+    )
+
+
+def rule_arch(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    distro, arch = values.get("distro"), values.get("arch")
+    if isinstance(distro, Distro) and isinstance(arch, Arch) and not distro.supports(arch):
+        supported = ", ".join(a for a in Arch if distro.supports(a))
+        where = _entry_value(node, "arch") or node
+        ck.error(
+            where.mark, f"expected an architecture {distro} supports ({supported}); found '{arch}'"
+        )
+
+
+def rule_services(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    enabled = set(values.get("enable", ()))
+    for unit in values.get("disable", ()):
+        if unit in enabled:
+            where = _item(node, "disable", unit)
+            ck.error(where.mark, f"unit '{unit}' is both enabled and disabled")
+
+
+def rule_scripts_allowed(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    if values.get("scripts") and not ck.policy.allow_scripts:
+        where = _entry_value(node, "scripts") or node
+        ck.error(
+            where.mark,
+            "scripts are refused by this build host",
+            "its policy must set allow_scripts to build recipes with scripts",
+        )
+
+
+def rule_fs_none_alone(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    access = values.get("fs_access", ())
+    if FsAccess.NONE in access and len(access) > 1:
+        others = ", ".join(a for a in access if a is not FsAccess.NONE)
+        where = _item(node, "fs_access", FsAccess.NONE)
+        ck.error(where.mark, f"'none' cannot be combined with other file-system access ({others})")
+
+
+def rule_user_root(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    policy = values.get("root_policy")
+    if not isinstance(policy, RootPolicy) or not policy.user_has_root:
+        return
+    where_policy = _entry_value(node, "root_policy") or node
+    why = f"root_policy is 'user' (line {where_policy.mark.line})"
+    for access in values.get("fs_access", ()):
+        if access.is_site_filesystem:
+            where = _item(node, "fs_access", access)
+            ck.error(where.mark, f"user root and site file systems don't mix: '{access}' but {why}")
+    model = values.get("model")
+    if isinstance(model, WorkerNodeModel) and model.site_managed:
+        where = _entry_value(node, "model") or node
+        ck.error(where.mark, f"a '{model}' worker node cannot give users root, but {why}")

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from imagefactory.build.cache import BuildCache, cache_key, file_digest
+
+
+def _disk(tmp_path: Path, content: bytes = b"disk bytes") -> Path:
+    path = tmp_path / "wn-1.qcow2"
+    path.write_bytes(content)
+    return path
+
+
+def test_key_is_canonical_and_input_sensitive() -> None:
+    inputs = {"recipe": {"a": 1, "b": [1, 2]}, "tools": {"dib": "3.43.0"}}
+    reordered = {"tools": {"dib": "3.43.0"}, "recipe": {"b": [1, 2], "a": 1}}
+    assert cache_key(inputs) == cache_key(reordered)
+    assert cache_key(inputs) != cache_key({**inputs, "tools": {"dib": "3.44.0"}})
+    assert cache_key(inputs) != cache_key({**inputs, "recipe": {"a": 1, "b": [2, 1]}})
+
+
+def test_store_then_lookup_returns_verified_entry(tmp_path: Path) -> None:
+    cache = BuildCache(tmp_path / "cache")
+    disk = _disk(tmp_path)
+    cache.store("k1", {disk.name: disk}, {disk.name: file_digest(disk)}, {"created": "now"})
+    entry = cache.lookup("k1")
+    assert entry is not None
+    assert entry.record == {"created": "now"}
+    out = tmp_path / "out"
+    out.mkdir()
+    files = entry.materialize(out)
+    assert files[disk.name].read_bytes() == b"disk bytes"
+    assert cache.lookup("other") is None
+
+
+def test_entry_whose_file_changed_is_evicted_not_served(tmp_path: Path) -> None:
+    cache = BuildCache(tmp_path / "cache")
+    disk = _disk(tmp_path)
+    cache.store("k1", {disk.name: disk}, {disk.name: file_digest(disk)}, {})
+    stored = tmp_path / "cache" / "builds" / "k1" / disk.name
+    # Same size, different bytes: only the digest can tell.
+    os.chmod(stored, 0o644)
+    stored.write_bytes(b"DISK BYTES")
+    assert cache.lookup("k1") is None
+    assert not (tmp_path / "cache" / "builds" / "k1").exists()
+
+
+def test_entry_with_foreign_format_is_ignored(tmp_path: Path) -> None:
+    entry = tmp_path / "cache" / "builds" / "k1"
+    entry.mkdir(parents=True)
+    (entry / "entry.json").write_text(json.dumps({"schema": "other", "key": "k1"}))
+    assert BuildCache(tmp_path / "cache").lookup("k1") is None
+
+
+def test_half_written_entries_are_invisible(tmp_path: Path) -> None:
+    cache = BuildCache(tmp_path / "cache")
+    disk = _disk(tmp_path)
+    # A digest that does not match: store still completes (it trusts the
+    # caller), but a temporary directory never has the final name.
+    cache.store("k1", {disk.name: disk}, {disk.name: "sha256:0"}, {})
+    names = os.listdir(tmp_path / "cache" / "builds")
+    assert names == ["k1"]
+    assert cache.lookup("k1") is None  # and a wrong digest is caught on lookup

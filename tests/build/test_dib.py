@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from imagefactory.build import dib
+from imagefactory.mirrors import BaseArchive
+from imagefactory.recipe import load_recipe
+from imagefactory.vocab import Distro
+
+from tests.conftest import RECIPES
+
+BIN = str(Path(sys.executable).parent)
+ARCHIVE = BaseArchive(
+    distro=Distro.DEBIAN,
+    release="bookworm",
+    mirror="http://mirror.test/debian",
+    security_mirror="http://mirror.test/debian-security",
+    origin="settings",
+)
+
+
+def test_exact_argv_and_environment_for_the_example_recipe(tmp_path: Path) -> None:
+    recipe = load_recipe(RECIPES / "atlas-wn-debian12.yaml")
+    call = dib.invocation(
+        recipe,
+        archive=ARCHIVE,
+        elements_path=tmp_path / "elements",
+        element_name="imagefactory-recipe",
+        output_dir=tmp_path / "stage",
+        image_cache=tmp_path / "cache",
+    )
+    assert call.argv == [
+        f"{BIN}/disk-image-create",
+        "-a",
+        "amd64",
+        "-t",
+        "tar",
+        "-o",
+        f"{tmp_path}/stage/rootfs",
+        "debian-minimal",
+        "imagefactory-recipe",
+    ]
+    assert call.env == {
+        "PATH": f"{BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ELEMENTS_PATH": f"{tmp_path}/elements",
+        "DIB_RELEASE": "bookworm",
+        "DIB_IMAGE_CACHE": f"{tmp_path}/cache",
+        "DIB_DEBOOTSTRAP_CACHE": "1",
+        "DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE": "1",
+        "DIB_DEBIAN_COMPONENTS": "main",
+        "DIB_NETWORK_INTERFACE_NAMES": "eth0",
+        "DIB_DISTRIBUTION_MIRROR": "http://mirror.test/debian",
+        "DIB_DEBIAN_SECURITY_MIRROR": "http://mirror.test/debian-security",
+    }
+    assert call.tar_path == tmp_path / "stage" / "rootfs.tar"
+    assert call.manifest_dir == tmp_path / "stage" / "rootfs.d" / "dib-manifests"
+
+
+def test_ubuntu_i386_and_extra_elements(tmp_path: Path) -> None:
+    recipe_path = tmp_path / "u.yaml"
+    recipe_path.write_text(
+        'name: u\nversion: "1"\nbase: {distro: ubuntu, release: "24.04"}\nvo: cms\n'
+        "elements: [growroot]\n",
+        encoding="utf-8",
+    )
+    recipe = load_recipe(recipe_path)
+    archive = BaseArchive(Distro.UBUNTU, "noble", "http://mirror.test/ubuntu", None, "settings")
+    call = dib.invocation(
+        recipe,
+        archive=archive,
+        elements_path=tmp_path,
+        element_name="imagefactory-recipe",
+        output_dir=tmp_path,
+        image_cache=tmp_path,
+        keyrings={"ubuntu": Path("/k.gpg")},
+    )
+    assert call.argv[-3:] == ["ubuntu-minimal", "imagefactory-recipe", "growroot"]
+    assert call.env["DIB_RELEASE"] == "noble"
+    assert call.env["DIB_UBUNTU_MIRROR_DISTS"] == "updates,security"
+    assert call.env["DIB_APT_KEYRING"] == "/k.gpg"
+    assert "DIB_DEBIAN_SECURITY_MIRROR" not in call.env
+
+
+def test_i386_uses_dib_arch_name() -> None:
+    recipe = load_recipe(RECIPES / "debian12-i386.yaml")
+    call = dib.invocation(
+        recipe,
+        archive=ARCHIVE,
+        elements_path=Path("/e"),
+        element_name="x",
+        output_dir=Path("/o"),
+        image_cache=Path("/c"),
+    )
+    assert call.argv[1:3] == ["-a", "i386"]
+
+
+def test_phase_of_dib_lines() -> None:
+    line = (
+        "2026-11-25 06:20:18.271 | dib-run-parts Running "
+        "/tmp/in_target.d/install.d/01-package-installs"
+    )
+    assert dib.phase_of(line) == "install.d/01-package-installs"
+    assert dib.phase_of("Unpacking gpg (2.2.40) ...") is None
