@@ -176,11 +176,12 @@ def cmd_host_check(args: argparse.Namespace, settings: Settings) -> int:
             "security_mirror": archive.security_mirror,
             "origin": archive.origin,
         }
-    report = {
+    versions = tool_versions()
+    report: dict[str, Any] = {
         "settings": str(settings.source) if settings.source else None,
         "missing_tools": absent,
         "accel": accel,
-        "tools": tool_versions(),
+        "tools": versions,
         "archives": archives,
     }
     if args.json:
@@ -190,7 +191,7 @@ def cmd_host_check(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(f"qemu accelerator: {accel}\n")
         for name, info in archives.items():
             sys.stdout.write(f"{name} archive: {info['mirror']} ({info['origin']})\n")
-        for name, version in report["tools"].items():
+        for name, version in versions.items():
             sys.stdout.write(f"{name}: {version}\n")
         for tool, package in absent.items():
             sys.stdout.write(f"MISSING {tool} (Debian package {package})\n")
@@ -204,14 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     # Common options are accepted before and after the subcommand; SUPPRESS keeps
     # a subcommand's parser from resetting a value given before it.
     common = _Parser(add_help=False)
-    common.add_argument("--settings", type=Path, default=argparse.SUPPRESS,
-                        help="host settings file (YAML)")
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="show tool output")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="debug logging and tracebacks")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine-readable output on stdout")
+    common.add_argument(
+        "--settings", type=Path, default=argparse.SUPPRESS, help="host settings file (YAML)"
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tool output"
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="debug logging and tracebacks",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="machine-readable output on stdout",
+    )
 
     parser = _Parser(
         prog="imagefactory",
@@ -228,8 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="build even if the cache has it")
     p.add_argument("--boot-test", action="store_true", help="boot the image as the last step")
     p.add_argument("--boot-timeout", type=float, default=900.0, metavar="SECONDS")
-    p.add_argument("--replace", action="store_true",
-                   help="overwrite a different build already published under this version")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite a different build already published under this version",
+    )
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("validate", parents=[common], help="check recipes; prints ok or errors")
@@ -249,19 +263,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("boot-test", parents=[common], help="boot an image under qemu")
     p.add_argument("image", type=Path)
-    p.add_argument("--format", choices=["qcow2", "raw"],
-                   help="the format the image must have (checked, never auto-detected)")
+    p.add_argument(
+        "--format",
+        choices=["qcow2", "raw"],
+        help="the format the image must have (checked, never auto-detected)",
+    )
     p.add_argument("--arch", choices=[a.value for a in Arch], default="x86_64")
     p.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS")
-    p.add_argument("--marker", default=r"\blogin: ",
-                   help="regex on the serial console that proves userspace is up")
+    p.add_argument(
+        "--marker",
+        default=r"\blogin: ",
+        help="regex on the serial console that proves userspace is up",
+    )
     p.add_argument("--console-log", type=Path, help="where to save the serial console")
     p.set_defaults(func=cmd_boot_test)
 
     host = sub.add_parser("host", help="the build host")
     hsub = host.add_subparsers(dest="host_command", required=True, parser_class=_Parser)
-    p = hsub.add_parser("check", parents=[common],
-                        help="tools, accelerator, archives and versions of this host")
+    p = hsub.add_parser(
+        "check", parents=[common], help="tools, accelerator, archives and versions of this host"
+    )
     p.set_defaults(func=cmd_host_check)
     return parser
 

@@ -153,9 +153,7 @@ class BootTestError(StageError):
 class CommandError(ImageFactoryError):
     """An external command failed. Raised only by :func:`imagefactory.run.run`."""
 
-    def __init__(
-        self, message: str, *, argv: list[str], returncode: int, output: str = ""
-    ) -> None:
+    def __init__(self, message: str, *, argv: list[str], returncode: int, output: str = "") -> None:
         super().__init__(message)
         self.argv = argv
         self.returncode = returncode

@@ -137,9 +137,7 @@ def host_apt_entries() -> list[AptEntry]:
     if APT_SOURCES.is_file():
         files.append(APT_SOURCES)
     if APT_SOURCES_DIR.is_dir():
-        files += sorted(
-            p for p in APT_SOURCES_DIR.iterdir() if p.suffix in (".list", ".sources")
-        )
+        files += sorted(p for p in APT_SOURCES_DIR.iterdir() if p.suffix in (".list", ".sources"))
     texts = []
     for path in files:
         try:
@@ -149,9 +147,7 @@ def host_apt_entries() -> list[AptEntry]:
     return parse_apt_sources(texts)
 
 
-def mirror_from_apt(
-    entries: Iterable[AptEntry], distro: Distro
-) -> tuple[str | None, str | None]:
+def mirror_from_apt(entries: Iterable[AptEntry], distro: Distro) -> tuple[str | None, str | None]:
     """(archive mirror, security mirror) for ``distro`` from apt entries.
 
     An entry counts for a distribution when its suite is one of that

@@ -124,7 +124,7 @@ class _Reader:
                 self.on_line(self.pending)
 
 
-def run(
+def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
     argv: Argv,
     *,
     env: Mapping[str, str] | None = None,
@@ -179,6 +179,9 @@ def run(
     except FileNotFoundError as exc:
         raise MissingToolError({args[0]: _debian_package_for(args[0])}) from exc
 
+    if proc.stdout is None:  # Popen was given stdout=PIPE; cannot happen
+        raise RuntimeError("subprocess stdout pipe missing")
+    stdout_fd = proc.stdout.fileno()
     reader = _Reader(None if capture else logfile, on_line, echo, keep_all=capture)
     stderr_chunks: list[bytes] = []
     stderr_thread: threading.Thread | None = None
@@ -205,8 +208,7 @@ def run(
         if stdin is not None and proc.stdin is not None:
             proc.stdin.write(stdin.encode())
             proc.stdin.close()
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
+        fd = stdout_fd
         while chunk := os.read(fd, 65536):
             lines = reader.feed(chunk)
             if until is not None and not stopped and any(map(until, [*lines, reader.pending])):

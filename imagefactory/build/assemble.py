@@ -211,8 +211,11 @@ def assemble(
         kernel = finish_tree(tree, root_uuid, title)
         with raw.open("wb") as f:
             f.truncate(disk_size)
-        run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(raw)],
-            stdin=_partition_script(), logfile=logfile)
+        run(
+            ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(raw)],
+            stdin=_partition_script(),
+            logfile=logfile,
+        )
         partition_bytes = disk_size - PARTITION_START_SECTOR * SECTOR
         run(
             [

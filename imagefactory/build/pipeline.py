@@ -38,7 +38,6 @@ from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe
 from imagefactory.run import run
 from imagefactory.settings import Settings
-from imagefactory.vocab import DiskFormat
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +83,18 @@ class BuildContext:
     @property
     def basename(self) -> str:
         return f"{self.recipe.name}-{self.recipe.version}"
+
+    def need_archive(self) -> BaseArchive:
+        """The resolved archive; a step that runs before ``archive`` is a bug."""
+        if self.archive is None:
+            raise BuildError("internal error: the archive step has not run")
+        return self.archive
+
+    def need_element(self) -> GeneratedElement:
+        """The generated element; a step that runs before ``element`` is a bug."""
+        if self.element is None:
+            raise BuildError("internal error: the element step has not run")
+        return self.element
 
     @property
     def cache(self) -> BuildCache:
@@ -131,19 +142,19 @@ def generate_element(ctx: BuildContext) -> None:
 
 
 def lookup_cache(ctx: BuildContext) -> None:
-    assert ctx.archive is not None and ctx.element is not None
+    archive, element = ctx.need_archive(), ctx.need_element()
     ctx.versions = tool_versions()
     base = ctx.recipe.base
     ctx.key_inputs = {
         "recipe": ctx.recipe.canonical(),
-        "element": ctx.element.digest,
+        "element": element.digest,
         "tools": ctx.versions,
         "base": {
             "distro": str(base.distro),
             "release": base.release,
             "arch": str(base.arch),
-            "mirror": ctx.archive.mirror,
-            "security_mirror": ctx.archive.security_mirror,
+            "mirror": archive.mirror,
+            "security_mirror": archive.security_mirror,
             "archive": ctx.fingerprint,
         },
     }
@@ -165,12 +176,12 @@ def lookup_cache(ctx: BuildContext) -> None:
 
 
 def run_dib(ctx: BuildContext) -> None:
-    assert ctx.archive is not None and ctx.element is not None
+    archive, element = ctx.need_archive(), ctx.need_element()
     call = dib.invocation(
         ctx.recipe,
-        archive=ctx.archive,
-        elements_path=ctx.element.root,
-        element_name=ctx.element.name,
+        archive=archive,
+        elements_path=element.root,
+        element_name=element.name,
         output_dir=ctx.staging,
         image_cache=ctx.settings.dib_image_cache,
         keyrings=dict(ctx.settings.keyrings),
@@ -183,8 +194,14 @@ def run_dib(ctx: BuildContext) -> None:
             ctx.progress.status(phase)
 
     try:
-        run(call.argv, env=call.env, cwd=ctx.staging, logfile=ctx.logfile,
-            on_line=on_line, echo=ctx.options.verbose)
+        run(
+            call.argv,
+            env=call.env,
+            cwd=ctx.staging,
+            logfile=ctx.logfile,
+            on_line=on_line,
+            echo=ctx.options.verbose,
+        )
     except ImageFactoryError as exc:
         raise BuildError(
             "diskimage-builder failed", hint="see the build log for the failing hook"
@@ -273,7 +290,7 @@ def write_record(ctx: BuildContext) -> None:
 
 
 def _record(ctx: BuildContext, timings: dict[str, float]) -> dict[str, Any]:
-    assert ctx.archive is not None
+    archive = ctx.need_archive()
     recipe = ctx.recipe
     created = (
         ctx.hit.record.get("created")
@@ -294,9 +311,9 @@ def _record(ctx: BuildContext, timings: dict[str, float]) -> dict[str, Any]:
             "release": recipe.base.release,
             "version": recipe.base.version,
             "arch": str(recipe.base.arch),
-            "mirror": ctx.archive.mirror,
-            "security_mirror": ctx.archive.security_mirror,
-            "mirror_origin": ctx.archive.origin,
+            "mirror": archive.mirror,
+            "security_mirror": archive.security_mirror,
+            "mirror_origin": archive.origin,
             "archive": ctx.fingerprint,
         },
         "element_digest": ctx.element.digest if ctx.element else None,

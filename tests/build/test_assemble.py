@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-import pytest
 from pathlib import Path
+
+import pytest
 
 from imagefactory.build import assemble
 from imagefactory.errors import BuildError
@@ -62,7 +63,7 @@ def test_finish_tree_without_kernel_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_finish_tree_without_grub_images_names_the_element_hook(tmp_path: Path) -> None:
     tree = _fake_tree(tmp_path, ["6.1"], with_grub=False)
-    with pytest.raises(BuildError, match="lacks /boot/grub/i386-pc/core.img") as info:
+    with pytest.raises(BuildError, match=r"lacks /boot/grub/i386-pc/core\.img") as info:
         assemble.finish_tree(tree, UUID, "wn")
     assert "90-imagefactory-bootloader" in (info.value.hint or "")
 

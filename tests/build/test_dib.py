@@ -7,7 +7,6 @@ from imagefactory.build import dib
 from imagefactory.mirrors import BaseArchive
 from imagefactory.recipe import load_recipe
 from imagefactory.vocab import Distro
-
 from tests.conftest import RECIPES
 
 BIN = str(Path(sys.executable).parent)

@@ -11,7 +11,6 @@ from imagefactory.build.element import (
     write_element,
 )
 from imagefactory.recipe import BuildPolicy, load_recipe
-
 from tests.conftest import RECIPES
 
 
@@ -40,9 +39,7 @@ def test_package_list_has_boot_packages_kernel_then_recipe_packages(tmp_path: Pa
 
 
 def test_i386_gets_the_686_kernel(tmp_path: Path) -> None:
-    recipe = load_recipe(
-        _write(tmp_path, "r.yaml", BASE.replace('"12"}', '"12", arch: i386}'))
-    )
+    recipe = load_recipe(_write(tmp_path, "r.yaml", BASE.replace('"12"}', '"12", arch: i386}')))
     assert b"linux-image-686:\n" in element_files(recipe)["package-installs.yaml"][0]
 
 
@@ -54,7 +51,7 @@ def test_files_become_blobs_and_one_quoted_install_script(tmp_path: Path) -> Non
             BASE
             + "files:\n"
             + "  - {path: /etc/motd, content: hello}\n"
-            + "  - {path: \"/etc/x y/it's\", content: a, mode: \"0600\", owner: daemon}\n",
+            + '  - {path: "/etc/x y/it\'s", content: a, mode: "0600", owner: daemon}\n',
         )
     )
     files = element_files(recipe)
@@ -98,9 +95,7 @@ def test_scripts_go_to_their_phase_when_the_host_allows_them(tmp_path: Path) -> 
     path = _write(
         tmp_path,
         "r.yaml",
-        BASE
-        + "scripts:\n"
-        + "  - {name: tune, phase: post-install, content: 'echo hi'}\n",
+        BASE + "scripts:\n" + "  - {name: tune, phase: post-install, content: 'echo hi'}\n",
     )
     recipe = load_recipe(path, BuildPolicy(allow_scripts=True))
     script, mode = element_files(recipe)["post-install.d/70-recipe-tune"]

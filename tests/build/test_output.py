@@ -15,9 +15,13 @@ def _record(directory: Path, key: str) -> None:
 
 
 def test_staging_is_removed_when_the_build_fails(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError), staging_dir(tmp_path, "wn", "1") as staging:
-        (staging / "half.qcow2").write_bytes(b"x")
-        raise RuntimeError("boom")
+    def failing_build() -> None:
+        with staging_dir(tmp_path, "wn", "1") as staging:
+            (staging / "half.qcow2").write_bytes(b"x")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        failing_build()
     assert os.listdir(tmp_path) == []
 
 
@@ -42,9 +46,11 @@ def test_publish_is_a_rename_and_versions_are_immutable(tmp_path: Path) -> None:
 
 
 def test_publish_refuses_a_staging_dir_without_record(tmp_path: Path) -> None:
-    with staging_dir(tmp_path, "wn", "1") as staging:
-        with pytest.raises(BuildError, match="incomplete build"):
-            publish(staging, final_dir(tmp_path, "wn", "1"))
+    with (
+        staging_dir(tmp_path, "wn", "1") as staging,
+        pytest.raises(BuildError, match="incomplete build"),
+    ):
+        publish(staging, final_dir(tmp_path, "wn", "1"))
 
 
 def test_stale_staging_of_dead_process_is_removed_live_one_kept(tmp_path: Path) -> None:
@@ -55,4 +61,5 @@ def test_stale_staging_of_dead_process_is_removed_live_one_kept(tmp_path: Path) 
         d.mkdir()
     remove_stale_staging(tmp_path)
     assert not dead.exists()
-    assert live.exists() and unrelated.exists()
+    assert live.exists()
+    assert unrelated.exists()

@@ -12,9 +12,7 @@ import struct
 import time
 from pathlib import Path
 
-import diskformat_fixturegen as fx
 import pytest
-from diskformat_fixturegen import GiB, needs_qemu_img
 
 from imagefactory import diskformat
 from imagefactory.diskformat import (
@@ -25,6 +23,8 @@ from imagefactory.diskformat import (
     detect,
 )
 from imagefactory.errors import InputError
+from tests.diskformat import diskformat_fixturegen as fx
+from tests.diskformat.diskformat_fixturegen import GiB, needs_qemu_img
 
 
 def refuse(path: Path, **kwargs: object) -> UnsafeImageError:
