@@ -122,6 +122,10 @@ class HostError(ImageFactoryError):
     """The host lacks a tool or capability."""
 
 
+class ArchiveError(HostError):
+    """The package archive (mirror) is unreachable or serves inconsistent files."""
+
+
 class MissingToolError(HostError):
     """One or more external tools are not installed."""
 

@@ -11,7 +11,10 @@ mirror comes from, in order:
 
 The archive's ``InRelease`` files are fetched to fingerprint the base: when the
 archive publishes updates (a security fix), the build cache key changes and
-the next build rebuilds instead of serving a stale image.
+the next build rebuilds instead of serving a stale image. The same files say
+how large each package index is; a mirror that serves an index of another size
+(caught mid-sync) would make apt fail deep inside the build, so
+:func:`check_indexes` compares them up front and names the mirror and file.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagefactory.errors import HostError
+from imagefactory.errors import ArchiveError, HostError
 from imagefactory.run import output_of
 from imagefactory.vocab import Arch, Distro
 
@@ -224,20 +227,81 @@ def resolve_archive(
     )
 
 
-def release_fingerprint(archive: BaseArchive) -> dict[str, str]:
+#: The package index apt fetches first (it prefers xz), per component and arch.
+INDEX_NAME = "{component}/binary-{arch}/Packages.xz"
+
+
+def _fetch(url: str, *, method: str = "GET", limit: int = MAX_RELEASE_BYTES) -> tuple[bytes, int]:
+    """(body, Content-Length or -1) of an http(s) URL, the body capped at ``limit``."""
+    request = urllib.request.Request(url, method=method)  # noqa: S310 (http(s) only, checked in settings/apt parsing)
+    try:
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as resp:  # noqa: S310
+            length = int(resp.headers.get("Content-Length") or -1)
+            data = resp.read(limit + 1) if method == "GET" else b""
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ArchiveError(
+            f"cannot reach the package archive: {url}: {exc}",
+            hint="check the mirror in the settings (mirrors:) or the host's apt sources",
+        ) from exc
+    if len(data) > limit:
+        raise ArchiveError(f"{url}: larger than {limit} bytes; is this a package archive?")
+    return data, length
+
+
+def fetch_releases(archive: BaseArchive) -> dict[tuple[str, str], bytes]:
+    """The ``InRelease`` file of every (mirror, suite) the build will use."""
+    return {
+        (mirror, suite): _fetch(f"{mirror}/dists/{suite}/InRelease")[0]
+        for mirror, suite in archive.suites()
+    }
+
+
+def release_fingerprint(releases: Mapping[tuple[str, str], bytes]) -> dict[str, str]:
     """sha256 of every suite's ``InRelease``: changes when the archive updates."""
-    out: dict[str, str] = {}
-    for mirror, suite in archive.suites():
-        url = f"{mirror}/dists/{suite}/InRelease"
-        try:
-            with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as resp:  # noqa: S310 (http(s) only, checked in settings/apt parsing)
-                data = resp.read(MAX_RELEASE_BYTES + 1)
-        except (urllib.error.URLError, OSError) as exc:
-            raise HostError(
-                f"cannot reach the package archive: {url}: {exc}",
-                hint="check the mirror in the settings (mirrors:) or the host's apt sources",
-            ) from exc
-        if len(data) > MAX_RELEASE_BYTES:
-            raise HostError(f"{url}: InRelease larger than {MAX_RELEASE_BYTES} bytes")
-        out[f"{suite}"] = "sha256:" + hashlib.sha256(data).hexdigest()
-    return out
+    return {
+        suite: "sha256:" + hashlib.sha256(data).hexdigest()
+        for (_mirror, suite), data in releases.items()
+    }
+
+
+def indexed_sizes(inrelease: bytes) -> dict[str, int]:
+    """File name -> size from the ``SHA256:`` list of a Release/InRelease file."""
+    sizes: dict[str, int] = {}
+    in_list = False
+    for line in inrelease.decode("utf-8", "replace").splitlines():
+        if not line[:1].isspace():
+            in_list = line.strip() == "SHA256:"
+            continue
+        fields = line.split()
+        if in_list and len(fields) == 3 and fields[1].isdigit():
+            sizes[fields[2]] = int(fields[1])
+    return sizes
+
+
+def check_indexes(
+    archive: BaseArchive,
+    arch: Arch,
+    releases: Mapping[tuple[str, str], bytes],
+    component: str = "main",
+) -> None:
+    """Refuse a mirror whose package indexes disagree with its signed Release files.
+
+    Every mismatch is reported at once. An index the Release file does not list
+    (a suite without this architecture) is not checked; apt skips it too.
+    """
+    problems = []
+    name = INDEX_NAME.format(component=component, arch=arch.dib_arch)
+    for (mirror, suite), data in releases.items():
+        expected = indexed_sizes(data).get(name)
+        if expected is None:
+            continue
+        url = f"{mirror}/dists/{suite}/{name}"
+        _, served = _fetch(url, method="HEAD")
+        if served not in (-1, expected):
+            problems.append(f"{url}: {served} bytes served, {expected} listed in InRelease")
+    if problems:
+        raise ArchiveError(
+            "the package archive serves indexes that do not match its signed InRelease"
+            " (a mirror caught mid-sync?):\n  " + "\n  ".join(problems),
+            hint="retry later, or point the settings (mirrors:) at a consistent mirror",
+        )

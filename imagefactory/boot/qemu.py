@@ -45,6 +45,10 @@ class BootResult:
         }
 
 
+def _qemu_escape(value: str) -> str:
+    return value.replace(",", ",,")
+
+
 def qemu_argv(
     image: Path, fmt: str, arch: Arch, accel: str, *, memory_mib: int = DEFAULT_MEMORY_MIB
 ) -> list[str]:
@@ -64,7 +68,8 @@ def qemu_argv(
         "-serial",
         "stdio",
         "-drive",
-        f"file={image},format={fmt},if=virtio,snapshot=on",
+        # qemu option values escape "," by doubling it; a path must not add options.
+        f"file={_qemu_escape(str(image))},format={fmt},if=virtio,snapshot=on",
         "-nic",
         "none",
     ]

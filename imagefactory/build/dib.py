@@ -19,6 +19,10 @@ from imagefactory.recipe import Recipe
 from imagefactory.vocab import Distro
 
 BASE_ELEMENTS = {Distro.DEBIAN: "debian-minimal", Distro.UBUNTU: "ubuntu-minimal"}
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
+#: The script every release of a family links to; a host's debootstrap older
+#: than a release (Debian 12's for Ubuntu 24.04) lacks only the link.
+FAMILY_SCRIPT = {Distro.DEBIAN: "sid", Distro.UBUNTU: "gutsy"}
 ROOTFS_NAME = "rootfs"
 
 #: Lines of DIB output that mark progress worth showing (phase changes).
@@ -55,6 +59,7 @@ def invocation(
     output_dir: Path,
     image_cache: Path,
     keyrings: dict[str, Path] | None = None,
+    debootstrap_scripts: Path = DEBOOTSTRAP_SCRIPTS,
 ) -> DibInvocation:
     """Build the argv and environment; pure, so tests can assert it exactly."""
     bindir = dib_bin_dir()
@@ -88,6 +93,9 @@ def invocation(
     keyring = (keyrings or {}).get(str(recipe.base.distro))
     if keyring is not None:
         env["DIB_APT_KEYRING"] = str(keyring)
+    if not (debootstrap_scripts / recipe.base.release).exists():
+        family = debootstrap_scripts / FAMILY_SCRIPT[recipe.base.distro]
+        env["DIB_DEBIAN_DEBOOTSTRAP_SCRIPT"] = str(family)
     return DibInvocation(argv=argv, env=env)
 
 

@@ -33,7 +33,13 @@ from imagefactory.build.output import (
 )
 from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
 from imagefactory.host import require_build_host, tool_versions
-from imagefactory.mirrors import BaseArchive, release_fingerprint, resolve_archive
+from imagefactory.mirrors import (
+    BaseArchive,
+    check_indexes,
+    fetch_releases,
+    release_fingerprint,
+    resolve_archive,
+)
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe
 from imagefactory.run import run
@@ -134,7 +140,9 @@ def resolve_base(ctx: BuildContext) -> None:
     base = ctx.recipe.base
     ctx.archive = resolve_archive(base.distro, base.release, base.arch, ctx.settings.mirrors)
     ctx.progress.note(f"archive {ctx.archive.mirror} ({ctx.archive.origin})")
-    ctx.fingerprint = release_fingerprint(ctx.archive)
+    releases = fetch_releases(ctx.archive)
+    check_indexes(ctx.archive, base.arch, releases)
+    ctx.fingerprint = release_fingerprint(releases)
 
 
 def generate_element(ctx: BuildContext) -> None:

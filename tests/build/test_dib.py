@@ -19,6 +19,15 @@ ARCHIVE = BaseArchive(
 )
 
 
+def _scripts(tmp_path: Path, *releases: str) -> Path:
+    """A fake debootstrap scripts directory holding ``releases``."""
+    scripts = tmp_path / "debootstrap-scripts"
+    scripts.mkdir(exist_ok=True)
+    for release in releases:
+        (scripts / release).write_text("# a debootstrap script\n")
+    return scripts
+
+
 def test_exact_argv_and_environment_for_the_example_recipe(tmp_path: Path) -> None:
     recipe = load_recipe(RECIPES / "atlas-wn-debian12.yaml")
     call = dib.invocation(
@@ -28,6 +37,7 @@ def test_exact_argv_and_environment_for_the_example_recipe(tmp_path: Path) -> No
         element_name="imagefactory-recipe",
         output_dir=tmp_path / "stage",
         image_cache=tmp_path / "cache",
+        debootstrap_scripts=_scripts(tmp_path, "bookworm", "sid"),
     )
     assert call.argv == [
         f"{BIN}/disk-image-create",
@@ -73,12 +83,32 @@ def test_ubuntu_i386_and_extra_elements(tmp_path: Path) -> None:
         output_dir=tmp_path,
         image_cache=tmp_path,
         keyrings={"ubuntu": Path("/k.gpg")},
+        debootstrap_scripts=_scripts(tmp_path, "noble", "gutsy"),
     )
     assert call.argv[-3:] == ["ubuntu-minimal", "imagefactory-recipe", "growroot"]
     assert call.env["DIB_RELEASE"] == "noble"
     assert call.env["DIB_UBUNTU_MIRROR_DISTS"] == "updates,security"
     assert call.env["DIB_APT_KEYRING"] == "/k.gpg"
     assert "DIB_DEBIAN_SECURITY_MIRROR" not in call.env
+    assert "DIB_DEBIAN_DEBOOTSTRAP_SCRIPT" not in call.env
+
+
+def test_release_newer_than_the_hosts_debootstrap_uses_the_family_script(
+    tmp_path: Path,
+) -> None:
+    recipe = load_recipe(RECIPES / "ubuntu2404.yaml")
+    archive = BaseArchive(Distro.UBUNTU, "noble", "http://mirror.test/ubuntu", None, "settings")
+    scripts = _scripts(tmp_path, "jammy", "gutsy")  # Debian 12's debootstrap: no noble
+    call = dib.invocation(
+        recipe,
+        archive=archive,
+        elements_path=tmp_path,
+        element_name="x",
+        output_dir=tmp_path,
+        image_cache=tmp_path,
+        debootstrap_scripts=scripts,
+    )
+    assert call.env["DIB_DEBIAN_DEBOOTSTRAP_SCRIPT"] == str(scripts / "gutsy")
 
 
 def test_i386_uses_dib_arch_name() -> None:

@@ -7,6 +7,7 @@ caller asks for a defect, so each test changes exactly one thing.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import struct
 import subprocess
@@ -23,8 +24,10 @@ EXT_CRYPTO_HEADER = 0x0537BE77
 EXT_DATA_FILE = 0x44415441
 
 QEMU_IMG = shutil.which("qemu-img")
+#: Skips locally without qemu-img; under CI (CI=true) the test runs and fails.
 needs_qemu_img = pytest.mark.skipif(
-    QEMU_IMG is None, reason="qemu-img is not installed (apt-get install qemu-utils)"
+    QEMU_IMG is None and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
+    reason="qemu-img is not installed (apt-get install qemu-utils)",
 )
 
 
@@ -179,8 +182,16 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
+#: qemu's LUKS key-derivation benchmark fails now and then on a busy or coarse
+#: CPU clock; it is the fixture's creation that failed, so it is tried again.
+_QEMU_IMG_FLAKE = "Unable to get accurate CPU usage"
+
+
 def qemu_img(*args: str) -> None:
     """Run qemu-img to *create* a fixture (never to inspect one)."""
     assert QEMU_IMG is not None
-    done = subprocess.run([QEMU_IMG, *args], check=False, capture_output=True, text=True)
+    for _attempt in range(10):
+        done = subprocess.run([QEMU_IMG, *args], check=False, capture_output=True, text=True)
+        if _QEMU_IMG_FLAKE not in done.stderr:
+            break
     assert done.returncode == 0, f"qemu-img {' '.join(args)}: {done.stderr.strip()}"

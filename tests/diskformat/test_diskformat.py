@@ -620,7 +620,7 @@ def test_format_not_allowed_from_qemu_img_is_refused_by_name(tmp_path: Path, fmt
     path = tmp_path / f"img.{fmt}"
     args = ["create", "-q", "-f", fmt]
     if fmt == "luks":
-        args += ["--object", "secret,id=s0,data=x", "-o", "key-secret=s0,iter-time=10"]
+        args += ["--object", "secret,id=s0,data=x", "-o", "key-secret=s0,iter-time=100"]
     fx.qemu_img(*args, str(path), "64M")
     info = detect(path)
     assert info.format == fmt
