@@ -226,8 +226,11 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
             timer.cancel()
         if logfile is not None:
             logfile.flush()
-    if stderr_thread is not None:
-        stderr_thread.join()
+        if stderr_thread is not None:
+            stderr_thread.join()  # the child is gone: its stderr is at end of file
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     stderr_text = b"".join(stderr_chunks).decode("utf-8", "replace")
     stdout = "".join(reader.everything)
 

@@ -22,9 +22,14 @@ def require_or_skip(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def integration_host() -> None:
+def require_integration_host() -> None:
     """Root plus the tools a real build and boot need."""
     require_or_skip(os.geteuid() == 0, "integration tests run as root (DIB's chroot)")
     for tool in ("debootstrap", "qemu-img", "qemu-system-x86_64", "sfdisk", "mkfs.ext4"):
         require_or_skip(shutil.which(tool) is not None, f"{tool} is not installed")
+
+
+@pytest.fixture
+def integration_host() -> None:
+    """Root plus the tools a real build and boot need."""
+    require_integration_host()

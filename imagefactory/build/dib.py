@@ -18,6 +18,9 @@ from imagefactory.mirrors import BaseArchive
 from imagefactory.recipe import Recipe
 from imagefactory.vocab import Distro
 
+#: DIB's own work directories (and its chroot mounts) go inside the staging
+#: directory, so whatever an interrupted build leaves is removed with it.
+WORK_DIR_NAME = "dib-tmp"
 BASE_ELEMENTS = {Distro.DEBIAN: "debian-minimal", Distro.UBUNTU: "ubuntu-minimal"}
 DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 #: The script every release of a family links to; a host's debootstrap older
@@ -78,6 +81,7 @@ def invocation(
     env = {
         # DIB calls its helpers (dib-run-parts, dib-block-device) from PATH.
         "PATH": f"{bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "TMP_DIR": str(output_dir / WORK_DIR_NAME),
         "ELEMENTS_PATH": str(elements_path),
         "DIB_RELEASE": recipe.base.release,
         "DIB_IMAGE_CACHE": str(image_cache),

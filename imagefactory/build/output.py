@@ -18,12 +18,12 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from imagefactory.build.cleanup import remove_quietly
 from imagefactory.errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def remove_stale_staging(output_root: Path) -> None:
         if _pid_alive(int(match["pid"])):
             continue
         log.info("removing %s left by an interrupted build", entry)
-        shutil.rmtree(entry, ignore_errors=True)
+        remove_quietly(entry)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -73,8 +73,7 @@ def staging_dir(output_root: Path, name: str, version: str) -> Iterator[Path]:
     try:
         yield path
     finally:
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
+        remove_quietly(path)
 
 
 def read_record(directory: Path) -> dict[str, Any] | None:
@@ -108,7 +107,7 @@ def publish(staging: Path, final: Path, *, replace: bool = False) -> bool:
         trash = final.parent / f".replaced-{final.name}-{os.getpid()}"
         final.rename(trash)
         staging.rename(final)
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_quietly(trash)
         return True
     staging.rename(final)
     return True

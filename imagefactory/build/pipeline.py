@@ -23,6 +23,7 @@ from imagefactory.boot.qemu import DEFAULT_TIMEOUT, BootResult, boot_test
 from imagefactory.build import assemble as assembler
 from imagefactory.build import dib
 from imagefactory.build.cache import BuildCache, CacheEntry, cache_key, file_digest
+from imagefactory.build.cleanup import remove_tree
 from imagefactory.build.element import GeneratedElement, write_element
 from imagefactory.build.output import (
     LOG_FILE,
@@ -195,6 +196,7 @@ def run_dib(ctx: BuildContext) -> None:
         keyrings=dict(ctx.settings.keyrings),
     )
     ctx.settings.dib_image_cache.mkdir(parents=True, exist_ok=True)
+    (ctx.staging / dib.WORK_DIR_NAME).mkdir()
 
     def on_line(line: str) -> None:
         phase = dib.phase_of(line)
@@ -244,7 +246,7 @@ def assemble_disk(ctx: BuildContext) -> None:
         logfile=ctx.logfile,
     )
     tar.unlink()
-    shutil.rmtree(ctx.staging / f"{dib.ROOTFS_NAME}.d", ignore_errors=True)
+    remove_tree(ctx.staging / f"{dib.ROOTFS_NAME}.d")
     ctx.images = {path.name: path for path in result.images.values()}
     for name, path in ctx.images.items():
         ctx.progress.status(f"sha256 {name}")
@@ -410,7 +412,8 @@ def build(
                 if isinstance(exc, ImageFactoryError) and kept is not None:
                     exc.hint = f"{exc.hint + '; ' if exc.hint else ''}logs kept in {kept}"
                 raise
-        shutil.rmtree(staging / "elements", ignore_errors=True)
+        remove_tree(staging / "elements")
+        remove_tree(staging / dib.WORK_DIR_NAME)
         progress.timings["total"] = round(time.monotonic() - started, 3)
         write_record(ctx)
         record = json.loads((staging / RECORD_FILE).read_text(encoding="utf-8"))

@@ -52,6 +52,7 @@ def test_exact_argv_and_environment_for_the_example_recipe(tmp_path: Path) -> No
     ]
     assert call.env == {
         "PATH": f"{BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "TMP_DIR": f"{tmp_path}/stage/dib-tmp",
         "ELEMENTS_PATH": f"{tmp_path}/elements",
         "DIB_RELEASE": "bookworm",
         "DIB_IMAGE_CACHE": f"{tmp_path}/cache",

@@ -32,7 +32,7 @@ def test_package_list_has_boot_packages_kernel_then_recipe_packages(tmp_path: Pa
     recipe = load_recipe(_write(tmp_path, "r.yaml", BASE + "packages: [less, chrony]\n"))
     files = element_files(recipe)
     assert files["package-installs.yaml"] == (
-        b"systemd-sysv:\ninitramfs-tools:\ngrub-pc:\nlinux-image-cloud-amd64:\nless:\nchrony:\n",
+        b"systemd-sysv:\ninitramfs-tools:\ngrub-pc:\nlinux-image-amd64:\nless:\nchrony:\n",
         0o644,
     )
     assert files["element-deps"] == (b"package-installs\n", 0o644)

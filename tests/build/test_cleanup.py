@@ -1,0 +1,54 @@
+"""Removing a work tree never deletes through a mount left inside it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from imagefactory.build.cleanup import mounts_below, remove_tree
+from tests.conftest import require_or_skip
+
+MOUNTINFO = """\
+22 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+90 22 0:5 / /out/.staging-wn-1-9/dib-tmp/dib_build.x/mnt/dev rw - devtmpfs udev rw
+91 90 0:6 / /out/.staging-wn-1-9/dib-tmp/dib_build.x/mnt/dev/pts rw - devpts devpts rw
+92 22 0:7 / /out/.staging-wn-1-9/with\\040space rw - tmpfs tmpfs rw
+93 22 0:8 / /out/.staging-wn-1-90 rw - tmpfs tmpfs rw
+"""
+
+
+def test_mounts_below_deepest_first_unescaped_and_not_siblings() -> None:
+    found = mounts_below(Path("/out/.staging-wn-1-9"), MOUNTINFO)
+    assert found == [
+        Path("/out/.staging-wn-1-9/dib-tmp/dib_build.x/mnt/dev/pts"),
+        Path("/out/.staging-wn-1-9/dib-tmp/dib_build.x/mnt/dev"),
+        Path("/out/.staging-wn-1-9/with space"),
+    ]
+
+
+def test_no_mounts_below_a_plain_tree() -> None:
+    assert mounts_below(Path("/out/elsewhere"), MOUNTINFO) == []
+
+
+@pytest.mark.integration
+def test_remove_tree_unmounts_a_bind_mount_and_keeps_its_source(tmp_path: Path) -> None:
+    require_or_skip(os.geteuid() == 0, "mounting needs root")
+    precious = tmp_path / "host-dir"
+    precious.mkdir()
+    (precious / "keep-me").write_text("host data")
+    tree = tmp_path / "staging"
+    target = tree / "chroot" / "mnt"
+    target.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(precious), str(target)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(tree / "chroot")], check=False)
+    try:
+        remove_tree(tree)
+    finally:
+        for point in mounts_below(tree):
+            subprocess.run(["umount", "--lazy", str(point)], check=False)
+    assert not tree.exists()
+    assert (precious / "keep-me").read_text() == "host data"
+    assert mounts_below(tmp_path) == []
