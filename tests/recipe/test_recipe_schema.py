@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,14 @@ def test_vocabulary() -> None:
     assert Distro.DEBIAN.release("12") == Distro.DEBIAN.release("bookworm")
     assert Distro.DEBIAN.release("noble") is None
     assert not Distro.UBUNTU.supports(Arch.I386)
+
+
+def test_committed_schema_and_readme_reference_are_current() -> None:
+    """recipes/recipe.schema.json and README.md come from the field table."""
+    committed = json.loads((RECIPES / "recipe.schema.json").read_text(encoding="utf-8"))
+    assert committed == recipe_json_schema(), (
+        "regenerate: imagefactory recipe schema --output recipes/recipe.schema.json"
+    )
+    readme = (RECIPES.parent / "README.md").read_text(encoding="utf-8")
+    reference = recipe_reference_markdown().split("\n", 1)[1].strip()  # without the H1
+    assert reference in readme, "regenerate the recipe reference: scripts/gen-docs"
