@@ -1,0 +1,72 @@
+"""The command line: exit codes, --json, errors caught once with their hint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from imagefactory import cli
+from tests.conftest import RECIPES
+
+BAD = 'name: wn\nversion: "1"\npakages: [less]\nbase: {distro: debian, release: "12"}\nvo: x\n'
+
+
+def test_validate_ok_and_invalid_with_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    assert cli.main(["validate", str(RECIPES / "atlas-wn-debian12.yaml")]) == 0
+    assert ": ok (atlas-wn-debian12 1.0, sha256:" in capsys.readouterr().out
+    assert cli.main(["validate", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}:3:1: .pakages: unknown key 'pakages' (did you mean 'packages'?)" in out
+
+
+def test_validate_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    assert cli.main(["validate", "--json", str(RECIPES / "ubuntu2404.yaml"), str(bad)]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] is False
+    assert [r["ok"] for r in result["recipes"]] == [True, False]
+    problem = result["recipes"][1]["problems"][0]
+    assert (problem["line"], problem["column"]) == (3, 1)
+
+
+def test_usage_error_is_exit_2_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["biuld"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: imagefactory: argument command: invalid choice: 'biuld'")
+    assert "Traceback" not in err
+
+
+def test_build_of_an_invalid_recipe_stops_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    assert cli.main(["build", str(bad), "--output", str(tmp_path / "out")]) == 1
+    assert "invalid recipe: 1 problem" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_boot_test_refuses_an_unsafe_image_before_qemu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(b"QFI\xfb" + b"\0" * 4092)  # a qcow2 header in a file declared raw
+    assert cli.main(["boot-test", str(disk), "--format", "raw"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "qcow2" in err
+
+
+def test_recipe_show_prints_the_resolved_recipe(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["recipe", "show", str(RECIPES / "atlas-wn-debian12.yaml")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["recipe"]["base"]["release"] == "bookworm"
+    assert "chrony" in shown["recipe"]["packages"]  # from the site base it extends
+    assert shown["digest"].startswith("sha256:")

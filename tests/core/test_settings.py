@@ -1,0 +1,63 @@
+"""Host settings: file, environment, defaults, and errors naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imagefactory.errors import SettingsError
+from imagefactory.settings import load_settings
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_file_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMAGEFACTORY_DEBIAN_MIRROR", raising=False)
+    path = _write(
+        tmp_path,
+        "mirrors: {debian: 'http://m.test/debian/'}\n"
+        "build: {cache_dir: /var/cache/if, allow_scripts: true, accel: tcg,"
+        " allowed_elements: [growroot]}\n",
+    )
+    settings = load_settings(path)
+    assert settings.source == path
+    assert settings.mirrors == {"debian": "http://m.test/debian"}
+    assert settings.cache_dir == Path("/var/cache/if")
+    assert settings.dib_image_cache == Path("/var/cache/if/dib")
+    assert settings.allow_scripts is True
+    assert settings.accel == "tcg"
+    assert settings.allowed_elements == frozenset({"growroot"})
+    assert settings.build_policy().allow_scripts is True
+
+
+def test_environment_mirror_wins_over_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGEFACTORY_DEBIAN_MIRROR", "https://env.test/debian")
+    path = _write(tmp_path, "mirrors: {debian: 'http://file.test/debian'}\n")
+    assert load_settings(path).mirrors["debian"] == "https://env.test/debian"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mirors: {}\n", "unknown key(s) mirors"),
+        ("mirrors: {debian: ftp://x}\n", ".mirrors.debian: expected an http(s) URL"),
+        ("mirrors: {fedora: http://x}\n", ".mirrors.fedora: unknown mirror"),
+        ("build: {accel: fast}\n", ".build.accel: expected one of auto, kvm, tcg"),
+        ("build: {allow_scripts: 'yes'}\n", ".build.allow_scripts: expected true or false"),
+        ("- a list\n", "the top level must be a mapping"),
+        ("build: [\n", "not valid YAML"),
+    ],
+)
+def test_errors_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    assert str(path) in info.value.render()
+    assert message in info.value.render()

@@ -1,0 +1,38 @@
+"""Every shipped recipe builds and boots (the example is covered by
+test_build_boot.py in the same session). Slow: a few minutes per recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from imagefactory.diskformat import check_safe
+from imagefactory.recipe import load_recipe
+from tests.conftest import RECIPES
+from tests.integration.conftest import EXAMPLE, Builder
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SHIPPED = sorted(p for p in RECIPES.glob("*.yaml") if p != EXAMPLE)
+
+
+def test_every_shipped_recipe_is_covered() -> None:
+    assert [p.stem for p in SHIPPED] == ["debian12-i386", "site-base-debian12", "ubuntu2404"]
+
+
+@pytest.mark.parametrize("recipe_path", SHIPPED, ids=lambda p: p.stem)
+def test_recipe_builds_and_boots(recipe_path: Path, build_recipe: Builder, tmp_path: Path) -> None:
+    recipe = load_recipe(recipe_path)
+    result = build_recipe(recipe_path, tmp_path)
+    record = json.loads((result.directory / "build.json").read_text())
+    assert record["boot_test"]["passed"] is True
+    assert record["base"]["arch"] == str(recipe.base.arch)
+    for name in record["disk"]["files"]:
+        check_safe(result.directory / name, declared_format=name.rsplit(".", 1)[1])
+    installed = {p["name"]: p["arch"] for p in record["packages"]}
+    assert set(recipe.packages) <= set(installed)
+    assert recipe.base.arch.dib_arch in set(installed.values())
+    console = (result.directory / "boot-test.log").read_text(errors="replace")
+    assert "login:" in console
