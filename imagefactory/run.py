@@ -304,4 +304,4 @@ DEBIAN_PACKAGES: dict[str, str] = {
 
 
 def _debian_package_for(tool: str) -> str:
-    return DEBIAN_PACKAGES.get(Path(tool).name, "(unknown: see README.md 'Host requirements')")
+    return DEBIAN_PACKAGES.get(Path(tool).name, "(unknown: see README.md, Host requirements)")
