@@ -20,6 +20,7 @@ import re
 import shutil
 from pathlib import Path
 
+from imagefactory.boot import HEADLESS_SERIAL
 from imagefactory.errors import CommandError, MissingToolError
 from imagefactory.run import run
 
@@ -51,12 +52,7 @@ def probe_kvm(qemu: str, kernel: Path) -> bool:
                 "kvm",
                 "-m",
                 "256",
-                "-nodefaults",
-                "-display",
-                "none",
-                "-no-reboot",
-                "-serial",
-                "stdio",
+                *HEADLESS_SERIAL,
                 "-kernel",
                 str(kernel),
                 "-append",

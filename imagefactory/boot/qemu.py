@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagefactory.boot import HEADLESS_SERIAL
 from imagefactory.boot.accel import choose_accel
 from imagefactory.run import run
 from imagefactory.vocab import Arch
@@ -61,12 +62,7 @@ def qemu_argv(
         str(memory_mib),
         "-smp",
         "2",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-serial",
-        "stdio",
+        *HEADLESS_SERIAL,
         "-drive",
         # qemu option values escape "," by doubling it; a path must not add options.
         f"file={_qemu_escape(str(image))},format={fmt},if=virtio,snapshot=on",
