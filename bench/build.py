@@ -63,12 +63,14 @@ def bare_dib(recipe: Recipe, settings: Settings, work: Path) -> float:
     return time.monotonic() - started
 
 
-def full_build(recipe: Recipe, settings: Settings, output: Path, *, use_cache: bool) -> float:
+def full_build(
+    recipe: Recipe, settings: Settings, output: Path, *, use_cache: bool
+) -> tuple[float, dict[str, float]]:
+    """Seconds of one in-process ``imagefactory build``, and its step timings."""
     started = time.monotonic()
-    build(
-        recipe, settings, BuildOptions(use_cache=use_cache), Progress(stream=io.StringIO()), output
-    )
-    return time.monotonic() - started
+    options = BuildOptions(use_cache=use_cache)
+    result = build(recipe, settings, options, Progress(stream=io.StringIO()), output)
+    return time.monotonic() - started, result.record["timings"]
 
 
 def main() -> int:
@@ -90,7 +92,8 @@ def main() -> int:
         if not any(p.name.startswith(tarball) for p in host.dib_image_cache.iterdir()):
             print("warming the debootstrap cache (not timed)...", file=sys.stderr)
             bare_dib(recipe, settings, root / "warm-up")
-        bare, full = [], []
+        bare: list[float] = []
+        full: list[float] = []
         steps: dict[str, float] = {}
         for n in range(args.rounds):
             print(f"round {n + 1}: bare disk-image-create...", file=sys.stderr)
