@@ -203,7 +203,7 @@ def verify_bundle(
                 f"signed by {describe_identity(capture.seen)}",
                 capture.seen,
             ) from exc
-        raise BundleError("signature-invalid", f"does not verify: {exc}") from exc
+        raise BundleError("signature-invalid", f"does not verify: {exc}", capture.seen) from exc
     if capture.seen is None:  # the policy is always consulted; cannot happen
         raise BundleError("signature-invalid", "the certificate was never checked")
     return VerifiedBundle(payload_type, payload, capture.seen)
