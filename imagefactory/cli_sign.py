@@ -209,3 +209,120 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, parser_class: type) -
     p = psub.add_parser("check", parents=[common], help="validate a trust policy file")
     p.add_argument("policy", type=Path)
     p.set_defaults(func=cmd_policy_check)
+
+    add_gate_parsers(sub, common)
+
+
+# -- the boot gate ---------------------------------------------------------------
+
+DEFAULT_POLICY = Path("/etc/imagefactory/policy.yaml")
+DEFAULT_STORE = Path("/var/lib/imagefactory/images")
+DEFAULT_CACHE = Path("/var/cache/imagefactory/verified")
+
+HOOK_SCRIPT = """\
+#!/bin/sh
+# libvirt hook installed by 'imagefactory gate-hook-script': before a domain
+# starts (prepare), every disk must pass 'imagefactory verify' against the
+# site's trust policy; a non-zero exit refuses the start, stderr says why.
+exec {python} -m imagefactory gate-libvirt-hook {options} -- "$@"
+"""
+
+
+def _gate_config(args: argparse.Namespace) -> Any:
+    from imagefactory.gate.check import GateConfig
+    from imagefactory.policy import load_policy
+    from imagefactory.verify.cache import VerifiedCache
+
+    cache = None if args.no_cache else VerifiedCache(args.cache)
+    return GateConfig(load_policy(args.policy), args.store, cache)
+
+
+def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.gate.check import check_disks
+    from imagefactory.gate.qemu import qemu_disks
+    from imagefactory.run import replace_process
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        sys.stderr.write("error: imagefactory gate: no command given (gate ... -- qemu ...)\n")
+        return EXIT_ERROR
+    try:
+        disks, refusals = qemu_disks(command)
+        result = check_disks(disks, _gate_config(args), refusals)
+    except ImageFactoryError as exc:
+        sys.stderr.write(f"error: {exc.render()}\n")
+        return EXIT_ERROR
+    if not result.allowed:
+        sys.stderr.write(result.render(f"command {command[0]}") + "\n")
+        return EXIT_VERDICT
+    return replace_process(command)  # never returns: the command replaces us
+
+
+def cmd_gate_libvirt_hook(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.gate.libvirt import run_hook
+
+    try:
+        code, message = run_hook(
+            args.hook_args, sys.stdin.buffer.read(), lambda: _gate_config(args)
+        )
+    except ImageFactoryError as exc:
+        sys.stderr.write(f"imagefactory gate: refusing: {exc.render()}\n")
+        return EXIT_ERROR
+    sys.stderr.write(message)
+    return code
+
+
+def cmd_gate_hook_script(args: argparse.Namespace, settings: Settings) -> int:
+    import shlex
+
+    options = ["--policy", str(args.policy), "--store", str(args.store)]
+    options += ["--no-cache"] if args.no_cache else ["--cache", str(args.cache)]
+    sys.stdout.write(
+        HOOK_SCRIPT.format(python=shlex.quote(sys.executable), options=shlex.join(options))
+    )
+    return EXIT_OK
+
+
+def add_gate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    gate_options = argparse.ArgumentParser(add_help=False)
+    gate_options.add_argument(
+        "--policy",
+        type=Path,
+        default=DEFAULT_POLICY,
+        help=f"trust policy (default {DEFAULT_POLICY})",
+    )
+    gate_options.add_argument(
+        "--store", type=Path, default=DEFAULT_STORE, help=f"image store (default {DEFAULT_STORE})"
+    )
+    gate_options.add_argument(
+        "--cache",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help=f"verified cache (default {DEFAULT_CACHE})",
+    )
+    gate_options.add_argument("--no-cache", action="store_true", help="always verify in full")
+
+    p = sub.add_parser(
+        "gate",
+        parents=[common, gate_options],
+        help="verify the disks of a qemu command line, then run it: gate [...] -- qemu ...",
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- and the qemu command line")
+    p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser(
+        "gate-libvirt-hook",
+        parents=[common, gate_options],
+        help="the libvirt qemu hook (NAME OPERATION SUBOPERATION EXTRA, domain XML on stdin)",
+    )
+    p.add_argument("hook_args", nargs="*", metavar="ARG")
+    p.set_defaults(func=cmd_gate_libvirt_hook)
+
+    p = sub.add_parser(
+        "gate-hook-script",
+        parents=[common, gate_options],
+        help="print the /etc/libvirt/hooks/qemu script that runs the gate",
+    )
+    p.set_defaults(func=cmd_gate_hook_script)

@@ -47,6 +47,13 @@ REASONS: Mapping[str, str] = MappingProxyType(
         "audit-failed": "the hardening audit did not pass or is missing",
         "inspection-unavailable": "the policy requires a fresh inspection and none is available",
         "inspection-mismatch": "the inspected disk differs from its signed labels",
+        "gate-unverifiable-disk": "a disk the boot gate cannot map to a verified image",
+        "gate-outside-store": "a disk (or an overlay's base) lies outside the image store",
+        "gate-format-mismatch": "the hypervisor would open a disk in another format than signed",
+        "gate-overlay": "a copy-on-write overlay that is not a plain qcow2 over a store image",
+        "gate-direct-kernel": "a kernel or initrd outside any verified disk would boot",
+        "gate-invalid-request": "the domain XML or command line cannot be read safely",
+        "gate-error": "the gate could not decide (bad policy, unreadable store); refused",
     }
 )
 """Every reason code a verdict can carry, with its one-line meaning."""
