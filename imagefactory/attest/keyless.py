@@ -26,6 +26,7 @@ from cryptography.x509 import (
 )
 from sigstore.dsse import Statement
 from sigstore.errors import Error as SigstoreError
+from sigstore.errors import VerificationError
 from sigstore.models import Bundle, ClientTrustConfig, TrustedRoot
 from sigstore.oidc import IdentityToken, detect_credential
 from sigstore.sign import SigningContext
@@ -171,8 +172,6 @@ class _Capture:
         self.seen: CertIdentity | None = None
 
     def verify(self, cert: Certificate) -> None:
-        from sigstore.errors import VerificationError
-
         self.seen = cert_identity(cert)
         if not self.accept(self.seen):
             raise VerificationError("the certificate's identity is not a trusted signer")

@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from imagefactory.attest.layout import ImageDir, LayoutError, load_image_dir, read_small
+from imagefactory.attest.layout import ImageDir, LayoutError, load_image_dir
 from imagefactory.attest.statement import PAYLOAD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE
 from imagefactory.digest import ProgressFn, hash_file
 from imagefactory.diskformat import UnsafeImageError, check_safe
@@ -198,28 +198,24 @@ def _as_note(reason: Reason) -> Reason:
 
 def _statement(run: _Run) -> list[Reason]:
     image = _image(run)
-    labels_bytes = read_small(image.labels_path, "labels.json")
-    labels_value = json.loads(labels_bytes)
     good: list[Attestation] = []
     problems: list[Reason] = []
     for attestation in run.attestations:
-        found = _check_statement(attestation, run.digests, labels_value, image)
+        found = _check_statement(attestation, run.digests, image)
         if found:
             problems += found
         else:
             good.append(attestation)
     run.attestations = good
     if good:
-        run.signed_labels = labels_value
+        # Equal to every good statement's predicate: from here on, the labels are signed.
+        run.signed_labels = image.labels
         return [_as_note(r) for r in problems]
     return problems
 
 
 def _check_statement(
-    attestation: Attestation,
-    digests: dict[str, dict[str, str]],
-    labels_value: Any,
-    image: ImageDir,
+    attestation: Attestation, digests: dict[str, dict[str, str]], image: ImageDir
 ) -> list[Reason]:
     name = attestation.file.name
 
@@ -255,7 +251,7 @@ def _check_statement(
                     "subject-mismatch",
                     f"{path.name}: {algorithm} is {value}, signed {signed[algorithm]}",
                 )
-    if statement.get("predicate") != labels_value:
+    if statement.get("predicate") != image.labels:
         out += reason("predicate-mismatch", "the signed labels differ from labels.json")
     return out
 
