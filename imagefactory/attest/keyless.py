@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.x509 import (
     Certificate,
@@ -24,15 +25,20 @@ from cryptography.x509 import (
     SubjectAlternativeName,
     UniformResourceIdentifier,
 )
-from sigstore.dsse import Statement
 from sigstore.errors import Error as SigstoreError
 from sigstore.errors import VerificationError
-from sigstore.models import Bundle, ClientTrustConfig, TrustedRoot
-from sigstore.oidc import IdentityToken, detect_credential
-from sigstore.sign import SigningContext
-from sigstore.verify import Verifier
 
 from imagefactory.errors import InputError
+
+if TYPE_CHECKING:
+    from sigstore.dsse import Statement
+    from sigstore.models import ClientTrustConfig, TrustedRoot
+    from sigstore.oidc import IdentityToken
+    from sigstore.sign import SigningContext
+    from sigstore.verify import Verifier
+
+# sigstore's models, signer and verifier take ~0.3 s to import; they are imported
+# where used, so that a key-only policy and the verified cache never pay for them.
 
 #: The trust root name that means Sigstore's public-good instance.
 PUBLIC_GOOD = "public-good"
@@ -48,6 +54,8 @@ class KeylessError(InputError):
 
 def load_trust_config(path: Path) -> ClientTrustConfig:
     """A client trust config file (trusted root plus signing config) of a private instance."""
+    from sigstore.models import ClientTrustConfig
+
     try:
         return ClientTrustConfig.from_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, SigstoreError) as exc:
@@ -56,6 +64,8 @@ def load_trust_config(path: Path) -> ClientTrustConfig:
 
 def load_trusted_root(path: Path) -> TrustedRoot:
     """The trusted root in ``path``: a trusted root file or a client trust config file."""
+    from sigstore.models import ClientTrustConfig, TrustedRoot
+
     try:
         text = path.read_text(encoding="utf-8")
         media_type = json.loads(text).get("mediaType", "")
@@ -68,6 +78,8 @@ def load_trusted_root(path: Path) -> TrustedRoot:
 
 def identity_token(raw: str | None) -> IdentityToken:
     """The OIDC token to sign with: ``raw`` if given, else the ambient CI credential."""
+    from sigstore.oidc import IdentityToken, detect_credential
+
     token = raw or detect_credential()
     if not token:
         raise KeylessError(
@@ -188,6 +200,8 @@ def verify_bundle(
     ``signature-invalid`` (chain, log entry or signature do not verify against
     this trusted root: other bytes, a foreign root, a tampered bundle).
     """
+    from sigstore.models import Bundle
+
     try:
         bundle = Bundle.from_json(data)
     except (ValueError, SigstoreError) as exc:

@@ -14,11 +14,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from securesystemslib.signer import Signer
-from sigstore.dsse import Statement
-from sigstore.oidc import IdentityToken
-from sigstore.sign import SigningContext
 
 from imagefactory.attest.keyless import sign_statement
 from imagefactory.attest.keys import sign_envelope
@@ -31,6 +29,10 @@ from imagefactory.attest.layout import (
 )
 from imagefactory.attest.statement import PAYLOAD_TYPE, image_subjects, statement_bytes
 from imagefactory.diskformat import check_safe
+
+if TYPE_CHECKING:
+    from sigstore.oidc import IdentityToken
+    from sigstore.sign import SigningContext
 
 
 def _prepare(path: Path) -> tuple[ImageDir, bytes]:
@@ -58,6 +60,8 @@ def sign_with_key(path: Path, signer: Signer) -> Path:
 
 def sign_keyless(path: Path, context: SigningContext, token: IdentityToken) -> Path:
     """Sign the image at ``path`` keylessly (Sigstore); the attestation's path."""
+    from sigstore.dsse import Statement
+
     image, payload = _prepare(path)
     bundle = sign_statement(Statement(payload), context, token)
     who = hashlib.sha256(f"{token.identity}\0{token.issuer}".encode()).hexdigest()[:16]

@@ -3,8 +3,8 @@
 Subjects: the disk (sha256 and sha512), ``labels.json`` and the SBOM (sha256),
 named by their file names in the image directory. Predicate type:
 :data:`PREDICATE_TYPE`; predicate: the labels. The payload bytes are made here
-(canonical JSON) and checked by sigstore-python's own model
-(:class:`sigstore.dsse.Statement`), so the keyless and key-based paths sign
+(canonical JSON) and, for keyless signing, checked by sigstore-python's own
+model (:class:`sigstore.dsse.Statement`); the keyless and key-based paths sign
 the very same bytes.
 """
 
@@ -14,8 +14,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from sigstore.dsse import Statement
 
 from imagefactory.attest.layout import ImageDir
 from imagefactory.digest import hash_file
@@ -52,8 +50,3 @@ def statement_bytes(subjects: list[Subject], labels: Mapping[str, Any]) -> bytes
         "predicate": dict(labels),
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def build_statement(image: ImageDir) -> Statement:
-    """The statement for ``image``, validated by sigstore-python's statement model."""
-    return Statement(statement_bytes(image_subjects(image), image.labels))

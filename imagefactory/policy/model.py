@@ -6,11 +6,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from securesystemslib.signer import SSlibKey
-from sigstore.models import TrustedRoot
 
 from imagefactory.vocab import Arch, DiskFormat, Distro, RootPolicy, WorkerNodeModel
+
+if TYPE_CHECKING:
+    from sigstore.models import TrustedRoot
 
 
 @dataclass(frozen=True)

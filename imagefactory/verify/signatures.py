@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from sigstore.models import TrustedRoot
-from sigstore.verify import Verifier
+from typing import TYPE_CHECKING
 
 from imagefactory.attest.keyless import (
     PUBLIC_GOOD,
@@ -27,6 +25,10 @@ from imagefactory.attest.keys import EnvelopeError, verify_envelope
 from imagefactory.attest.layout import DSSE_SUFFIX, LayoutError, read_small
 from imagefactory.policy.model import KeySigner, SigstoreSigner, TrustPolicy
 from imagefactory.verify.verdict import Reason
+
+if TYPE_CHECKING:
+    from sigstore.models import TrustedRoot
+    from sigstore.verify import Verifier
 
 STEP = "signatures"
 
@@ -61,6 +63,8 @@ class Verifiers:
         self._by_root: dict[str, Verifier] = {}
 
     def get(self, signer: SigstoreSigner) -> Verifier:
+        from sigstore.verify import Verifier
+
         verifier = self._by_root.get(signer.trust_root)
         if verifier is None:
             if signer.trust_root == PUBLIC_GOOD:
