@@ -12,12 +12,11 @@ differently from the signed one.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagefactory.attest.layout import LABELS_NAME, MAX_METADATA_BYTES
+from imagefactory.attest.layout import LABELS_NAME, LayoutError, parse_json_object, read_small
 from imagefactory.diskformat import UnsafeImageError, detect
 from imagefactory.verify.verdict import Reason
 
@@ -60,13 +59,9 @@ def _labels_disk(directory: Path) -> tuple[str, str] | None:
     """(disk.file, disk.format) from ``directory/labels.json``, if it reads as such."""
     labels = directory / LABELS_NAME
     try:
-        if labels.is_symlink() or not labels.is_file():
-            return None
-        with labels.open("rb") as stream:
-            data = json.loads(stream.read(MAX_METADATA_BYTES))
-        disk = data["disk"]
+        disk = parse_json_object(read_small(labels, LABELS_NAME), labels, LABELS_NAME)["disk"]
         return str(disk["file"]), str(disk["format"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, LayoutError, KeyError, TypeError):
         return None
 
 
