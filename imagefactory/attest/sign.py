@@ -39,14 +39,17 @@ def _prepare(path: Path) -> tuple[ImageDir, bytes]:
     image = load_image_dir(path)
     check_safe(image.disk, declared_format=image.declared_format)
     subjects = image_subjects(image)
-    disk = subjects[0]
-    claimed = image.labels.get("disk", {})
-    for algorithm, value in disk.digests.items():
-        if claimed.get(algorithm) not in (None, value):
-            raise LayoutError(
-                f"{image.disk}: {algorithm} is {value}, but labels.json says"
-                f" {claimed.get(algorithm)}; refusing to sign labels that do not describe the disk"
-            )
+    by_name = {s.name: s for s in subjects}
+    for key, file in (("disk", image.disk), ("sbom", image.sbom)):
+        claimed = image.labels.get(key)
+        if not isinstance(claimed, dict):
+            continue
+        for algorithm, value in by_name[file.name].digests.items():
+            if claimed.get(algorithm) not in (None, value):
+                raise LayoutError(
+                    f"{file}: {algorithm} is {value}, but labels.json says"
+                    f" {claimed.get(algorithm)}; refusing to sign labels that do not describe it"
+                )
     return image, statement_bytes(subjects, image.labels)
 
 

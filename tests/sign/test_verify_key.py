@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from imagefactory.attest.keys import load_signer, sign_envelope
+from imagefactory.attest.layout import LayoutError
 from imagefactory.attest.statement import PAYLOAD_TYPE
+from imagefactory.diskformat import UnsafeImageError
 from imagefactory.policy import TrustPolicy, load_policy
 from imagefactory.verify import Verdict, VerifyOptions, verify_image
 from tests.diskformat import diskformat_fixturegen as fx
@@ -69,6 +71,25 @@ def test_key_signed_image_is_allowed(tmp_path: Path, keys: dict[str, Path]) -> N
         "sbom.cdx.json",
     ]
     assert statement["predicate"] == read_labels(image)
+
+
+@pytest.mark.parametrize("changed", ["atlas-wn-debian12-1.0.raw", "sbom.cdx.json"])
+def test_sign_refuses_labels_that_do_not_describe_the_files(
+    tmp_path: Path, keys: dict[str, Path], changed: str
+) -> None:
+    image = make_image(tmp_path)
+    target = image / changed
+    target.write_bytes(target.read_bytes() + b" ")
+    with pytest.raises(LayoutError, match="refusing to sign labels"):
+        key_sign(image, keys["atlas"])
+    assert not list(image.glob("*.dsse.json"))
+
+
+def test_sign_refuses_an_unsafe_disk(tmp_path: Path, keys: dict[str, Path]) -> None:
+    image = make_image(tmp_path, disk=fx.qcow2(size=1 << 20))
+    with pytest.raises(UnsafeImageError) as refused:
+        key_sign(image, keys["atlas"])
+    assert refused.value.codes == ["format-confusion"]
 
 
 def test_qcow2_image_signed_and_allowed(tmp_path: Path, keys: dict[str, Path]) -> None:
@@ -242,6 +263,30 @@ def test_threat_qcow2_backing_file(tmp_path: Path, keys: dict[str, Path]) -> Non
     assert_denied(verdict, "unsafe-disk")
     assert "qcow2-backing-file" in [r.detail for r in verdict.denials]
     assert verdict.steps == ["layout", "format"]
+
+
+def test_threat_declared_format_differs_from_detected(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    """The labels say qcow2; the bytes are raw: qemu would be told the wrong format."""
+
+    def say_qcow2(labels: dict[str, Any]) -> None:
+        labels["disk"]["format"] = "qcow2"
+
+    image = make_image(tmp_path, edit=say_qcow2)
+    verdict = verify(image, policy(tmp_path, keys))
+    assert [r.detail for r in verdict.denials] == ["format-mismatch"]
+
+
+def test_threat_virtual_size_over_the_policy_cap(tmp_path: Path, keys: dict[str, Path]) -> None:
+    def qcow2_labels(labels: dict[str, Any]) -> None:
+        labels["disk"]["format"] = "qcow2"
+
+    image = make_image(tmp_path, disk=fx.qcow2(size=2 << 30), edit=qcow2_labels)
+    vos = {"atlas": vo_rules(key_signer("atlas-vo", keys["atlas"]))}
+    trust = load_policy(write_policy(tmp_path / "site.yaml", vos, max_virtual_size="1G"))
+    verdict = verify(image, trust)
+    assert [r.detail for r in verdict.denials] == ["virtual-size-too-large"]
 
 
 def test_threat_format_not_allowed_by_policy(tmp_path: Path, keys: dict[str, Path]) -> None:
