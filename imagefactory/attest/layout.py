@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imagefactory.errors import InputError
+from imagefactory.vocab import DiskFormat
 
 LABELS_NAME = "labels.json"
 SBOM_NAME = "sbom.cdx.json"
@@ -43,9 +44,9 @@ class ImageDir:
     labels: dict[str, Any]
 
     @property
-    def declared_format(self) -> str | None:
-        fmt = self.labels.get("disk", {}).get("format")
-        return fmt if isinstance(fmt, str) else None
+    def declared_format(self) -> str:
+        """The disk's format as the labels declare it (checked: a :class:`DiskFormat`)."""
+        return str(self.labels["disk"]["format"])
 
     def attestations(self) -> list[Path]:
         """Every attestation file, sorted by name."""
@@ -98,6 +99,12 @@ def load_image_dir(path: Path) -> ImageDir:
         raise LayoutError(
             f"{labels_path}: disk.file must name the disk file inside the image directory"
             f" (a plain file name), found {name!r}"
+        )
+    fmt = disk_info.get("format") if isinstance(disk_info, dict) else None
+    formats = [f.value for f in DiskFormat]
+    if fmt not in formats:
+        raise LayoutError(
+            f"{labels_path}: disk.format must be one of {', '.join(formats)}, found {fmt!r}"
         )
     sbom = path / SBOM_NAME
     if sbom.is_symlink() or not sbom.is_file():

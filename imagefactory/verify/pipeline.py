@@ -24,6 +24,7 @@ never writes into the image directory and never runs anything from it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -94,17 +95,9 @@ class _Run:
 def verify_image(path: Path, policy: TrustPolicy, options: VerifyOptions | None = None) -> Verdict:
     """Verify the image directory at ``path`` against ``policy``; never raises for a bad image."""
     run = _Run(Verdict(Path(path)), policy, options or VerifyOptions())
-    try:
-        run.step("layout", _layout)
-        run.step("format", _format)
-        run.step("digests", _digests)
-        run.step("signatures", _signatures)
-        run.step("statement", _statement)
-        run.step("authority", _authority)
-        run.step("labels", _labels)
-        run.step("inspection", _inspection)
-    except _Stop:
-        return run.verdict
+    with contextlib.suppress(_Stop):
+        for name, check in _STEPS:
+            run.step(name, check)
     return run.verdict
 
 
@@ -379,3 +372,15 @@ def _inspection(run: _Run) -> list[Reason]:
         for key, value in sorted(observed.items())
         if label(labels, key) != value
     ]
+
+
+_STEPS: tuple[tuple[str, Callable[[_Run], list[Reason]]], ...] = (
+    ("layout", _layout),
+    ("format", _format),
+    ("digests", _digests),
+    ("signatures", _signatures),
+    ("statement", _statement),
+    ("authority", _authority),
+    ("labels", _labels),
+    ("inspection", _inspection),
+)

@@ -315,6 +315,16 @@ def test_threat_disk_file_name_escapes_directory(tmp_path: Path, keys: dict[str,
     assert_denied(verdict, "layout")
 
 
+def test_threat_labels_without_disk_format(tmp_path: Path, keys: dict[str, Path]) -> None:
+    """Without a declared format the disk would be probed: refused before it is read."""
+    verdict = verify(
+        make_image(tmp_path, edit=lambda labels: labels["disk"].pop("format")),
+        policy(tmp_path, keys),
+    )
+    assert_denied(verdict, "layout")
+    assert verdict.steps == ["layout"]
+
+
 # -- labels against the policy ---------------------------------------------------
 
 
