@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sigstore.errors import Error as SigstoreError
+
 from imagefactory.attest.keyless import (
     PUBLIC_GOOD,
     BundleError,
     CertIdentity,
+    KeylessError,
     describe_identity,
     verify_bundle,
 )
@@ -68,7 +71,16 @@ class Verifiers:
         verifier = self._by_root.get(signer.trust_root)
         if verifier is None:
             if signer.trust_root == PUBLIC_GOOD:
-                verifier = Verifier.production(offline=True)
+                # offline: the root in sigstore's local TUF cache; a host never fetches
+                # trust material while deciding whether a VM may boot.
+                try:
+                    verifier = Verifier.production(offline=True)
+                except (SigstoreError, OSError) as exc:
+                    raise KeylessError(
+                        f"cannot load Sigstore's public-good trusted root offline: {exc}",
+                        hint="refresh sigstore's TUF cache on this host, or name a trusted"
+                        " root file in the policy",
+                    ) from exc
             else:
                 root: TrustedRoot | None = signer.root
                 if root is None:  # the loader always sets it for a file root
