@@ -230,7 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"imagefactory {__version__}")
-    parser.set_defaults(settings=None, verbose=False, debug=False, json=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("build", parents=[common], help="build a recipe into a disk image")
@@ -284,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
         "check", parents=[common], help="tools, accelerator, archives and versions of this host"
     )
     p.set_defaults(func=cmd_host_check)
+
+    from imagefactory import cli_sign
+
+    cli_sign.add_parsers(sub, common, _Parser)
     return parser
 
 
@@ -295,7 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``imagefactory`` command."""
     debug = False
     try:
-        args = build_parser().parse_args(argv)
+        # The common options' defaults go into the namespace, not set_defaults():
+        # that would change the actions shared with every subcommand's parser,
+        # which would then reset a value given before the subcommand.
+        defaults = argparse.Namespace(settings=None, verbose=False, debug=False, json=False)
+        args = build_parser().parse_args(argv, namespace=defaults)
         debug = args.debug
         logging.basicConfig(
             level=logging.DEBUG if args.debug else logging.WARNING,

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from imagefactory.errors import CommandError, MissingToolError
 
@@ -249,6 +249,23 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
         stopped=stopped,
         timed_out=timed_out.is_set(),
     )
+
+
+def replace_process(argv: Argv) -> NoReturn:
+    """Become ``argv`` (``execvp``): for a gate that checks a command and then *is* it.
+
+    The command keeps our pid, stdio, environment and signals, as if the user
+    had run it directly; nothing of ours runs after it. Raises
+    :class:`MissingToolError` when the program does not exist.
+    """
+    args = [os.fspath(a) for a in argv]
+    if not args:
+        raise ValueError("empty argv")
+    log.debug("+ exec %s", shlex.join(args))
+    try:
+        os.execvp(args[0], args)  # noqa: S606 -- an argv list, no shell
+    except FileNotFoundError as exc:
+        raise MissingToolError({args[0]: _debian_package_for(args[0])}) from exc
 
 
 def output_of(argv: Argv, *, env: Mapping[str, str] | None = None) -> str:

@@ -272,10 +272,10 @@ class ListOf(FieldType):
 
 @dataclass(frozen=True)
 class MapOf(FieldType):
-    """A free-form mapping from string keys to string values."""
+    """A mapping from string keys (checked by ``key``) to values of one type."""
 
     key: Text
-    value: Text
+    value: FieldType
     label: str = "mapping of string to string"
 
     def parse(self, node: Node, ck: Checker, partial: bool) -> Any:
@@ -469,3 +469,56 @@ class Struct(FieldType):
             schema["allOf"] = schema.get("allOf", []) + extra.pop("allOf", [])
             schema.update(extra)
         return schema
+
+
+@dataclass(frozen=True)
+class Flag(FieldType):
+    """``true`` or ``false``; a quoted ``"yes"`` or a number is refused, not guessed."""
+
+    label: str = "boolean"
+
+    def parse(self, node: Node, ck: Checker, partial: bool) -> Any:
+        if reported(node):
+            return INVALID
+        if isinstance(node, Scalar) and node.kind == "boolean":
+            return node.value
+        ck.error(node.mark, f"expected true or false, found {describe(node)}")
+        return INVALID
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "boolean"}
+
+    def allowed(self) -> str:
+        return "`true`, `false`"
+
+
+@dataclass(frozen=True)
+class Count(FieldType):
+    """A whole number from ``minimum`` to ``maximum``."""
+
+    minimum: int
+    maximum: int
+    label: str = "integer"
+
+    def parse(self, node: Node, ck: Checker, partial: bool) -> Any:
+        if reported(node):
+            return INVALID
+        if (
+            isinstance(node, Scalar)
+            and node.kind == "integer"
+            and isinstance(node.value, int)
+            and self.minimum <= node.value <= self.maximum
+        ):
+            return node.value
+        ck.error(
+            node.mark,
+            f"expected a whole number from {self.minimum} to {self.maximum},"
+            f" found {describe(node)}",
+        )
+        return INVALID
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+
+    def allowed(self) -> str:
+        return f"{self.minimum} to {self.maximum}"

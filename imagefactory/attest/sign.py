@@ -1,0 +1,85 @@
+"""``sign``: attest an image directory, with a key or keylessly.
+
+Before signing, the disk must pass :func:`imagefactory.diskformat.check_safe`
+with its declared format and match the digests labels.json records: a signer
+vouches for what the labels say, so a disagreement stops here. The
+attestation is written next to the image (atomically, never overwriting
+another signer's), so an image can carry several.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from securesystemslib.signer import Signer
+
+from imagefactory.attest.keyless import sign_statement
+from imagefactory.attest.keys import sign_envelope
+from imagefactory.attest.layout import (
+    DSSE_SUFFIX,
+    SIGSTORE_SUFFIX,
+    ImageDir,
+    LayoutError,
+    load_image_dir,
+)
+from imagefactory.attest.statement import PAYLOAD_TYPE, image_subjects, statement_bytes
+from imagefactory.diskformat import check_safe
+
+if TYPE_CHECKING:
+    from sigstore.oidc import IdentityToken
+    from sigstore.sign import SigningContext
+
+
+def _prepare(path: Path) -> tuple[ImageDir, bytes]:
+    image = load_image_dir(path)
+    check_safe(image.disk, declared_format=image.declared_format)
+    subjects = image_subjects(image)
+    by_name = {s.name: s for s in subjects}
+    for key, file in (("disk", image.disk), ("sbom", image.sbom)):
+        claimed = image.labels.get(key)
+        if not isinstance(claimed, dict):
+            continue
+        for algorithm, value in by_name[file.name].digests.items():
+            if claimed.get(algorithm) not in (None, value):
+                raise LayoutError(
+                    f"{file}: {algorithm} is {value}, but labels.json says"
+                    f" {claimed.get(algorithm)}; refusing to sign labels that do not describe it"
+                )
+    return image, statement_bytes(subjects, image.labels)
+
+
+def sign_with_key(path: Path, signer: Signer) -> Path:
+    """Sign the image at ``path`` with a securesystemslib signer; the attestation's path."""
+    image, payload = _prepare(path)
+    envelope = sign_envelope(payload, PAYLOAD_TYPE, signer)
+    keyid = str(signer.public_key.keyid)
+    return _write(image.path, f"key-{keyid[:16]}{DSSE_SUFFIX}", json.dumps(envelope, indent=2))
+
+
+def sign_keyless(path: Path, context: SigningContext, token: IdentityToken) -> Path:
+    """Sign the image at ``path`` keylessly (Sigstore); the attestation's path."""
+    from sigstore.dsse import Statement
+
+    image, payload = _prepare(path)
+    bundle = sign_statement(Statement(payload), context, token)
+    who = hashlib.sha256(f"{token.identity}\0{token.issuer}".encode()).hexdigest()[:16]
+    return _write(image.path, f"sigstore-{who}{SIGSTORE_SUFFIX}", bundle)
+
+
+def _write(directory: Path, name: str, text: str) -> Path:
+    target = directory / name
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -1,0 +1,65 @@
+"""Verify every disk of one start request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imagefactory.gate.disks import DiskRequest, Refused, map_disk
+from imagefactory.policy import TrustPolicy
+from imagefactory.verify.cache import VerifiedCache, verify_cached
+from imagefactory.verify.pipeline import verify_image
+from imagefactory.verify.verdict import Reason, Verdict
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """What a hypervisor host's gate checks against."""
+
+    policy: TrustPolicy
+    store: Path
+    cache: VerifiedCache | None = None
+
+
+@dataclass
+class GateResult:
+    #: Problems found before verifying (XML, unmappable disks, direct kernel boot).
+    refusals: list[Reason] = field(default_factory=list)
+    verdicts: dict[Path, Verdict] = field(default_factory=dict)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.refusals and all(v.allowed for v in self.verdicts.values())
+
+    def render(self, subject: str) -> str:
+        if self.allowed:
+            return f"imagefactory gate: {subject}: allowed"
+        lines = [f"imagefactory gate: refusing {subject}:"]
+        lines += ["  " + r.render() for r in self.refusals]
+        for verdict in self.verdicts.values():
+            if not verdict.allowed:
+                lines.append(f"  image {verdict.image}: denied")
+                lines += ["    " + r.render() for r in verdict.denials]
+        return "\n".join(lines)
+
+
+def check_disks(
+    disks: Iterable[DiskRequest], config: GateConfig, refusals: Iterable[Reason] = ()
+) -> GateResult:
+    """Map every disk to its image directory and verify each directory once."""
+    result = GateResult(refusals=list(refusals))
+    for request in disks:
+        try:
+            mapped = map_disk(request, config.store)
+        except Refused as exc:
+            result.refusals.append(exc.reason)
+            continue
+        if mapped.image_dir in result.verdicts:
+            continue
+        if config.cache is not None:
+            verdict = verify_cached(mapped.image_dir, config.policy, config.cache)
+        else:
+            verdict = verify_image(mapped.image_dir, config.policy)
+        result.verdicts[mapped.image_dir] = verdict
+    return result

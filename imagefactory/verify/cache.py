@@ -1,0 +1,172 @@
+"""The verified cache: a second verify of an unchanged, verified image skips the hashing.
+
+An entry is a *positive* result only, keyed on everything that could change
+the answer:
+
+* for every file verify reads (disk, labels.json, SBOM, each attestation):
+  its path and ``(dev, inode, size, mtime_ns, ctime_ns, uid, gid, mode)`` from
+  ``lstat`` -- writing, truncating, replacing, renaming over, chmod or chown
+  all change at least ``ctime``, which no user can set back;
+* the set of attestation files;
+* the policy's digest, which covers the policy file and every key and trust
+  root file it names.
+
+The key is computed before the full verify and again after it; the entry is
+stored only if both agree (the image did not change while it was read). An
+entry also carries ``valid_until`` (expiry, maximum age): after it, a full
+verify runs again. The cache file lives in a directory of its own, mode 0700,
+and is written atomically with mode 0600; a cache file or directory owned by
+another user, or writable by group or others, is ignored (never trusted) and
+replaced by the next store. Denials are never stored, so the cache cannot turn
+a refused image into an allowed one, only spare re-hashing an allowed one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from imagefactory.attest.layout import LABELS_NAME, SBOM_NAME, LayoutError, load_image_dir
+from imagefactory.policy.model import TrustPolicy
+from imagefactory.verify.labels import now_utc
+from imagefactory.verify.pipeline import VerifyOptions, verify_image
+from imagefactory.verify.verdict import Verdict
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "verified.json"
+#: Entries kept; the oldest go first.
+MAX_ENTRIES = 4096
+_FORMAT = "imagefactory-verified-cache-v1"
+
+
+def image_key(path: Path, policy: TrustPolicy) -> str | None:
+    """The cache key of the image directory at ``path`` under ``policy``; ``None`` if unusable."""
+    try:
+        image = load_image_dir(path)
+        files = [image.disk, image.path / LABELS_NAME, image.path / SBOM_NAME]
+        files += image.attestations()
+        stats = []
+        for file in files:
+            st = os.lstat(file)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            stats.append(
+                [
+                    file.name,
+                    st.st_dev,
+                    st.st_ino,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_uid,
+                    st.st_gid,
+                    st.st_mode,
+                ]
+            )
+    except (OSError, LayoutError):
+        return None
+    material = {
+        "image": str(Path(path).resolve()),
+        "files": stats,
+        "policy": policy.digest,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+class VerifiedCache:
+    """Positive verdicts of unchanged images, in ``directory/verified.json``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.file = self.directory / CACHE_FILE
+
+    def _trusted(self, path: Path, is_dir: bool) -> bool:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        kind_ok = stat.S_ISDIR(st.st_mode) if is_dir else stat.S_ISREG(st.st_mode)
+        if kind_ok and st.st_uid == os.geteuid() and not st.st_mode & 0o077:
+            return True
+        log.warning("ignoring verified cache %s: not a private file of this user", path)
+        return False
+
+    def load(self) -> dict[str, Any]:
+        if not (self._trusted(self.directory, True) and self._trusted(self.file, False)):
+            return {}
+        try:
+            with self.file.open("rb") as stream:
+                data = json.loads(stream.read(64 * 1024 * 1024))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            return {}
+        entries = data.get("entries")
+        return entries if isinstance(entries, dict) else {}
+
+    def lookup(self, key: str, now: datetime) -> dict[str, Any] | None:
+        entry = self.load().get(key)
+        if not isinstance(entry, dict):
+            return None
+        until = entry.get("valid_until")
+        if until is not None and datetime.fromisoformat(until) <= now:
+            return None
+        return entry
+
+    def store(self, key: str, verdict: Verdict, now: datetime) -> None:
+        if not verdict.allowed:
+            raise ValueError("the verified cache holds positive verdicts only")
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self._trusted(self.directory, True):
+            return
+        entries = self.load()
+        entries[key] = {
+            "image": str(verdict.image),
+            "signers": verdict.signers,
+            "valid_until": verdict.valid_until.isoformat() if verdict.valid_until else None,
+            "verified_at": now.isoformat(),
+        }
+        if len(entries) > MAX_ENTRIES:
+            oldest = sorted(entries, key=lambda k: entries[k].get("verified_at", ""))
+            for stale in oldest[: len(entries) - MAX_ENTRIES]:
+                del entries[stale]
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".verified.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                json.dump({"format": _FORMAT, "entries": entries}, stream)
+            os.replace(tmp, self.file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def verify_cached(
+    path: Path, policy: TrustPolicy, cache: VerifiedCache, options: VerifyOptions | None = None
+) -> Verdict:
+    """:func:`verify_image`, answered from ``cache`` when the image is unchanged since it passed."""
+    options = options or VerifyOptions()
+    now = options.now or now_utc()
+    before = image_key(path, policy)
+    if before is not None:
+        entry = cache.lookup(before, now)
+        if entry is not None:
+            until = entry.get("valid_until")
+            return Verdict(
+                Path(path),
+                steps=["cache"],
+                signers=list(entry.get("signers", [])),
+                cached=True,
+                valid_until=datetime.fromisoformat(until) if until else None,
+            )
+    verdict = verify_image(path, policy, options)
+    if verdict.allowed and before is not None and image_key(path, policy) == before:
+        cache.store(before, verdict, now)
+    return verdict
