@@ -1,0 +1,269 @@
+"""One libguestfs handle per image and phase, implementing :class:`GuestEditor`.
+
+:func:`open_guest` adds the disk with its format stated explicitly (never
+probed), turns the network off, forces TCG only when KVM does not really work
+here (:func:`imagefactory.boot.accel.kvm_works`), launches the appliance once,
+finds the operating system with ``inspect_os`` and mounts its file systems
+(read-only unless the caller is hardening the image).
+
+Every libguestfs error is translated at this boundary into :class:`GuestError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imagefactory.boot.accel import kvm_works
+from imagefactory.errors import GuestError
+from imagefactory.guest.view import MAX_ENTRIES, MAX_READ, Entry, cap_text
+
+#: The libguestfs backend: the appliance is run by libguestfs itself, not libvirt.
+BACKEND = "direct"
+#: lstatnslist batch size (the protocol limits one message to a few MiB).
+LSTAT_BATCH = 500
+#: Largest find0 output accepted (a hostile file system may hold millions of names).
+MAX_FIND_BYTES = 64 << 20
+
+
+def _guestfs() -> Any:
+    try:
+        import guestfs
+    except ImportError as exc:  # pragma: no cover - depends on the host
+        raise GuestError(
+            "the libguestfs Python binding is not importable",
+            hint="install Debian's python3-guestfs and use a venv made with "
+            "--system-site-packages (scripts/setup does this)",
+        ) from exc
+    return guestfs
+
+
+def libguestfs_version() -> str:
+    """The libguestfs library version, e.g. ``1.48.6``."""
+    g = _guestfs().GuestFS(python_return_dict=True)
+    try:
+        v = g.version()
+        return f"{v['major']}.{v['minor']}.{v['release']}{v['extra']}"
+    finally:
+        g.close()
+
+
+@dataclass
+class Guest:
+    """A launched handle with the guest's file systems mounted at ``/``."""
+
+    g: Any
+    readonly: bool
+    root: str
+    mountpoints: dict[str, str]
+    accel: str
+    launch_seconds: float
+    _walk_cache: dict[str, list[Entry]] = field(default_factory=dict)
+
+    # -- GuestView ---------------------------------------------------------
+
+    def lstat(self, path: str) -> Entry | None:
+        try:
+            st = self.g.lstatns(path)
+        except RuntimeError:
+            return None
+        return _entry(path, st)
+
+    def read(self, path: str, limit: int = MAX_READ) -> bytes | None:
+        try:
+            if not self.g.is_file(path, followsymlinks=True):
+                return None
+            size = int(self.g.filesize(path))
+            data: bytes = self.g.pread(path, min(size, limit), 0) if size else b""
+        except RuntimeError:
+            return None
+        return data[:limit]
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            if not self.g.is_dir(path, followsymlinks=False):
+                return []
+            names: list[str] = self.g.ls(path)
+        except RuntimeError:
+            return []
+        return sorted(names)[:MAX_ENTRIES]
+
+    def walk(self, top: str = "/") -> Sequence[Entry]:
+        if top in self._walk_cache:
+            return self._walk_cache[top]
+        with tempfile.TemporaryDirectory(prefix="imagefactory-walk-") as tmp:
+            listing = Path(tmp) / "find0"
+            try:
+                self.g.find0(top, str(listing))
+            except RuntimeError as exc:
+                raise GuestError(f"cannot list {top} in the image: {cap_text(str(exc))}") from exc
+            if listing.stat().st_size > MAX_FIND_BYTES:
+                raise GuestError(
+                    f"the image has too many files under {top} to audit "
+                    f"(listing larger than {MAX_FIND_BYTES >> 20} MiB)"
+                )
+            raw = listing.read_bytes().split(b"\0")
+        names = [n.decode("utf-8", errors="surrogateescape") for n in raw if n]
+        if len(names) > MAX_ENTRIES:
+            raise GuestError(f"the image has more than {MAX_ENTRIES} files under {top}")
+        by_dir: dict[str, list[str]] = {}
+        base = top.rstrip("/")
+        for name in names:
+            parent, _, leaf = f"{base}/{name}".rpartition("/")
+            by_dir.setdefault(parent or "/", []).append(leaf)
+        entries: list[Entry] = []
+        for parent, leaves in by_dir.items():
+            for i in range(0, len(leaves), LSTAT_BATCH):
+                batch = leaves[i : i + LSTAT_BATCH]
+                try:
+                    stats = self.g.lstatnslist(parent, batch)
+                except RuntimeError:
+                    continue
+                prefix = parent.rstrip("/")
+                entries += [
+                    _entry(f"{prefix}/{leaf}", st)
+                    for leaf, st in zip(batch, stats, strict=True)
+                    if st["st_ino"] != -1
+                ]
+        entries.sort(key=lambda e: e.path)
+        self._walk_cache[top] = entries
+        return entries
+
+    # -- GuestEditor -------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise GuestError("internal error: write to a read-only guest handle")
+
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self._writable()
+        self._walk_cache.clear()
+        try:
+            self.g.write(path, data)
+            self.g.chmod(mode, path)
+        except RuntimeError as exc:
+            raise GuestError(f"cannot write {path} in the image: {exc}") from exc
+
+    def remove(self, path: str) -> None:
+        self._writable()
+        self._walk_cache.clear()
+        try:
+            self.g.rm_rf(path)
+        except RuntimeError as exc:
+            raise GuestError(f"cannot remove {path} in the image: {exc}") from exc
+
+    def chmod(self, path: str, mode: int) -> None:
+        self._writable()
+        self._walk_cache.clear()
+        try:
+            self.g.chmod(mode, path)
+        except RuntimeError as exc:
+            raise GuestError(f"cannot chmod {path} in the image: {exc}") from exc
+
+    def truncate(self, path: str) -> None:
+        self._writable()
+        try:
+            self.g.truncate(path)
+        except RuntimeError as exc:
+            raise GuestError(f"cannot truncate {path} in the image: {exc}") from exc
+
+    def mkdir(self, path: str, mode: int = 0o755) -> None:
+        self._writable()
+        self._walk_cache.clear()
+        try:
+            self.g.mkdir_p(path)
+            self.g.chmod(mode, path)
+        except RuntimeError as exc:
+            raise GuestError(f"cannot create {path} in the image: {exc}") from exc
+
+
+def _entry(path: str, st: dict[str, int]) -> Entry:
+    return Entry(
+        path=path,
+        mode=int(st["st_mode"]),
+        uid=int(st["st_uid"]),
+        gid=int(st["st_gid"]),
+        size=int(st["st_size"]),
+        mtime=int(st["st_mtime_sec"]),
+    )
+
+
+def _single_root(image: Path, roots: list[str]) -> str:
+    if len(roots) != 1:
+        raise GuestError(f"{image}: expected one operating system in the image, found {len(roots)}")
+    return roots[0]
+
+
+def choose_guest_accel(setting: str = "auto", cache_file: Path | None = None) -> str:
+    """``kvm`` or ``tcg`` for the appliance, decided as for the boot test."""
+    if setting in ("kvm", "tcg"):
+        return setting
+    return "kvm" if kvm_works("qemu-system-x86_64", cache_file) else "tcg"
+
+
+@contextlib.contextmanager
+def open_guest(
+    image: Path,
+    fmt: str,
+    *,
+    readonly: bool = True,
+    accel: str = "auto",
+    accel_cache: Path | None = None,
+) -> Iterator[Guest]:
+    """Launch one appliance on ``image`` (format ``fmt``, stated, never probed).
+
+    Read-only handles add the drive with ``readonly=1`` (libguestfs puts a
+    throw-away overlay in front) and mount with ``mount_ro``. The network is
+    always off.
+    """
+    if fmt not in ("qcow2", "raw"):
+        raise GuestError(f"internal error: refusing to open a {fmt!r} disk with libguestfs")
+    gfs = _guestfs()
+    chosen = choose_guest_accel(accel, accel_cache)
+    g = gfs.GuestFS(python_return_dict=True)
+    try:
+        g.set_backend(BACKEND)
+        if chosen == "tcg":
+            g.set_backend_settings(["force_tcg"])
+        g.set_network(False)
+        g.add_drive_opts(str(image), format=fmt, readonly=1 if readonly else 0)
+        started = time.monotonic()
+        g.launch()
+        launch_seconds = time.monotonic() - started
+        root = _single_root(image, g.inspect_os())
+        mountpoints: dict[str, str] = g.inspect_get_mountpoints(root)
+        for mountpoint in sorted(mountpoints, key=len):
+            if readonly:
+                g.mount_ro(mountpoints[mountpoint], mountpoint)
+            else:
+                g.mount(mountpoints[mountpoint], mountpoint)
+    except RuntimeError as exc:
+        g.close()
+        raise GuestError(f"{image}: libguestfs failed: {cap_text(str(exc), 1000)}") from exc
+    except BaseException:
+        g.close()
+        raise
+    guest = Guest(
+        g=g,
+        readonly=readonly,
+        root=root,
+        mountpoints=dict(mountpoints),
+        accel=chosen,
+        launch_seconds=launch_seconds,
+    )
+    try:
+        yield guest
+        if not readonly:
+            try:
+                g.sync()
+                g.umount_all()
+                g.shutdown()
+            except RuntimeError as exc:
+                raise GuestError(f"{image}: could not write the changes: {exc}") from exc
+    finally:
+        g.close()
