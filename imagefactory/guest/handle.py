@@ -267,3 +267,18 @@ def open_guest(
                 raise GuestError(f"{image}: could not write the changes: {exc}") from exc
     finally:
         g.close()
+
+
+def boot_mode(guest: Guest) -> str:
+    """``uefi`` for a GPT disk with an EFI system partition, else ``bios``."""
+    esp = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+    try:
+        device = guest.g.list_devices()[0]
+        if guest.g.part_get_parttype(device) != "gpt":
+            return "bios"
+        for part in guest.g.part_list(device):
+            if guest.g.part_get_gpt_type(device, part["part_num"]).lower() == esp:
+                return "uefi"
+    except (RuntimeError, IndexError):
+        return "bios"
+    return "bios"
