@@ -172,7 +172,13 @@ def changelog_date(guest: GuestView, package: Package) -> dt.date | None:
             if match is None:
                 continue
             try:
-                return email.utils.parsedate_to_datetime(match.group(1).strip()).date()
+                when = email.utils.parsedate_to_datetime(match.group(1).strip())
+            except (TypeError, ValueError):
+                continue
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.UTC)
+            try:
+                return when.astimezone(dt.UTC).date()
             except (TypeError, ValueError):
                 continue
     return None
