@@ -102,7 +102,9 @@ def _undo_sysctl(g: FakeGuest) -> str:
 
 
 def _undo_tmp_mount(g: FakeGuest) -> str:
-    text = g.text("/etc/fstab").replace("defaults,nodev,nosuid,mode=1777 0 0\n", "defaults 0 0\n", 1)
+    text = g.text("/etc/fstab").replace(
+        "defaults,nodev,nosuid,mode=1777 0 0\n", "defaults 0 0\n", 1
+    )
     g.write("/etc/fstab", text.encode())
     return "/etc/fstab"
 
@@ -128,7 +130,9 @@ def _undo_grid_cert(g: FakeGuest) -> str:
 
 
 def _undo_local_user(g: FakeGuest) -> str:
-    g.write("/etc/passwd", (g.text("/etc/passwd") + "alice:x:1000:1000::/home/alice:/bin/sh\n").encode())
+    g.write(
+        "/etc/passwd", (g.text("/etc/passwd") + "alice:x:1000:1000::/home/alice:/bin/sh\n").encode()
+    )
     return "/etc/passwd"
 
 

@@ -84,7 +84,9 @@ class FakeGuest:
             return []
         prefix = path.rstrip("/") + "/"
         return sorted(
-            p[len(prefix) :] for p in self.nodes if p.startswith(prefix) and "/" not in p[len(prefix) :]
+            p[len(prefix) :]
+            for p in self.nodes
+            if p.startswith(prefix) and "/" not in p[len(prefix) :]
         )
 
     def walk(self, top: str = "/") -> Sequence[Entry]:
@@ -142,14 +144,20 @@ def unhardened_tree() -> FakeGuest:
     )
     g.add("/bin/sh", ELF_X86_64, 0o755)
     g.add("/boot/vmlinuz-6.1.0-28-amd64", b"kernel")
-    g.add("/boot/grub/grub.cfg", "menuentry 'x' {\n  linux /boot/vmlinuz-6.1.0-28-amd64 root=x\n}\n")
+    g.add(
+        "/boot/grub/grub.cfg", "menuentry 'x' {\n  linux /boot/vmlinuz-6.1.0-28-amd64 root=x\n}\n"
+    )
     g.add(
         "/etc/passwd",
         "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
     )
     g.add("/etc/group", "root:x:0:\nsudo:x:27:\nnogroup:x:65534:\n")
     g.add("/etc/shadow", "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n", 0o640)
-    g.add("/etc/sudoers", "Defaults env_reset\nroot ALL=(ALL:ALL) ALL\n%sudo ALL=(ALL:ALL) ALL\n", 0o440)
+    g.add(
+        "/etc/sudoers",
+        "Defaults env_reset\nroot ALL=(ALL:ALL) ALL\n%sudo ALL=(ALL:ALL) ALL\n",
+        0o440,
+    )
     g.add_dir("/etc/sudoers.d")
     g.add("/etc/sudoers.d/README", "# readme\n", 0o440)
     g.add("/etc/fstab", "UUID=abc / ext4 errors=remount-ro 0 1\n")

@@ -74,7 +74,9 @@ def test_manifest_digest_depends_on_content_only() -> None:
 
 
 def _changelog(date: str) -> bytes:
-    text = f"bash (5.2.15-2) unstable; urgency=medium\n\n  * fix\n\n -- Dev <d@example.org>  {date}\n"
+    text = (
+        f"bash (5.2.15-2) unstable; urgency=medium\n\n  * fix\n\n -- Dev <d@example.org>  {date}\n"
+    )
     return gzip.compress(text.encode() + b"older entries\n" * 10)
 
 

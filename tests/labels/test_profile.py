@@ -67,7 +67,7 @@ def test_profile_digest_changes_with_content() -> None:
 )
 def test_bad_profiles_are_refused(change: dict[str, object], message: str) -> None:
     data = {**_data(), **change}
-    with pytest.raises(HardenError, match=".*") as exc:
+    with pytest.raises(HardenError) as exc:
         parse_profile(data, "p.yaml")
     assert message in exc.value.message
 
