@@ -12,6 +12,7 @@ Every libguestfs error is translated at this boundary into :class:`GuestError`.
 from __future__ import annotations
 
 import contextlib
+import stat
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -76,9 +77,11 @@ class Guest:
 
     def read(self, path: str, limit: int = MAX_READ) -> bytes | None:
         try:
-            if not self.g.is_file(path, followsymlinks=True):
+            # statns follows symlinks: only a regular file is read (a fifo would block).
+            st = self.g.statns(path)
+            if not stat.S_ISREG(int(st["st_mode"])):
                 return None
-            size = int(self.g.filesize(path))
+            size = int(st["st_size"])
             data: bytes = self.g.pread(path, min(size, limit), 0) if size else b""
         except RuntimeError:
             return None
@@ -193,10 +196,49 @@ def _entry(path: str, st: dict[str, int]) -> Entry:
     )
 
 
-def _single_root(image: Path, roots: list[str]) -> str:
+#: File systems a Linux root can be on.
+LINUX_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs")
+
+
+def _find_root(g: Any, image: Path) -> tuple[str, dict[str, str]]:
+    """The root file system and where each file system mounts.
+
+    The common case, one Linux file system on the disk, is found by looking at
+    the partitions (well under a second under TCG); anything else goes to
+    libguestfs' full ``inspect_os`` (several seconds), which reads the guest's
+    fstab to place separate ``/boot``, ``/var``... file systems.
+    """
+    devices = list(g.list_partitions()) or list(g.list_devices())
+    linux = []
+    for device in devices:
+        try:
+            if g.vfs_type(device) in LINUX_FS:
+                linux.append(device)
+        except RuntimeError:
+            continue
+    if len(linux) == 1:
+        g.mount_ro(linux[0], "/")
+        try:
+            if g.is_file("/etc/os-release", followsymlinks=True) and g.is_file(
+                "/etc/fstab", followsymlinks=False
+            ):
+                fstab = g.pread("/etc/fstab", 65536, 0).decode("utf-8", "replace")
+                separate = [
+                    line.split()[1]
+                    for line in fstab.splitlines()
+                    if len(line.split()) >= 3
+                    and not line.startswith("#")
+                    and line.split()[1] not in ("/", "none", "swap")
+                    and line.split()[2] in LINUX_FS
+                ]
+                if not separate:
+                    return linux[0], {"/": linux[0]}
+        finally:
+            g.umount_all()
+    roots = g.inspect_os()
     if len(roots) != 1:
         raise GuestError(f"{image}: expected one operating system in the image, found {len(roots)}")
-    return roots[0]
+    return roots[0], dict(g.inspect_get_mountpoints(roots[0]))
 
 
 def choose_guest_accel(setting: str = "auto", cache_file: Path | None = None) -> str:
@@ -235,8 +277,7 @@ def open_guest(
         started = time.monotonic()
         g.launch()
         launch_seconds = time.monotonic() - started
-        root = _single_root(image, g.inspect_os())
-        mountpoints: dict[str, str] = g.inspect_get_mountpoints(root)
+        root, mountpoints = _find_root(g, image)
         for mountpoint in sorted(mountpoints, key=len):
             if readonly:
                 g.mount_ro(mountpoints[mountpoint], mountpoint)

@@ -106,9 +106,12 @@ class _FakeGuestFS:
     def __getattr__(self, name: str) -> Any:
         def record(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((name, (args, kwargs)))
-            return {"inspect_os": ["/dev/sda1"], "inspect_get_mountpoints": {"/": "/dev/sda1"}}.get(
-                name
-            )
+            return {
+                "list_partitions": ["/dev/sda1"],
+                "vfs_type": "ext4",
+                "is_file": True,
+                "pread": b"UUID=x / ext4 defaults 0 1\n",
+            }.get(name)
 
         return record
 
@@ -140,6 +143,7 @@ def test_safe_image_is_opened_read_only_with_explicit_format_and_no_network(
     ) in _FakeGuestFS.calls
     assert ("mount_ro", (("/dev/sda1", "/"), {})) in _FakeGuestFS.calls
     assert "mount" not in names
+    assert "inspect_os" not in names  # one Linux file system: no full inspection needed
     assert "close" in names
 
 
