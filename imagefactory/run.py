@@ -228,6 +228,10 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
             logfile.flush()
     if stderr_thread is not None:
         stderr_thread.join()
+    # Close our ends of the pipes (left open, they raise ResourceWarning under -W error).
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
     stderr_text = b"".join(stderr_chunks).decode("utf-8", "replace")
     stdout = "".join(reader.everything)
 
