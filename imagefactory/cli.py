@@ -201,7 +201,10 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
 def _table(rows: list[tuple[str, Any]]) -> None:
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:
-        text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        if value is None or value == []:
+            text = "-"
+        else:
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
         sys.stdout.write(f"{key:<{width}}  {text}\n")
 
 

@@ -137,6 +137,8 @@ class BuildResult:
             "images": self.record["disk"]["files"],
             "recipe_digest": self.record["recipe"]["digest"],
             "boot_test": self.record.get("boot_test"),
+            "audit": self.record.get("audit"),
+            "labels": str(self.directory / "labels.json"),
             "timings": self.record["timings"],
         }
 

@@ -245,6 +245,11 @@ def choose_guest_accel(setting: str = "auto", cache_file: Path | None = None) ->
     """``kvm`` or ``tcg`` for the appliance, decided as for the boot test."""
     if setting in ("kvm", "tcg"):
         return setting
+    if cache_file is None:
+        # The probe can cost its whole timeout on a host where KVM hangs: always cache it.
+        from imagefactory.settings import load_settings
+
+        cache_file = load_settings().cache_dir / "accel.json"
     return "kvm" if kvm_works("qemu-system-x86_64", cache_file) else "tcg"
 
 
