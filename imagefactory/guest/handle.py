@@ -71,7 +71,7 @@ class Guest:
     def lstat(self, path: str) -> Entry | None:
         try:
             st = self.g.lstatns(path)
-        except RuntimeError:
+        except (RuntimeError, UnicodeError):
             return None
         return _entry(path, st)
 
@@ -83,7 +83,7 @@ class Guest:
                 return None
             size = int(st["st_size"])
             data: bytes = self.g.pread(path, min(size, limit), 0) if size else b""
-        except RuntimeError:
+        except (RuntimeError, UnicodeError):
             return None
         return data[:limit]
 
@@ -94,6 +94,12 @@ class Guest:
             names: list[str] = self.g.ls(path)
         except RuntimeError:
             return []
+        except UnicodeError as exc:
+            # A name libguestfs cannot hand over could be anything: fail closed.
+            raise GuestError(
+                f"{cap_text(path)} in the image holds a file name that is not UTF-8; "
+                "refusing to audit around it"
+            ) from exc
         return sorted(names)[:MAX_ENTRIES]
 
     def walk(self, top: str = "/") -> Sequence[Entry]:
@@ -122,20 +128,36 @@ class Guest:
         entries: list[Entry] = []
         for parent, leaves in by_dir.items():
             for i in range(0, len(leaves), LSTAT_BATCH):
-                batch = leaves[i : i + LSTAT_BATCH]
-                try:
-                    stats = self.g.lstatnslist(parent, batch)
-                except RuntimeError:
-                    continue
-                prefix = parent.rstrip("/")
-                entries += [
-                    _entry(f"{prefix}/{leaf}", st)
-                    for leaf, st in zip(batch, stats, strict=True)
-                    if st["st_ino"] != -1
-                ]
+                entries += self._lstat_batch(parent, leaves[i : i + LSTAT_BATCH])
         entries.sort(key=lambda e: e.path)
         self._walk_cache[top] = entries
         return entries
+
+    def _lstat_batch(self, parent: str, leaves: list[str]) -> list[Entry]:
+        """lstat ``leaves`` of ``parent``; fail closed on any name that cannot be checked.
+
+        An entry the audit cannot stat could hide a setuid binary, so it stops the
+        audit instead of being skipped (names that are not UTF-8 cannot be passed
+        back to libguestfs at all).
+        """
+        prefix = parent.rstrip("/")
+        try:
+            stats = self.g.lstatnslist(parent, leaves)
+        except (RuntimeError, UnicodeEncodeError):
+            stats = []
+            for leaf in leaves:
+                try:
+                    stats.append(self.g.lstatns(f"{prefix}/{leaf}"))
+                except (RuntimeError, UnicodeEncodeError) as exc:
+                    raise GuestError(
+                        f"cannot examine {cap_text(f'{prefix}/{leaf}')} in the image; "
+                        "refusing to audit around it"
+                    ) from exc
+        return [
+            _entry(f"{prefix}/{leaf}", st)
+            for leaf, st in zip(leaves, stats, strict=True)
+            if st["st_ino"] != -1
+        ]
 
     # -- GuestEditor -------------------------------------------------------
 

@@ -186,3 +186,40 @@ def test_inspect_reports_facts_and_audit(tmp_path: Path, monkeypatch: pytest.Mon
     assert data["disk"]["format"] == "qcow2"
     assert data["packages"]["count"] == 2
     assert not result.audit.passed
+
+
+class _StubG:
+    """A handle whose guest has a name libguestfs cannot pass back (not UTF-8)."""
+
+    def find0(self, top: str, out: str) -> None:
+        Path(out).write_bytes(b"ok\0bad\xff\0")
+
+    def lstatnslist(self, parent: str, names: list[str]) -> list[dict[str, int]]:
+        "\udcff".join(names).encode()  # what the binding does: raises UnicodeEncodeError
+        raise AssertionError("unreachable")
+
+    def lstatns(self, path: str) -> dict[str, int]:
+        path.encode()
+        return {"st_mode": 0o100644, "st_uid": 0, "st_gid": 0, "st_size": 0}
+
+    def is_dir(self, path: str, followsymlinks: bool) -> bool:
+        return True
+
+    def ls(self, path: str) -> list[str]:
+        b"bad\xff".decode()
+        raise AssertionError("unreachable")
+
+
+def _stub_guest() -> handle.Guest:
+    return handle.Guest(
+        g=_StubG(), readonly=True, root="/dev/sda1", mountpoints={}, accel="tcg", launch_seconds=0
+    )
+
+
+def test_a_name_that_cannot_be_examined_stops_the_audit() -> None:
+    from imagefactory.errors import GuestError
+
+    with pytest.raises(GuestError, match="refusing to audit around it"):
+        _stub_guest().walk("/")
+    with pytest.raises(GuestError, match="not UTF-8"):
+        _stub_guest().listdir("/etc")
