@@ -110,3 +110,34 @@ def test_hardening_applied_twice_changes_nothing_more() -> None:
     before = {p: (n.mode, n.data) for p, n in guest.nodes.items()}
     apply_profile(guest, profile, RootPolicy.NONE)
     assert {p: (n.mode, n.data) for p, n in guest.nodes.items()} == before
+
+
+def test_other_formats_are_converted_from_the_hardened_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = load_recipe(REPO / "recipes" / "site-base-debian12.yaml", DEFAULT_POLICY)
+    with (tmp_path / "build.log").open("w") as log:
+        ctx = BuildContext(
+            recipe=recipe,
+            settings=Settings(cache_dir=tmp_path / "cache"),
+            options=BuildOptions(),
+            progress=Progress(stream=io.StringIO()),
+            staging=tmp_path,
+            logfile=log,
+        )
+        primary = fx.write(tmp_path / "site-base-debian12-1.0.qcow2", fx.qcow2())
+        raw = fx.write(tmp_path / "site-base-debian12-1.0.raw", b"unhardened")
+        ctx.images = {primary.name: primary, raw.name: raw}
+        ctx.profile = load_profile(recipe.hardening)
+        _fake_guest(monkeypatch, unhardened_tree())
+        calls: list[list[str]] = []
+
+        def fake_run(argv: list[str], **kwargs: Any) -> None:
+            calls.append(argv)
+            Path(argv[-1]).write_bytes(b"converted from the hardened disk")
+
+        monkeypatch.setattr(label_steps, "run", fake_run)
+        label_steps.harden_disk(ctx)
+    assert calls == [["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(primary), str(raw)]]
+    assert raw.read_bytes() == b"converted from the hardened disk"
+    assert ctx.digests[raw.name] != ctx.digests[primary.name]

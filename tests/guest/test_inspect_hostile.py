@@ -223,3 +223,33 @@ def test_a_name_that_cannot_be_examined_stops_the_audit() -> None:
         _stub_guest().walk("/")
     with pytest.raises(GuestError, match="not UTF-8"):
         _stub_guest().listdir("/etc")
+
+
+def test_several_file_systems_fall_back_to_full_inspection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
+
+    class MultiFS(_FakeGuestFS):
+        def __getattr__(self, name: str) -> Any:
+            answers: dict[str, Any] = {
+                "list_partitions": ["/dev/sda1", "/dev/sda2"],
+                "vfs_type": "ext4",
+                "inspect_os": ["/dev/sda2"],
+                "inspect_get_mountpoints": {"/": "/dev/sda2", "/boot": "/dev/sda1"},
+            }
+
+            def record(*args: Any, **kwargs: Any) -> Any:
+                self.calls.append((name, (args, kwargs)))
+                return answers.get(name)
+
+            return record
+
+    class Module:
+        GuestFS = MultiFS
+
+    monkeypatch.setattr(handle, "_guestfs", lambda: Module)
+    with handle.open_guest(image, "qcow2", accel="tcg") as guest:
+        assert guest.mountpoints == {"/": "/dev/sda2", "/boot": "/dev/sda1"}
+    mounts = [args for name, args in MultiFS.calls if name == "mount_ro"]
+    assert mounts == [(("/dev/sda2", "/"), {}), (("/dev/sda1", "/boot"), {})]
