@@ -35,6 +35,7 @@ from imagefactory.build.output import (
     staging_dir,
 )
 from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
+from imagefactory.harden.apply import implementation_digest
 from imagefactory.harden.profile import Profile, load_profile
 from imagefactory.host import require_build_host, tool_versions
 from imagefactory.mirrors import BaseArchive, release_fingerprint, resolve_archive
@@ -169,8 +170,9 @@ def lookup_cache(ctx: BuildContext) -> None:
     base = ctx.recipe.base
     ctx.key_inputs = {
         "recipe": ctx.recipe.canonical(),
-        # The profile's content, not only its name: editing a profile rebuilds.
-        "hardening": ctx.profile.digest,
+        # The profile's content, not only its name, and the code applying it:
+        # editing either rebuilds.
+        "hardening": {"profile": ctx.profile.digest, "apply": implementation_digest()},
         "element": element.digest,
         "tools": ctx.versions,
         "base": {
