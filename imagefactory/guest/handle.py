@@ -3,8 +3,9 @@
 :func:`open_guest` adds the disk with its format stated explicitly (never
 probed), turns the network off, forces TCG only when KVM does not really work
 here (:func:`imagefactory.boot.accel.kvm_works`), launches the appliance once,
-finds the operating system with ``inspect_os`` and mounts its file systems
-(read-only unless the caller is hardening the image).
+finds the operating system (one Linux file system directly, anything else with
+``inspect_os``) and mounts its file systems (read-only unless the caller is
+hardening the image).
 
 Every libguestfs error is translated at this boundary into :class:`GuestError`.
 """
