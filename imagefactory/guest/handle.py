@@ -13,7 +13,6 @@ Every libguestfs error is translated at this boundary into :class:`GuestError`.
 from __future__ import annotations
 
 import contextlib
-import os
 import stat
 import tempfile
 import time
@@ -30,8 +29,6 @@ from imagefactory.guest.view import MAX_ENTRIES, MAX_READ, Entry, cap_text
 BACKEND = "direct"
 #: lstatnslist batch size (the protocol limits one message to a few MiB).
 LSTAT_BATCH = 500
-#: vCPUs of the appliance (at most the host's CPU count).
-APPLIANCE_SMP = 2
 #: Largest find0 output accepted (a hostile file system may hold millions of names).
 MAX_FIND_BYTES = 64 << 20
 
@@ -305,8 +302,6 @@ def open_guest(
             g.set_backend_settings(["force_tcg"])
         g.set_network(False)
         g.add_drive_opts(str(image), format=fmt, readonly=1 if readonly else 0)
-        # Two vCPUs make the many small calls of a file-system walk measurably faster.
-        g.set_smp(min(APPLIANCE_SMP, os.cpu_count() or 1))
         started = time.monotonic()
         g.launch()
         launch_seconds = time.monotonic() - started

@@ -128,8 +128,13 @@ def test_safe_image_is_opened_read_only_with_explicit_format_and_no_network(
     with handle.open_guest(image, "qcow2", readonly=True, accel="tcg") as guest:
         assert guest.readonly
     names = [name for name, _ in _FakeGuestFS.calls]
-    assert names[:4] == ["set_backend", "set_backend_settings", "set_network", "add_drive_opts"]
-    assert names.index("launch") > names.index("add_drive_opts")
+    assert names[:5] == [
+        "set_backend",
+        "set_backend_settings",
+        "set_network",
+        "add_drive_opts",
+        "launch",
+    ]
     assert ("set_network", ((False,), {})) in _FakeGuestFS.calls
     assert ("set_backend_settings", ((["force_tcg"],), {})) in _FakeGuestFS.calls
     assert (
