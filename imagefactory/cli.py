@@ -127,6 +127,12 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(f"{result.directory}: {state}{source}\n")
         for name, info in result.record["disk"]["files"].items():
             sys.stdout.write(f"  {name}  {info['sha256']}\n")
+        audit = result.record.get("audit")
+        if audit:
+            sys.stdout.write(
+                f"  audit: {audit['pass']} pass, {audit['fail']} fail, {audit['warn']} warn; "
+                "labels.json and sbom.cdx.json written\n"
+            )
     return EXIT_OK
 
 
@@ -157,6 +163,81 @@ def cmd_boot_test(args: argparse.Namespace, settings: Settings) -> int:
             f"{verdict}: {args.image}: {result.reason} ({result.accel}); console log: {console}\n"
         )
     return EXIT_OK if result.passed else EXIT_VERDICT
+
+
+def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.guest.inspect import inspect_image
+    from imagefactory.harden.profile import load_profile
+    from imagefactory.vocab import RootPolicy
+
+    profile = load_profile(args.profile)
+    result = inspect_image(
+        args.image,
+        profile,
+        declared_format=args.format,
+        root_policy=RootPolicy(args.root_policy),
+        accel=settings.accel,
+        accel_cache=settings.cache_dir / "accel.json",
+    )
+    if args.json:
+        _emit_json(result.to_dict())
+    else:
+        data = result.to_dict()
+        rows = [(f"disk.{k}", v) for k, v in data["disk"].items()]
+        rows += [(f"os.{k}", v) for k, v in data["os"].items()]
+        rows += [(f"packages.{k}", v) for k, v in data["packages"].items()]
+        _table(rows)
+        summary = result.audit.summary()
+        sys.stdout.write(
+            f"audit {profile.id} v{profile.version} (root policy {args.root_policy}): "
+            f"{summary['pass']} pass, {summary['fail']} fail, {summary['warn']} warn\n"
+        )
+        for check in result.audit.results:
+            if check.status != "pass" or args.verbose:
+                sys.stdout.write(f"  {check.render()}\n")
+    return EXIT_OK if result.audit.passed else EXIT_VERDICT
+
+
+def _table(rows: list[tuple[str, Any]]) -> None:
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, value in rows:
+        if value is None or value == []:
+            text = "-"
+        else:
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        sys.stdout.write(f"{key:<{width}}  {text}\n")
+
+
+def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        rows: list[tuple[str, Any]] = []
+        for key, inner in value.items():
+            rows += _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+        return rows
+    return [(prefix, value)]
+
+
+def cmd_labels_show(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.labels.make import read_labels
+
+    labels = read_labels(args.image_dir)
+    if args.json:
+        _emit_json(labels)
+    else:
+        _table(_flatten("", labels))
+    return EXIT_OK
+
+
+def cmd_labels_export(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.labels.exports import image_list_entry, oci_annotations
+    from imagefactory.labels.make import read_labels
+
+    labels = read_labels(args.image_dir)
+    if args.to == "oci":
+        _emit_json(oci_annotations(labels))
+    else:
+        _emit_json(image_list_entry(labels, uri=args.uri))
+    return EXIT_OK
 
 
 def cmd_host_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -199,6 +280,42 @@ def cmd_host_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- parser --------------------------------------------------------------------
+
+
+def _add_image_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``inspect`` and ``labels``: commands that read an image or its labels."""
+    p = sub.add_parser(
+        "inspect",
+        parents=[common],
+        help="facts and audit of any disk image, read-only, trusting nothing in it",
+    )
+    p.add_argument("image", type=Path)
+    p.add_argument(
+        "--format",
+        choices=["qcow2", "raw"],
+        help="the format the image must have (checked, never auto-detected)",
+    )
+    p.add_argument("--profile", default="worker-node-default", help="hardening profile to audit")
+    p.add_argument(
+        "--root-policy",
+        choices=["none", "site-admin", "user"],
+        default="none",
+        help="the root policy the image claims (what the audit expects)",
+    )
+    p.set_defaults(func=cmd_inspect)
+
+    labels = sub.add_parser("labels", help="an image's labels.json")
+    lsub = labels.add_subparsers(dest="labels_command", required=True, parser_class=_Parser)
+    p = lsub.add_parser("show", parents=[common], help="validate and print labels.json")
+    p.add_argument("image_dir", type=Path, metavar="IMAGE-DIR")
+    p.set_defaults(func=cmd_labels_show)
+    p = lsub.add_parser(
+        "export", parents=[common], help="labels as OCI annotations or a HEPiX image-list entry"
+    )
+    p.add_argument("image_dir", type=Path, metavar="IMAGE-DIR")
+    p.add_argument("--to", choices=["oci", "image-list"], required=True)
+    p.add_argument("--uri", help="image-list: where the image can be downloaded (hv:uri)")
+    p.set_defaults(func=cmd_labels_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--console-log", type=Path, help="where to save the serial console")
     p.set_defaults(func=cmd_boot_test)
+
+    _add_image_commands(sub, common)
 
     host = sub.add_parser("host", help="the build host")
     hsub = host.add_subparsers(dest="host_command", required=True, parser_class=_Parser)

@@ -154,6 +154,34 @@ class BootTestError(StageError):
     exit_code = EXIT_VERDICT
 
 
+class GuestError(StageError):
+    """libguestfs could not open, read or change a disk image."""
+
+
+class HardenError(StageError):
+    """A hardening profile could not be loaded or applied."""
+
+
+class AuditError(StageError):
+    """A required audit check failed; :attr:`findings` lists each with its evidence."""
+
+    exit_code = EXIT_VERDICT
+
+    def __init__(self, message: str, findings: list[str], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.findings = findings
+
+    def render(self) -> str:
+        lines = [self.message, *("  " + f for f in self.findings)]
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class LabelError(StageError):
+    """Labels could not be made, or do not validate, or contradict the recipe."""
+
+
 class CommandError(ImageFactoryError):
     """An external command failed. Raised only by :func:`imagefactory.run.run`."""
 

@@ -175,3 +175,17 @@ class ScriptPhase(StrEnum):
     def dib_phase_dir(self) -> str:
         """The element directory diskimage-builder runs this phase's scripts from."""
         return f"{self.value}.d"
+
+
+class BootMode(StrEnum):
+    """How the image's firmware starts it."""
+
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+class Contextualisation(StrEnum):
+    """How an instance receives its site configuration at first boot."""
+
+    NONE = "none"
+    CLOUD_INIT = "cloud-init"

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Session fixtures that build real images (tests/integration_images.py).
+from tests.integration_images import built_image  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"
 

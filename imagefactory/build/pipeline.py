@@ -2,8 +2,9 @@
 
 Read :data:`STEPS` top to bottom and you have the build: check the host,
 resolve the package archive, generate the element, look the inputs up in the
-cache, run diskimage-builder, assemble the bootable disk, boot-test it, store
-it in the cache, write the build record. :func:`build` runs them in a staging
+cache, run diskimage-builder, assemble the bootable disk, harden it, audit it
+and read its facts, write the SBOM and labels, boot-test it, store it in the
+cache, write the build record. :func:`build` runs them in a staging
 directory and publishes the result atomically.
 """
 
@@ -19,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from imagefactory.audit import AuditReport
 from imagefactory.boot.qemu import DEFAULT_TIMEOUT, BootResult, boot_test
 from imagefactory.build import assemble as assembler
 from imagefactory.build import dib
 from imagefactory.build.cache import BuildCache, CacheEntry, cache_key, file_digest
 from imagefactory.build.cleanup import remove_tree
 from imagefactory.build.element import GeneratedElement, write_element
+from imagefactory.build.label_steps import AUDIT_FILE, audit_disk, harden_disk, label_disk
 from imagefactory.build.output import (
     LOG_FILE,
     RECORD_FILE,
@@ -33,6 +36,8 @@ from imagefactory.build.output import (
     staging_dir,
 )
 from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
+from imagefactory.harden.apply import implementation_digest
+from imagefactory.harden.profile import Profile, load_profile
 from imagefactory.host import require_build_host, tool_versions
 from imagefactory.mirrors import (
     BaseArchive,
@@ -86,6 +91,15 @@ class BuildContext:
     disk: dict[str, Any] = field(default_factory=dict)
     packages: list[dict[str, str]] = field(default_factory=list)
     boot: dict[str, Any] | None = None
+    profile: Profile | None = None
+    hardening: dict[str, Any] = field(default_factory=dict)
+    audit: AuditReport | None = None
+    #: What the audit step read from the image (facts for the labels).
+    observed: dict[str, Any] = field(default_factory=dict)
+    #: When this build started (UTC): the image's creation time unless the cache had it.
+    started: dt.datetime = field(
+        default_factory=lambda: dt.datetime.now(dt.UTC).replace(microsecond=0)
+    )
 
     @property
     def basename(self) -> str:
@@ -102,6 +116,12 @@ class BuildContext:
         if self.element is None:
             raise BuildError("internal error: the element step has not run")
         return self.element
+
+    def need_profile(self) -> Profile:
+        """The hardening profile; loaded by the ``cache`` step."""
+        if self.profile is None:
+            raise BuildError("internal error: the hardening profile is not loaded")
+        return self.profile
 
     @property
     def cache(self) -> BuildCache:
@@ -125,6 +145,8 @@ class BuildResult:
             "images": self.record["disk"]["files"],
             "recipe_digest": self.record["recipe"]["digest"],
             "boot_test": self.record.get("boot_test"),
+            "audit": self.record.get("audit"),
+            "labels": str(self.directory / "labels.json"),
             "timings": self.record["timings"],
         }
 
@@ -153,9 +175,13 @@ def generate_element(ctx: BuildContext) -> None:
 def lookup_cache(ctx: BuildContext) -> None:
     archive, element = ctx.need_archive(), ctx.need_element()
     ctx.versions = tool_versions()
+    ctx.profile = load_profile(ctx.recipe.hardening)
     base = ctx.recipe.base
     ctx.key_inputs = {
         "recipe": ctx.recipe.canonical(),
+        # The profile's content, not only its name, and the code applying it:
+        # editing either rebuilds.
+        "hardening": {"profile": ctx.profile.digest, "apply": implementation_digest()},
         "element": element.digest,
         "tools": ctx.versions,
         "base": {
@@ -181,6 +207,7 @@ def lookup_cache(ctx: BuildContext) -> None:
     ctx.disk = dict(record.get("disk", {}))
     ctx.packages = list(record.get("packages", []))
     ctx.boot = record.get("boot_test")
+    ctx.hardening = dict(record.get("hardening") or {})
     ctx.progress.note(f"cache: hit ({ctx.key[:12]}), built {record.get('created', '?')}")
 
 
@@ -305,7 +332,7 @@ def _record(ctx: BuildContext, timings: dict[str, float]) -> dict[str, Any]:
     created = (
         ctx.hit.record.get("created")
         if ctx.hit is not None
-        else dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        else ctx.started.strftime("%Y-%m-%dT%H:%M:%SZ")
     )
     return {
         "schema": RECORD_SCHEMA,
@@ -341,6 +368,8 @@ def _record(ctx: BuildContext, timings: dict[str, float]) -> dict[str, Any]:
             },
         },
         "boot_test": ctx.boot,
+        "hardening": ctx.hardening,
+        "audit": ctx.audit.summary() if ctx.audit is not None else None,
         "timings": timings,
         "packages": ctx.packages,
     }
@@ -370,6 +399,9 @@ STEPS: tuple[Step, ...] = (
     Step("cache", "look up the build cache", lookup_cache),
     Step("dib", "build the OS tree with diskimage-builder", run_dib, _on_hit),
     Step("assemble", "assemble the bootable disk", assemble_disk, _on_hit),
+    Step("harden", "apply the hardening profile (libguestfs)", harden_disk, _on_hit),
+    Step("audit", "audit the image and read its facts (read-only)", audit_disk),
+    Step("label", "write the SBOM and labels.json", label_disk),
     Step("boot-test", "boot the image under qemu", run_boot_test, _unless_boot_test),
     Step("store", "store the build in the cache", store_cache, _on_hit),
     Step("record", "write build.json", write_record),
@@ -429,7 +461,7 @@ def _keep_failure_logs(root: Path, ctx: BuildContext, staging: Path) -> Path | N
     target = root / FAILED_DIR / f"{ctx.basename}-{stamp}"
     try:
         target.mkdir(parents=True, exist_ok=True)
-        for name in (LOG_FILE, BOOT_LOG):
+        for name in (LOG_FILE, BOOT_LOG, AUDIT_FILE):
             if (staging / name).exists():
                 shutil.copyfile(staging / name, target / name)
     except OSError:

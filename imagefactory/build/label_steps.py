@@ -1,0 +1,155 @@
+"""The harden, audit and label steps of the build (see :data:`pipeline.STEPS`).
+
+* harden: one writable libguestfs launch on the primary disk applies the
+  recipe's hardening profile; other formats are converted from it afterwards.
+* audit: one read-only launch re-reads the finished disk: the audit of every
+  profile item, and the facts for the labels. It runs on a cache hit too, so
+  the labels' facts always come from the image itself.
+* label: the SBOM and labels.json, validated against the schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+
+from imagefactory.audit import run_audit
+from imagefactory.build.cache import file_digest
+from imagefactory.diskformat import check_safe
+from imagefactory.errors import AuditError
+from imagefactory.guest.facts import os_facts, package_facts
+from imagefactory.guest.handle import boot_mode, libguestfs_version, open_guest
+from imagefactory.harden.apply import apply_profile
+from imagefactory.labels.make import DiskFacts, disk_digests, make_labels, write_labels
+from imagefactory.run import run
+from imagefactory.sbom import SBOM_FILE, make_sbom, sbom_ref
+
+if TYPE_CHECKING:
+    from imagefactory.build.pipeline import BuildContext
+
+AUDIT_FILE = "audit.json"
+
+
+def _primary(ctx: BuildContext) -> tuple[str, str]:
+    fmt = str(ctx.recipe.disk.formats[0])
+    return f"{ctx.basename}.{fmt}", fmt
+
+
+def harden_disk(ctx: BuildContext) -> None:
+    profile = ctx.need_profile()
+    name, fmt = _primary(ctx)
+    ctx.progress.status(f"hardening {name} with {profile.id} (libguestfs)")
+    with open_guest(
+        ctx.images[name],
+        fmt,
+        readonly=False,
+        accel=ctx.settings.accel,
+        accel_cache=ctx.settings.cache_dir / "accel.json",
+    ) as guest:
+        actions = apply_profile(guest, profile, ctx.recipe.root_policy)
+    for action in actions:
+        ctx.logfile.write(f"harden: {action}\n")
+    for other, path in ctx.images.items():
+        if other == name:
+            continue
+        target_fmt = other.rsplit(".", 1)[1]
+        path.unlink()
+        run(
+            ["qemu-img", "convert", "-f", fmt, "-O", target_fmt, str(ctx.images[name]), str(path)],
+            logfile=ctx.logfile,
+        )
+    for image, path in ctx.images.items():
+        ctx.digests[image] = file_digest(path)
+    ctx.hardening = {"profile": profile.id, "digest": profile.digest, "actions": actions}
+
+
+def audit_disk(ctx: BuildContext) -> None:
+    profile = ctx.need_profile()
+    name, fmt = _primary(ctx)
+    path = ctx.images[name]
+    info = check_safe(path, declared_format=fmt)
+    ctx.progress.status(f"auditing {name} read-only (libguestfs)")
+    with open_guest(
+        path,
+        info.format,
+        readonly=True,
+        accel=ctx.settings.accel,
+        accel_cache=ctx.settings.cache_dir / "accel.json",
+    ) as guest:
+        report = run_audit(guest, profile, ctx.recipe.root_policy)
+        facts = os_facts(guest)
+        packages = package_facts(guest)
+        mode = boot_mode(guest)
+    ctx.audit = report
+    ctx.observed = {"os": facts, "packages": packages, "boot_mode": mode, "info": info}
+    (ctx.staging / AUDIT_FILE).write_text(
+        json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8"
+    )
+    summary = report.summary()
+    ctx.progress.note(
+        f"audit {profile.id}: {summary['pass']} pass, {summary['fail']} fail, "
+        f"{summary['warn']} warn"
+    )
+    if not report.passed:
+        raise AuditError(
+            f"the audit of {name} failed {len(report.failed)} required check(s)",
+            [r.render() for r in report.failed],
+            hint=f"see {AUDIT_FILE} for the evidence of every check",
+        )
+
+
+def label_disk(ctx: BuildContext) -> None:
+    profile = ctx.need_profile()
+    if ctx.audit is None or not ctx.observed:
+        raise AuditError("internal error: the audit step has not run", [])
+    name, _ = _primary(ctx)
+    path = ctx.images[name]
+    sha256, sha512 = disk_digests(path)
+    info = ctx.observed["info"]
+    created = _created(ctx)
+    facts = ctx.observed["os"]
+    packages = ctx.observed["packages"]
+    sbom_text = make_sbom(
+        ctx.recipe.name,
+        ctx.recipe.version,
+        facts,
+        packages.packages,
+        disk_sha256=sha256,
+        created=created,
+    )
+    (ctx.staging / SBOM_FILE).write_text(sbom_text, encoding="utf-8")
+    disk = DiskFacts(
+        file=name,
+        format=info.format,
+        size=path.stat().st_size,
+        virtual_size=info.virtual_size,
+        sha256=sha256,
+        sha512=sha512,
+        boot_mode=ctx.observed["boot_mode"],
+    )
+    builder: dict[str, Any] = {
+        "imagefactory": ctx.versions.get("imagefactory", "unknown"),
+        "diskimage-builder": ctx.versions.get("diskimage-builder", "unknown"),
+        "libguestfs": libguestfs_version(),
+    }
+    labels = make_labels(
+        ctx.recipe,
+        disk=disk,
+        os=facts,
+        packages=packages,
+        sbom=sbom_ref(sbom_text),
+        audit=ctx.audit,
+        profile=profile,
+        builder=builder,
+        created=created,
+    )
+    write_labels(ctx.staging, labels)
+
+
+def _created(ctx: BuildContext) -> dt.datetime:
+    if ctx.hit is not None and isinstance(ctx.hit.record.get("created"), str):
+        return dt.datetime.strptime(ctx.hit.record["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=dt.UTC
+        )
+    return ctx.started

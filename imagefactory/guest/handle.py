@@ -1,0 +1,353 @@
+"""One libguestfs handle per image and phase, implementing :class:`GuestEditor`.
+
+:func:`open_guest` adds the disk with its format stated explicitly (never
+probed), turns the network off, forces TCG only when KVM does not really work
+here (:func:`imagefactory.boot.accel.kvm_works`), launches the appliance once,
+finds the operating system (one Linux file system directly, anything else with
+``inspect_os``) and mounts its file systems (read-only unless the caller is
+hardening the image).
+
+Every libguestfs error is translated at this boundary into :class:`GuestError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import stat
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imagefactory.boot.accel import kvm_works
+from imagefactory.errors import GuestError
+from imagefactory.guest.view import MAX_ENTRIES, MAX_READ, Entry, cap_text
+
+#: The libguestfs backend: the appliance is run by libguestfs itself, not libvirt.
+BACKEND = "direct"
+#: lstatnslist batch size (the protocol limits one message to a few MiB).
+LSTAT_BATCH = 500
+#: Largest find0 output accepted (a hostile file system may hold millions of names).
+MAX_FIND_BYTES = 64 << 20
+
+
+def _guestfs() -> Any:
+    try:
+        import guestfs
+    except ImportError as exc:  # pragma: no cover - depends on the host
+        raise GuestError(
+            "the libguestfs Python binding is not importable",
+            hint="install Debian's python3-guestfs and use a venv made with "
+            "--system-site-packages (scripts/setup does this)",
+        ) from exc
+    return guestfs
+
+
+def libguestfs_version() -> str:
+    """The libguestfs library version, e.g. ``1.48.6``."""
+    g = _guestfs().GuestFS(python_return_dict=True)
+    try:
+        v = g.version()
+        return f"{v['major']}.{v['minor']}.{v['release']}{v['extra']}"
+    finally:
+        g.close()
+
+
+@dataclass
+class Guest:
+    """A launched handle with the guest's file systems mounted at ``/``."""
+
+    g: Any
+    readonly: bool
+    root: str
+    mountpoints: dict[str, str]
+    accel: str
+    launch_seconds: float
+    _walk_cache: dict[str, list[Entry]] = field(default_factory=dict)
+
+    # -- GuestView ---------------------------------------------------------
+
+    def lstat(self, path: str) -> Entry | None:
+        try:
+            st = self.g.lstatns(path)
+        except (RuntimeError, UnicodeError):
+            return None
+        return _entry(path, st)
+
+    def read(self, path: str, limit: int = MAX_READ) -> bytes | None:
+        try:
+            # statns follows symlinks: only a regular file is read (a fifo would block).
+            st = self.g.statns(path)
+            if not stat.S_ISREG(int(st["st_mode"])):
+                return None
+            size = int(st["st_size"])
+            data: bytes = self.g.pread(path, min(size, limit), 0) if size else b""
+        except (RuntimeError, UnicodeError):
+            return None
+        return data[:limit]
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            if not self.g.is_dir(path, followsymlinks=False):
+                return []
+            names: list[str] = self.g.ls(path)
+        except RuntimeError:
+            return []
+        except UnicodeError as exc:
+            # A name libguestfs cannot hand over could be anything: fail closed.
+            raise GuestError(
+                f"{cap_text(path)} in the image holds a file name that is not UTF-8; "
+                "refusing to audit around it"
+            ) from exc
+        return sorted(names)[:MAX_ENTRIES]
+
+    def walk(self, top: str = "/") -> Sequence[Entry]:
+        if top in self._walk_cache:
+            return self._walk_cache[top]
+        with tempfile.TemporaryDirectory(prefix="imagefactory-walk-") as tmp:
+            listing = Path(tmp) / "find0"
+            try:
+                self.g.find0(top, str(listing))
+            except RuntimeError as exc:
+                raise GuestError(f"cannot list {top} in the image: {cap_text(str(exc))}") from exc
+            if listing.stat().st_size > MAX_FIND_BYTES:
+                raise GuestError(
+                    f"the image has too many files under {top} to audit "
+                    f"(listing larger than {MAX_FIND_BYTES >> 20} MiB)"
+                )
+            raw = listing.read_bytes().split(b"\0")
+        names = [n.decode("utf-8", errors="surrogateescape") for n in raw if n]
+        if len(names) > MAX_ENTRIES:
+            raise GuestError(f"the image has more than {MAX_ENTRIES} files under {top}")
+        by_dir: dict[str, list[str]] = {}
+        base = top.rstrip("/")
+        for name in names:
+            parent, _, leaf = f"{base}/{name}".rpartition("/")
+            by_dir.setdefault(parent or "/", []).append(leaf)
+        entries: list[Entry] = []
+        for parent, leaves in by_dir.items():
+            for i in range(0, len(leaves), LSTAT_BATCH):
+                entries += self._lstat_batch(parent, leaves[i : i + LSTAT_BATCH])
+        entries.sort(key=lambda e: e.path)
+        self._walk_cache[top] = entries
+        return entries
+
+    def _lstat_batch(self, parent: str, leaves: list[str]) -> list[Entry]:
+        """lstat ``leaves`` of ``parent``; fail closed on any name that cannot be checked.
+
+        An entry the audit cannot stat could hide a setuid binary, so it stops the
+        audit instead of being skipped (names that are not UTF-8 cannot be passed
+        back to libguestfs at all).
+        """
+        prefix = parent.rstrip("/")
+        try:
+            stats = self.g.lstatnslist(parent, leaves)
+        except (RuntimeError, UnicodeEncodeError):
+            stats = []
+            for leaf in leaves:
+                try:
+                    stats.append(self.g.lstatns(f"{prefix}/{leaf}"))
+                except (RuntimeError, UnicodeEncodeError) as exc:
+                    raise GuestError(
+                        f"cannot examine {cap_text(f'{prefix}/{leaf}')} in the image; "
+                        "refusing to audit around it"
+                    ) from exc
+        return [
+            _entry(f"{prefix}/{leaf}", st)
+            for leaf, st in zip(leaves, stats, strict=True)
+            if st["st_ino"] != -1
+        ]
+
+    # -- GuestEditor -------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise GuestError("internal error: write to a read-only guest handle")
+
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self._writable()
+        self._walk_cache.clear()
+        try:
+            self.g.write(path, data)
+            self.g.chmod(mode, path)
+        except RuntimeError as exc:
+            raise GuestError(f"cannot write {path} in the image: {exc}") from exc
+
+    def remove(self, path: str) -> None:
+        self._writable()
+        self._walk_cache.clear()
+        try:
+            self.g.rm_rf(path)
+        except RuntimeError as exc:
+            raise GuestError(f"cannot remove {path} in the image: {exc}") from exc
+
+    def chmod(self, path: str, mode: int) -> None:
+        self._writable()
+        self._walk_cache.clear()
+        try:
+            self.g.chmod(mode, path)
+        except RuntimeError as exc:
+            raise GuestError(f"cannot chmod {path} in the image: {exc}") from exc
+
+    def truncate(self, path: str) -> None:
+        self._writable()
+        try:
+            self.g.truncate(path)
+        except RuntimeError as exc:
+            raise GuestError(f"cannot truncate {path} in the image: {exc}") from exc
+
+    def mkdir(self, path: str, mode: int = 0o755) -> None:
+        self._writable()
+        self._walk_cache.clear()
+        try:
+            self.g.mkdir_p(path)
+            self.g.chmod(mode, path)
+        except RuntimeError as exc:
+            raise GuestError(f"cannot create {path} in the image: {exc}") from exc
+
+
+def _entry(path: str, st: dict[str, int]) -> Entry:
+    return Entry(
+        path=path,
+        mode=int(st["st_mode"]),
+        uid=int(st["st_uid"]),
+        gid=int(st["st_gid"]),
+        size=int(st["st_size"]),
+        mtime=int(st["st_mtime_sec"]),
+    )
+
+
+#: File systems a Linux root can be on.
+LINUX_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs")
+
+
+def _find_root(g: Any, image: Path) -> tuple[str, dict[str, str]]:
+    """The root file system and where each file system mounts.
+
+    The common case, one Linux file system on the disk, is found by looking at
+    the partitions (well under a second under TCG); anything else goes to
+    libguestfs' full ``inspect_os`` (several seconds), which reads the guest's
+    fstab to place separate ``/boot``, ``/var``... file systems.
+    """
+    devices = list(g.list_partitions()) or list(g.list_devices())
+    linux = []
+    for device in devices:
+        try:
+            if g.vfs_type(device) in LINUX_FS:
+                linux.append(device)
+        except RuntimeError:
+            continue
+    if len(linux) == 1:
+        g.mount_ro(linux[0], "/")
+        try:
+            if g.is_file("/etc/os-release", followsymlinks=True) and g.is_file(
+                "/etc/fstab", followsymlinks=False
+            ):
+                fstab = g.pread("/etc/fstab", 65536, 0).decode("utf-8", "replace")
+                separate = [
+                    line.split()[1]
+                    for line in fstab.splitlines()
+                    if len(line.split()) >= 3
+                    and not line.startswith("#")
+                    and line.split()[1] not in ("/", "none", "swap")
+                    and line.split()[2] in LINUX_FS
+                ]
+                if not separate:
+                    return linux[0], {"/": linux[0]}
+        finally:
+            g.umount_all()
+    roots = g.inspect_os()
+    if len(roots) != 1:
+        raise GuestError(f"{image}: expected one operating system in the image, found {len(roots)}")
+    return roots[0], dict(g.inspect_get_mountpoints(roots[0]))
+
+
+def choose_guest_accel(setting: str = "auto", cache_file: Path | None = None) -> str:
+    """``kvm`` or ``tcg`` for the appliance, decided as for the boot test."""
+    if setting in ("kvm", "tcg"):
+        return setting
+    if cache_file is None:
+        # The probe can cost its whole timeout on a host where KVM hangs: always cache it.
+        from imagefactory.settings import load_settings
+
+        cache_file = load_settings().cache_dir / "accel.json"
+    return "kvm" if kvm_works("qemu-system-x86_64", cache_file) else "tcg"
+
+
+@contextlib.contextmanager
+def open_guest(
+    image: Path,
+    fmt: str,
+    *,
+    readonly: bool = True,
+    accel: str = "auto",
+    accel_cache: Path | None = None,
+) -> Iterator[Guest]:
+    """Launch one appliance on ``image`` (format ``fmt``, stated, never probed).
+
+    Read-only handles add the drive with ``readonly=1`` (libguestfs puts a
+    throw-away overlay in front) and mount with ``mount_ro``. The network is
+    always off.
+    """
+    if fmt not in ("qcow2", "raw"):
+        raise GuestError(f"internal error: refusing to open a {fmt!r} disk with libguestfs")
+    gfs = _guestfs()
+    chosen = choose_guest_accel(accel, accel_cache)
+    g = gfs.GuestFS(python_return_dict=True)
+    try:
+        g.set_backend(BACKEND)
+        if chosen == "tcg":
+            g.set_backend_settings(["force_tcg"])
+        g.set_network(False)
+        g.add_drive_opts(str(image), format=fmt, readonly=1 if readonly else 0)
+        started = time.monotonic()
+        g.launch()
+        launch_seconds = time.monotonic() - started
+        root, mountpoints = _find_root(g, image)
+        for mountpoint in sorted(mountpoints, key=len):
+            if readonly:
+                g.mount_ro(mountpoints[mountpoint], mountpoint)
+            else:
+                g.mount(mountpoints[mountpoint], mountpoint)
+    except RuntimeError as exc:
+        g.close()
+        raise GuestError(f"{image}: libguestfs failed: {cap_text(str(exc), 1000)}") from exc
+    except BaseException:
+        g.close()
+        raise
+    guest = Guest(
+        g=g,
+        readonly=readonly,
+        root=root,
+        mountpoints=dict(mountpoints),
+        accel=chosen,
+        launch_seconds=launch_seconds,
+    )
+    try:
+        yield guest
+        if not readonly:
+            try:
+                g.sync()
+                g.umount_all()
+                g.shutdown()
+            except RuntimeError as exc:
+                raise GuestError(f"{image}: could not write the changes: {exc}") from exc
+    finally:
+        g.close()
+
+
+def boot_mode(guest: Guest) -> str:
+    """``uefi`` for a GPT disk with an EFI system partition, else ``bios``."""
+    esp = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+    try:
+        device = guest.g.list_devices()[0]
+        if guest.g.part_get_parttype(device) != "gpt":
+            return "bios"
+        for part in guest.g.part_list(device):
+            if guest.g.part_get_gpt_type(device, part["part_num"]).lower() == esp:
+                return "uefi"
+    except (RuntimeError, IndexError):
+        return "bios"
+    return "bios"

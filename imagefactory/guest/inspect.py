@@ -1,0 +1,74 @@
+"""``imagefactory inspect``: observed facts and audit of ANY disk image, trusting nothing.
+
+The file is judged by :func:`imagefactory.diskformat.check_safe` before
+libguestfs sees it (format tricks, backing files, data files, size caps); it is
+then opened with the checked format stated explicitly, read-only, network off,
+and every string, file and listing read from it is capped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imagefactory.audit import AuditReport, run_audit
+from imagefactory.diskformat import DiskInfo, check_safe
+from imagefactory.guest.facts import OsFacts, PackageFacts, os_facts, package_facts
+from imagefactory.guest.handle import boot_mode, open_guest
+from imagefactory.harden.profile import Profile
+from imagefactory.labels.make import disk_digests
+from imagefactory.vocab import RootPolicy
+
+#: Formats `inspect` lets libguestfs open.
+INSPECT_FORMATS = ("qcow2", "raw")
+
+
+@dataclass(frozen=True)
+class Inspection:
+    path: Path
+    info: DiskInfo
+    sha256: str
+    sha512: str
+    boot_mode: str
+    os: OsFacts
+    packages: PackageFacts
+    audit: AuditReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "disk": {
+                "path": str(self.path),
+                "format": self.info.format,
+                "size": self.info.file_size,
+                "virtual_size": self.info.virtual_size,
+                "sha256": self.sha256,
+                "sha512": self.sha512,
+                "boot_mode": self.boot_mode,
+            },
+            "os": self.os.to_dict(),
+            "packages": {**self.packages.summary(), "malformed": self.packages.malformed},
+            "audit": self.audit.to_dict(),
+        }
+
+
+def inspect_image(
+    path: Path,
+    profile: Profile,
+    *,
+    declared_format: str | None = None,
+    root_policy: RootPolicy = RootPolicy.NONE,
+    accel: str = "auto",
+    accel_cache: Path | None = None,
+) -> Inspection:
+    """Check ``path`` is safe, then read its facts and audit it read-only."""
+    info = check_safe(path, allowed_formats=INSPECT_FORMATS, declared_format=declared_format)
+    sha256, sha512 = disk_digests(path)
+    with open_guest(
+        path, info.format, readonly=True, accel=accel, accel_cache=accel_cache
+    ) as guest:
+        facts = os_facts(guest)
+        packages = package_facts(guest)
+        mode = boot_mode(guest)
+        report = run_audit(guest, profile, root_policy)
+    return Inspection(path, info, sha256, sha512, mode, facts, packages, report)

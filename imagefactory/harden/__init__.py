@@ -1,0 +1,1 @@
+"""Hardening profiles (data) and their offline application to a built image."""

@@ -1,0 +1,1 @@
+"""labels.json: the image's endorsement metadata, its schema and its exports."""

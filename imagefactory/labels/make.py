@@ -1,0 +1,167 @@
+"""Build labels.json from what was observed in the image and what the recipe declares.
+
+Observed (read from the image or the disk file): OS, architecture, kernel,
+packages, patch date, disk format and sizes and digests, boot mode,
+contextualisation, audit. Declared and checked: VO, root policy, model, file
+system access, expiry, endorser contact. Where the recipe states something the
+image also shows (distribution, release, architecture), a difference is an
+error, not a label.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imagefactory.audit.checks import AuditReport
+from imagefactory.build.cache import CHUNK
+from imagefactory.errors import LabelError
+from imagefactory.guest.facts import OsFacts, PackageFacts
+from imagefactory.harden.profile import Profile
+from imagefactory.labels.schema import SCHEMA_ID, validate_labels
+from imagefactory.recipe import Recipe
+from imagefactory.sbom import SbomRef
+
+LABELS_FILE = "labels.json"
+#: Namespace of image UUIDs: uuid5 of the disk's sha512, so one disk has one UUID.
+IMAGE_NAMESPACE = uuid.UUID("0b7f0f4e-5d0c-4d7e-9b1e-2c8f6a1d9e33")
+
+
+def _stamp(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class DiskFacts:
+    """The disk file as measured on the host (after the safety check)."""
+
+    file: str
+    format: str
+    size: int
+    virtual_size: int
+    sha256: str
+    sha512: str
+    boot_mode: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "format": self.format,
+            "size": self.size,
+            "virtual_size": self.virtual_size,
+            "sha256": self.sha256,
+            "sha512": self.sha512,
+            "boot_mode": self.boot_mode,
+        }
+
+
+def disk_digests(path: Path) -> tuple[str, str]:
+    """sha256 and sha512 hex of a file, in one pass."""
+    h256, h512 = hashlib.sha256(), hashlib.sha512()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h256.update(chunk)
+            h512.update(chunk)
+    return h256.hexdigest(), h512.hexdigest()
+
+
+def check_against_recipe(recipe: Recipe, facts: OsFacts) -> None:
+    """Refuse an image whose observed OS differs from what the recipe asked for."""
+    base = recipe.base
+    wanted = {"distro": str(base.distro), "version": base.version, "arch": str(base.arch)}
+    seen = {"distro": facts.distro, "version": facts.version, "arch": facts.arch}
+    wrong = [
+        f"{k}: recipe says {wanted[k]}, image has {seen[k]}" for k in wanted if wanted[k] != seen[k]
+    ]
+    if wrong:
+        raise LabelError(
+            f"the image is not what recipe {recipe.name} asked for: " + "; ".join(wrong),
+            hint="the build produced another OS than declared; check the base and elements",
+        )
+
+
+def audit_summary(report: AuditReport, profile: Profile) -> dict[str, Any]:
+    return {
+        "profile": report.profile,
+        "profile_version": report.profile_version,
+        "profile_digest": profile.digest,
+        "passed": report.passed,
+        "checks": len(report.results),
+        "failed": [r.id for r in report.results if r.status == "fail"],
+        "warnings": [r.id for r in report.results if r.status == "warn"],
+        "summary": report.summary(),
+    }
+
+
+def make_labels(
+    recipe: Recipe,
+    *,
+    disk: DiskFacts,
+    os: OsFacts,
+    packages: PackageFacts,
+    sbom: SbomRef,
+    audit: AuditReport,
+    profile: Profile,
+    builder: dict[str, str],
+    created: dt.datetime,
+) -> dict[str, Any]:
+    """The labels document, checked against the recipe and the schema."""
+    check_against_recipe(recipe, os)
+    labels: dict[str, Any] = {
+        "schema": SCHEMA_ID,
+        "image": {
+            "name": recipe.name,
+            "version": recipe.version,
+            "uuid": str(uuid.uuid5(IMAGE_NAMESPACE, disk.sha512)),
+            "created": _stamp(created),
+            "expires": _stamp(created + dt.timedelta(days=recipe.expiry_days)),
+        },
+        "disk": disk.to_dict(),
+        "os": {
+            "distro": os.distro,
+            "version": os.version,
+            "codename": os.codename,
+            "arch": os.arch,
+            "kernel": os.kernel,
+        },
+        "vo": [recipe.vo],
+        "trust": {
+            "model": str(recipe.model),
+            "root_policy": str(recipe.root_policy),
+            "fs_access": [str(a) for a in recipe.fs_access],
+            "contextualisation": os.contextualisation,
+        },
+        "endorser": {"contact": recipe.endorser},
+        "packages": packages.summary(),
+        "sbom": sbom.to_dict(),
+        "audit": audit_summary(audit, profile),
+        "recipe": {"name": recipe.name, "version": recipe.version, "digest": recipe.digest},
+        "builder": dict(sorted(builder.items())),
+        "extra": dict(sorted(recipe.labels.items())),
+    }
+    validate_labels(labels)
+    return labels
+
+
+def write_labels(directory: Path, labels: dict[str, Any]) -> Path:
+    path = directory / LABELS_FILE
+    path.write_text(json.dumps(labels, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_labels(directory: Path) -> dict[str, Any]:
+    """labels.json of an image directory, validated against the schema."""
+    path = directory / LABELS_FILE if directory.is_dir() else directory
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LabelError(f"{path}: cannot read labels: {exc}") from exc
+    validate_labels(data)
+    if not isinstance(data, dict):  # pragma: no cover - the schema requires an object
+        raise LabelError(f"{path}: labels are not an object")
+    return data

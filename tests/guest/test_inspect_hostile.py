@@ -1,0 +1,255 @@
+"""`inspect` on untrusted images: format tricks are refused before libguestfs sees
+the file; a safe image is opened read-only, network off, its format stated."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from imagefactory.cli import main
+from imagefactory.diskformat import UnsafeImageError
+from imagefactory.guest import handle
+from imagefactory.guest import inspect as inspect_mod
+from imagefactory.harden.profile import load_profile
+from tests.diskformat import diskformat_fixturegen as fx
+from tests.guest.guest_fake import unhardened_tree
+
+PROFILE = load_profile("worker-node-default")
+
+
+@pytest.fixture
+def no_libguestfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("libguestfs must not see a refused image")
+
+    monkeypatch.setattr(inspect_mod, "open_guest", refuse)
+    monkeypatch.setattr(handle, "_guestfs", refuse)
+
+
+def _hostile(tmp_path: Path, kind: str) -> tuple[Path, str | None]:
+    if kind == "qcow2-backing-shadow":
+        return fx.write(tmp_path / "a.qcow2", fx.qcow2(backing=b"/etc/shadow")), None
+    if kind == "qcow2-backing-url":
+        return fx.write(tmp_path / "a.qcow2", fx.qcow2(backing=b"http://127.0.0.1/x")), None
+    if kind == "raw-with-qcow2-header":
+        return fx.write(tmp_path / "a.raw", fx.qcow2()), "raw"
+    if kind == "qcow2-unknown-incompatible-bit":
+        return fx.write(tmp_path / "a.qcow2", fx.qcow2(incompatible=1 << 40)), None
+    if kind == "vmdk-extent-path":
+        desc = fx.vmdk_descriptor(["/dev/sda"])
+        return fx.write(tmp_path / "a.vmdk", desc), None
+    if kind == "qed":
+        return fx.write(tmp_path / "a.qed", fx.qed()), None
+    if kind == "vdi":
+        return fx.write(tmp_path / "a.vdi", fx.vdi()), None
+    if kind == "huge-virtual-size":
+        return fx.write(tmp_path / "a.qcow2", fx.qcow2(size=1 << 50)), None
+    if kind == "empty":
+        return fx.write(tmp_path / "a.raw", b""), None
+    if kind == "symlink":
+        link = tmp_path / "a.raw"
+        link.symlink_to("/etc/shadow")
+        return link, None
+    if kind == "fifo":
+        path = tmp_path / "a.raw"
+        os.mkfifo(path)
+        return path, None
+    raise AssertionError(kind)
+
+
+HOSTILE = [
+    "qcow2-backing-shadow",
+    "qcow2-backing-url",
+    "raw-with-qcow2-header",
+    "qcow2-unknown-incompatible-bit",
+    "vmdk-extent-path",
+    "qed",
+    "vdi",
+    "huge-virtual-size",
+    "empty",
+    "symlink",
+    "fifo",
+]
+
+
+@pytest.mark.usefixtures("no_libguestfs")
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_hostile_image_is_refused_before_libguestfs(tmp_path: Path, kind: str) -> None:
+    path, declared = _hostile(tmp_path, kind)
+    with pytest.raises(UnsafeImageError) as exc:
+        inspect_mod.inspect_image(path, PROFILE, declared_format=declared)
+    assert exc.value.codes
+
+
+@pytest.mark.usefixtures("no_libguestfs")
+def test_cli_inspect_refusal_is_a_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = _hostile(tmp_path, "qcow2-backing-shadow")
+    assert main(["inspect", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "refusing disk image" in err
+    assert "backing" in err
+
+
+class _FakeGuestFS:
+    """Records the calls `open_guest` makes; serves the fake tree's facts."""
+
+    calls: ClassVar[list[tuple[str, Any]]] = []
+
+    def __init__(self, python_return_dict: bool) -> None:
+        self.calls.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, (args, kwargs)))
+            return {
+                "list_partitions": ["/dev/sda1"],
+                "vfs_type": "ext4",
+                "is_file": True,
+                "pread": b"UUID=x / ext4 defaults 0 1\n",
+            }.get(name)
+
+        return record
+
+
+def test_safe_image_is_opened_read_only_with_explicit_format_and_no_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
+
+    class Module:
+        GuestFS = _FakeGuestFS
+
+    monkeypatch.setattr(handle, "_guestfs", lambda: Module)
+    with handle.open_guest(image, "qcow2", readonly=True, accel="tcg") as guest:
+        assert guest.readonly
+    names = [name for name, _ in _FakeGuestFS.calls]
+    assert names[:5] == [
+        "set_backend",
+        "set_backend_settings",
+        "set_network",
+        "add_drive_opts",
+        "launch",
+    ]
+    assert ("set_network", ((False,), {})) in _FakeGuestFS.calls
+    assert ("set_backend_settings", ((["force_tcg"],), {})) in _FakeGuestFS.calls
+    assert (
+        "add_drive_opts",
+        ((str(image),), {"format": "qcow2", "readonly": 1}),
+    ) in _FakeGuestFS.calls
+    assert ("mount_ro", (("/dev/sda1", "/"), {})) in _FakeGuestFS.calls
+    assert "mount" not in names
+    assert "inspect_os" not in names  # one Linux file system: no full inspection needed
+    assert "close" in names
+
+
+def test_kvm_host_does_not_force_tcg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
+
+    class Module:
+        GuestFS = _FakeGuestFS
+
+    monkeypatch.setattr(handle, "_guestfs", lambda: Module)
+    monkeypatch.setattr(handle, "kvm_works", lambda qemu, cache: True)
+    with handle.open_guest(image, "qcow2", accel="auto"):
+        pass
+    assert "set_backend_settings" not in [name for name, _ in _FakeGuestFS.calls]
+
+
+def test_open_guest_refuses_formats_it_was_not_given_checked(tmp_path: Path) -> None:
+    from imagefactory.errors import GuestError
+
+    with pytest.raises(GuestError), handle.open_guest(tmp_path / "x.vmdk", "vmdk"):
+        pass
+
+
+def test_inspect_reports_facts_and_audit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
+    tree = unhardened_tree()
+
+    @contextlib.contextmanager
+    def fake_open(path: Path, fmt: str, **kwargs: Any) -> Any:
+        assert (path, fmt, kwargs["readonly"]) == (image, "qcow2", True)
+        yield tree
+
+    monkeypatch.setattr(inspect_mod, "open_guest", fake_open)
+    monkeypatch.setattr(inspect_mod, "boot_mode", lambda guest: "bios")
+    result = inspect_mod.inspect_image(image, PROFILE)
+    data = result.to_dict()
+    assert data["os"]["distro"] == "debian"
+    assert data["disk"]["format"] == "qcow2"
+    assert data["packages"]["count"] == 2
+    assert not result.audit.passed
+
+
+class _StubG:
+    """A handle whose guest has a name libguestfs cannot pass back (not UTF-8)."""
+
+    def find0(self, top: str, out: str) -> None:
+        Path(out).write_bytes(b"ok\0bad\xff\0")
+
+    def lstatnslist(self, parent: str, names: list[str]) -> list[dict[str, int]]:
+        "\udcff".join(names).encode()  # what the binding does: raises UnicodeEncodeError
+        raise AssertionError("unreachable")
+
+    def lstatns(self, path: str) -> dict[str, int]:
+        path.encode()
+        return {"st_mode": 0o100644, "st_uid": 0, "st_gid": 0, "st_size": 0}
+
+    def is_dir(self, path: str, followsymlinks: bool) -> bool:
+        return True
+
+    def ls(self, path: str) -> list[str]:
+        b"bad\xff".decode()
+        raise AssertionError("unreachable")
+
+
+def _stub_guest() -> handle.Guest:
+    return handle.Guest(
+        g=_StubG(), readonly=True, root="/dev/sda1", mountpoints={}, accel="tcg", launch_seconds=0
+    )
+
+
+def test_a_name_that_cannot_be_examined_stops_the_audit() -> None:
+    from imagefactory.errors import GuestError
+
+    with pytest.raises(GuestError, match="refusing to audit around it"):
+        _stub_guest().walk("/")
+    with pytest.raises(GuestError, match="not UTF-8"):
+        _stub_guest().listdir("/etc")
+
+
+def test_several_file_systems_fall_back_to_full_inspection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
+
+    class MultiFS(_FakeGuestFS):
+        def __getattr__(self, name: str) -> Any:
+            answers: dict[str, Any] = {
+                "list_partitions": ["/dev/sda1", "/dev/sda2"],
+                "vfs_type": "ext4",
+                "inspect_os": ["/dev/sda2"],
+                "inspect_get_mountpoints": {"/": "/dev/sda2", "/boot": "/dev/sda1"},
+            }
+
+            def record(*args: Any, **kwargs: Any) -> Any:
+                self.calls.append((name, (args, kwargs)))
+                return answers.get(name)
+
+            return record
+
+    class Module:
+        GuestFS = MultiFS
+
+    monkeypatch.setattr(handle, "_guestfs", lambda: Module)
+    with handle.open_guest(image, "qcow2", accel="tcg") as guest:
+        assert guest.mountpoints == {"/": "/dev/sda2", "/boot": "/dev/sda1"}
+    mounts = [args for name, args in MultiFS.calls if name == "mount_ro"]
+    assert mounts == [(("/dev/sda2", "/"), {}), (("/dev/sda1", "/boot"), {})]
