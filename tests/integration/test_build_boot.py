@@ -24,7 +24,7 @@ from imagefactory.progress import Progress
 from imagefactory.recipe import load_recipe
 from imagefactory.settings import Settings
 from tests.conftest import REPO
-from tests.integration.conftest import EXAMPLE, Builder
+from tests.integration_images import EXAMPLE, Builder
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +35,12 @@ def test_example_build_publishes_disk_record_and_logs(example_build: BuildResult
     assert not example_build.cache_hit
     assert sorted(p.name for p in directory.iterdir()) == [
         "atlas-wn-debian12-1.0.qcow2",
+        "audit.json",
         "boot-test.log",
         "build.json",
         "build.log",
+        "labels.json",
+        "sbom.cdx.json",
     ]
     disk = directory / "atlas-wn-debian12-1.0.qcow2"
     info = check_safe(disk, declared_format="qcow2")

@@ -11,7 +11,7 @@ import pytest
 from imagefactory.diskformat import check_safe
 from imagefactory.recipe import load_recipe
 from tests.conftest import RECIPES
-from tests.integration.conftest import EXAMPLE, Builder
+from tests.integration_images import EXAMPLE, Builder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

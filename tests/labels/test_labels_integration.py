@@ -4,23 +4,19 @@ proven to catch each item deliberately left undone, labels from the image itself
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from imagefactory.build.pipeline import BuildOptions, BuildResult, build
+from imagefactory.build.pipeline import BuildResult
 from imagefactory.guest.handle import open_guest
 from imagefactory.guest.inspect import inspect_image
 from imagefactory.harden.apply import SYSCTL_FILE
 from imagefactory.harden.profile import load_profile
 from imagefactory.labels.make import disk_digests, read_labels
-from imagefactory.progress import Progress
-from imagefactory.recipe import load_recipe
-from imagefactory.settings import load_settings
-from tests.integration_images import BUILT_RECIPE
+from tests.integration_images import EXAMPLE, Builder
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +24,8 @@ PROFILE = load_profile("worker-node-default")
 
 
 def _disk(result: BuildResult) -> Path:
-    return result.directory / "site-base-debian12-1.0.qcow2"
+    (name,) = result.record["disk"]["files"]
+    return result.directory / str(name)
 
 
 def test_built_image_is_hardened_audited_and_labelled(built_image: BuildResult) -> None:
@@ -163,12 +160,10 @@ def test_audit_catches_each_item_left_undone_on_the_real_image(
     assert result.info.format == "qcow2"
 
 
-def test_a_cached_rebuild_still_audits_and_labels(built_image: BuildResult, tmp_path: Path) -> None:
-    settings = load_settings()
-    recipe = load_recipe(BUILT_RECIPE, settings.build_policy())
-    again = build(
-        recipe, settings, BuildOptions(), Progress(stream=io.StringIO()), output_root=tmp_path
-    )
+def test_a_cached_rebuild_still_audits_and_labels(
+    built_image: BuildResult, build_recipe: Builder, tmp_path: Path
+) -> None:
+    again = build_recipe(EXAMPLE, tmp_path, boot_test=False)
     assert again.cache_hit
     first, second = read_labels(built_image.directory), read_labels(again.directory)
     assert second["disk"] == first["disk"]
