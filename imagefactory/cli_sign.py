@@ -71,14 +71,14 @@ def cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        return _verify(args)
+        return _verify(args, settings)
     except ImageFactoryError as exc:
         # An error is not a verdict: exit 2, whatever the error's usual code.
         sys.stderr.write(f"error: {exc.render()}\n")
         return EXIT_ERROR
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.policy import load_policy
     from imagefactory.progress import Progress
     from imagefactory.verify import VerifyOptions, verify_image
@@ -94,7 +94,7 @@ def _verify(args: argparse.Namespace) -> int:
             def show(done: int, total: int) -> None:
                 progress.status(f"digest {done // MiB}/{total // MiB} MiB")
 
-            options = VerifyOptions(on_progress=show)
+            options = VerifyOptions(on_progress=show, inspector=_inspector(settings))
             if cache is not None:
                 verdict = verify_cached(image, policy, cache, options)
             else:
@@ -228,13 +228,22 @@ exec {python} -m imagefactory gate-libvirt-hook {options} -- "$@"
 """
 
 
-def _gate_config(args: argparse.Namespace) -> Any:
+def _inspector(settings: Settings) -> Any:
+    """The libguestfs inspection verify runs where the policy asks for one."""
+    from imagefactory.verify.inspector import GuestInspector
+
+    return GuestInspector(settings.accel, settings.cache_dir / "accel.json")
+
+
+def _gate_config(args: argparse.Namespace, settings: Settings) -> Any:
     from imagefactory.gate.check import GateConfig
     from imagefactory.policy import load_policy
+    from imagefactory.verify import VerifyOptions
     from imagefactory.verify.cache import VerifiedCache
 
     cache = None if args.no_cache else VerifiedCache(args.cache)
-    return GateConfig(load_policy(args.policy), args.store, cache)
+    options = VerifyOptions(inspector=_inspector(settings))
+    return GateConfig(load_policy(args.policy), args.store, cache, options)
 
 
 def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
@@ -250,7 +259,7 @@ def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_ERROR
     try:
         disks, refusals = qemu_disks(command)
-        result = check_disks(disks, _gate_config(args), refusals)
+        result = check_disks(disks, _gate_config(args, settings), refusals)
     except ImageFactoryError as exc:
         sys.stderr.write(f"error: {exc.render()}\n")
         return EXIT_ERROR
@@ -265,7 +274,7 @@ def cmd_gate_libvirt_hook(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         code, message = run_hook(
-            args.hook_args, sys.stdin.buffer.read(), lambda: _gate_config(args)
+            args.hook_args, sys.stdin.buffer.read(), lambda: _gate_config(args, settings)
         )
     except ImageFactoryError as exc:
         sys.stderr.write(f"imagefactory gate: refusing: {exc.render()}\n")

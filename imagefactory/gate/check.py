@@ -9,7 +9,7 @@ from pathlib import Path
 from imagefactory.gate.disks import DiskRequest, Refused, map_disk
 from imagefactory.policy import TrustPolicy
 from imagefactory.verify.cache import VerifiedCache, verify_cached
-from imagefactory.verify.pipeline import verify_image
+from imagefactory.verify.pipeline import VerifyOptions, verify_image
 from imagefactory.verify.verdict import Reason, Verdict
 
 
@@ -20,6 +20,8 @@ class GateConfig:
     policy: TrustPolicy
     store: Path
     cache: VerifiedCache | None = None
+    #: How to verify: the inspector for images the policy wants inspected.
+    options: VerifyOptions = field(default_factory=VerifyOptions)
 
 
 @dataclass
@@ -58,8 +60,8 @@ def check_disks(
         if mapped.image_dir in result.verdicts:
             continue
         if config.cache is not None:
-            verdict = verify_cached(mapped.image_dir, config.policy, config.cache)
+            verdict = verify_cached(mapped.image_dir, config.policy, config.cache, config.options)
         else:
-            verdict = verify_image(mapped.image_dir, config.policy)
+            verdict = verify_image(mapped.image_dir, config.policy, config.options)
         result.verdicts[mapped.image_dir] = verdict
     return result

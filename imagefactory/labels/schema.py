@@ -119,7 +119,18 @@ def labels_schema() -> dict[str, Any]:
                     "contextualisation": _enum("contextualisation"),
                 }
             ),
-            "endorser": _obj({"contact": {"type": ["string", "null"], "maxLength": 254}}),
+            # Who endorses the image: a contact, and optionally the signer the
+            # verifier must find among the attestations (a key id, or a Sigstore
+            # identity and issuer), so labels cannot name someone who did not sign.
+            "endorser": _obj(
+                {
+                    "contact": {"type": ["string", "null"], "maxLength": 254},
+                    "keyid": _str(64, pattern=HEX64),
+                    "identity": _str(1024),
+                    "issuer": _str(1024),
+                },
+                optional=("keyid", "identity", "issuer"),
+            ),
             "packages": _obj(
                 {
                     "count": count,

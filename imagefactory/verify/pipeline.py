@@ -51,13 +51,16 @@ from imagefactory.vocab import WorkerNodeModel
 class Inspector(Protocol):
     """A fresh, read-only inspection of a disk (libguestfs; issue 4's labels code).
 
-    Called only after every other check passed, with the disk and its
-    verified format. Returns observed facts keyed by label path (``os.distro``,
+    Called only after every other check passed, with the disk, its verified
+    format and the signed labels (which profile and root policy to audit
+    against). Returns observed facts keyed by label path (``os.distro``,
     ``os.version``, ``os.arch``, ``trust.root_policy``, ...); each one given
     must equal the signed label. Raises any exception to report failure.
     """
 
-    def __call__(self, disk: Path, disk_format: str) -> Mapping[str, Any]: ...
+    def __call__(
+        self, disk: Path, disk_format: str, labels: Mapping[str, Any]
+    ) -> Mapping[str, Any]: ...
 
 
 @dataclass
@@ -360,7 +363,7 @@ def _inspection(run: _Run) -> list[Reason]:
             )
         ]
     try:
-        observed = inspector(_image(run).disk, run.disk_format)
+        observed = inspector(_image(run).disk, run.disk_format, labels)
     except Exception as exc:  # any inspection failure is a refusal
         return [Reason("inspection-mismatch", "inspection", f"inspection failed: {exc}")]
     return [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -405,11 +406,11 @@ def test_user_defined_inspection_must_match_labels(tmp_path: Path, keys: dict[st
     trust = policy(tmp_path, keys, user_defined={"accept": True})
     seen: list[tuple[Path, str]] = []
 
-    def truthful(disk: Path, disk_format: str) -> dict[str, Any]:
+    def truthful(disk: Path, disk_format: str, labels: Mapping[str, Any]) -> dict[str, Any]:
         seen.append((disk, disk_format))
         return {"os.distro": "debian", "os.version": "12", "trust.root_policy": "user"}
 
-    def lying(disk: Path, disk_format: str) -> dict[str, Any]:
+    def lying(disk: Path, disk_format: str, labels: Mapping[str, Any]) -> dict[str, Any]:
         return {"os.distro": "ubuntu", "trust.root_policy": "user"}
 
     assert verify(image, trust, inspector=truthful).allowed

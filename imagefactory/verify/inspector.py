@@ -1,0 +1,59 @@
+"""The fresh inspection verify runs for untrusted and user-defined images.
+
+It is :func:`imagefactory.guest.inspect.inspect_image` (format checked before
+libguestfs sees the file, read-only, network off, capped reads) turned into
+observed facts keyed by label path; :mod:`imagefactory.verify.pipeline`
+compares each with the signed label. The audit runs against the hardening
+profile and root policy the labels claim, so a disk whose labels say "root
+locked" but whose shadow file says otherwise fails ``audit.passed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from imagefactory.errors import ImageFactoryError
+from imagefactory.guest.inspect import inspect_image
+from imagefactory.harden.profile import load_profile
+from imagefactory.vocab import RootPolicy
+
+
+class GuestInspector:
+    """An :class:`~imagefactory.verify.pipeline.Inspector` backed by libguestfs."""
+
+    def __init__(self, accel: str = "auto", accel_cache: Path | None = None) -> None:
+        self.accel = accel
+        self.accel_cache = accel_cache
+
+    def __call__(self, disk: Path, disk_format: str, labels: Mapping[str, Any]) -> dict[str, Any]:
+        audit = labels.get("audit") or {}
+        trust = labels.get("trust") or {}
+        try:
+            profile = load_profile(str(audit.get("profile")))
+            root_policy = RootPolicy(str(trust.get("root_policy")))
+        except (ImageFactoryError, ValueError) as exc:
+            raise ValueError(
+                f"the labels name no profile or root policy this host knows: {exc}"
+            ) from exc
+        found = inspect_image(
+            disk,
+            profile,
+            declared_format=disk_format,
+            root_policy=root_policy,
+            accel=self.accel,
+            accel_cache=self.accel_cache,
+        )
+        return {
+            "disk.sha512": found.sha512,
+            "disk.boot_mode": found.boot_mode,
+            "os.distro": found.os.distro,
+            "os.version": found.os.version,
+            "os.arch": found.os.arch,
+            "os.kernel": found.os.kernel,
+            "trust.contextualisation": found.os.contextualisation,
+            "packages.count": found.packages.summary()["count"],
+            "packages.manifest_sha256": found.packages.summary()["manifest_sha256"],
+            "audit.passed": found.audit.passed,
+        }
