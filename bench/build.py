@@ -78,6 +78,7 @@ def main() -> int:
     parser.add_argument(
         "recipe", nargs="?", type=Path, default=REPO / "recipes" / "atlas-wn-debian12.yaml"
     )
+    parser.add_argument("--rounds", type=int, default=2, help="alternating bare/full runs")
     args = parser.parse_args()
     host = load_settings(None)
     recipe = load_recipe(args.recipe, host.build_policy())
