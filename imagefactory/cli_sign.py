@@ -221,8 +221,9 @@ DEFAULT_CACHE = Path("/var/cache/imagefactory/verified")
 
 HOOK_SCRIPT = """\
 #!/bin/sh
-# libvirt hook installed by 'imagefactory gate-hook-script': before a domain
-# starts (prepare), every disk must pass 'imagefactory verify' against the
+# libvirt hook installed by 'imagefactory gate-hook-script' as
+# /etc/libvirt/hooks/qemu (KVM/QEMU) or /etc/libvirt/hooks/libxl (Xen): before a
+# domain starts (prepare), every disk must pass 'imagefactory verify' against the
 # site's trust policy; a non-zero exit refuses the start, stderr says why.
 exec {python} -m imagefactory gate-libvirt-hook {options} -- "$@"
 """
@@ -249,6 +250,7 @@ def _gate_config(args: argparse.Namespace, settings: Settings) -> Any:
 def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.gate.check import check_disks
     from imagefactory.gate.qemu import qemu_disks
+    from imagefactory.gate.xl import xl_disks
     from imagefactory.run import replace_process
 
     command = list(args.command)
@@ -258,7 +260,7 @@ def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write("error: imagefactory gate: no command given (gate ... -- qemu ...)\n")
         return EXIT_ERROR
     try:
-        disks, refusals = qemu_disks(command)
+        disks, refusals = (xl_disks if Path(command[0]).name == "xl" else qemu_disks)(command)
         result = check_disks(disks, _gate_config(args, settings), refusals)
     except ImageFactoryError as exc:
         sys.stderr.write(f"error: {exc.render()}\n")
@@ -332,6 +334,7 @@ def add_gate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "gate-hook-script",
         parents=[common, gate_options],
-        help="print the /etc/libvirt/hooks/qemu script that runs the gate",
+        help="print the libvirt hook (install as /etc/libvirt/hooks/qemu and/or"
+        " /etc/libvirt/hooks/libxl) that runs the gate",
     )
     p.set_defaults(func=cmd_gate_hook_script)

@@ -15,31 +15,14 @@ from imagefactory.gate.check import GateConfig, GateResult, check_disks
 from imagefactory.gate.disks import DiskRequest
 from imagefactory.gate.libvirt import domain_disks, run_hook
 from imagefactory.gate.qemu import qemu_disks, split_options
-from imagefactory.policy import load_policy
-from imagefactory.verify.cache import VerifiedCache
 from imagefactory.vocab import Arch
 from tests.conftest import REPO
 from tests.diskformat import diskformat_fixturegen as fx
-from tests.sign.imagedirs import key_sign, key_signer, make_image, new_key, vo_rules, write_policy
+from tests.sign.conftest import config
+from tests.sign.imagedirs import make_image
 
 RAW = "atlas-wn-debian12-1.0.raw"
 needs_qemu_img = pytest.mark.skipif(fx.QEMU_IMG is None, reason="qemu-img is not installed")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    """An image store with a signed image ``good`` and an unsigned ``bad``; key and policy."""
-    key = new_key(tmp_path, "atlas")
-    store = tmp_path / "store"
-    key_sign(make_image(store, "good"), key)
-    make_image(store, "bad")
-    write_policy(tmp_path / "site.yaml", {"atlas": vo_rules(key_signer("atlas-vo", key))})
-    return store
-
-
-def config(store: Path) -> GateConfig:
-    policy = load_policy(store.parent / "site.yaml")
-    return GateConfig(policy, store, VerifiedCache(store.parent / "cache"))
 
 
 def gate(store: Path, *disks: DiskRequest) -> GateResult:
