@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from imagefactory.gate.disks import DiskRequest
 from imagefactory.gate.libvirt import run_hook
 from imagefactory.gate.xl import parse_disk_spec, xl_disks
-from tests.conftest import REPO
 from tests.sign.conftest import config
-from tests.sign.test_gate import RAW
+from tests.sign.test_gate import RAW, _gate_cli
 
 XEN_DOMAIN = """<domain type='xen'><name>wn</name><memory>1048576</memory>
 <os><type>hvm</type></os><devices>
@@ -84,23 +81,7 @@ def _gate_xl(store: Path, tmp_path: Path, disk: Path) -> subprocess.CompletedPro
     xl.write_text('#!/bin/sh\necho "xl $*"\n')
     xl.chmod(0o755)
     cfg = _cfg(tmp_path, f'disk = ["format=raw, vdev=xvda, target={disk}"]\n')
-    argv = [
-        sys.executable,
-        "-m",
-        "imagefactory",
-        "gate",
-        "--policy",
-        str(store.parent / "site.yaml"),
-        "--store",
-        str(store),
-        "--no-cache",
-        "--",
-        str(xl),
-        "create",
-        str(cfg),
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    return _gate_cli(store, str(xl), "create", str(cfg))
 
 
 def test_gate_cli_runs_xl_create_when_the_disks_pass(store: Path, tmp_path: Path) -> None:
