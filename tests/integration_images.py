@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from imagefactory import mirrors
+from imagefactory.build import pipeline
 from imagefactory.build.pipeline import BuildOptions, BuildResult, build
 from imagefactory.errors import ArchiveError
 from imagefactory.progress import Progress
@@ -43,7 +45,27 @@ def _require_build_host() -> None:
 
 
 @pytest.fixture(scope="session")
-def build_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def frozen_archive() -> Iterator[None]:
+    """The archive fingerprint (InRelease digests) as first seen in this session.
+
+    The cache key covers it (an archive update rebuilds; tests/build checks
+    that), so a mirror publishing an update while the suite runs would turn
+    the cache tests' hits into misses. Only the fingerprint is pinned: the
+    builds install from the live mirror and its consistency is checked live.
+    """
+    first: dict[str, str] = {}
+    live = mirrors.release_fingerprint
+
+    def pinned(releases: Mapping[tuple[str, str], bytes]) -> dict[str, str]:
+        return {suite: first.setdefault(suite, digest) for suite, digest in live(releases).items()}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "release_fingerprint", pinned)
+        yield
+
+
+@pytest.fixture(scope="session")
+def build_settings(tmp_path_factory: pytest.TempPathFactory, frozen_archive: None) -> Settings:
     """Host settings with a fresh build cache and the shared debootstrap cache."""
     _require_build_host()
     host = load_settings(None)
