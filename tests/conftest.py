@@ -15,6 +15,7 @@ from tests.integration_images import (  # noqa: F401
     build_settings,
     built_image,
     example_build,
+    frozen_archive,
 )
 
 REPO = Path(__file__).resolve().parent.parent
