@@ -223,13 +223,17 @@ def _entry(path: str, st: dict[str, int]) -> Entry:
 LINUX_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs")
 
 
-def _find_root(g: Any, image: Path) -> tuple[str, dict[str, str]]:
-    """The root file system and where each file system mounts.
+def _find_root(g: Any, image: Path, *, keep_mounted: bool) -> tuple[str, dict[str, str], bool]:
+    """The root file system, where each file system mounts, and whether it is mounted.
 
     The common case, one Linux file system on the disk, is found by looking at
     the partitions (well under a second under TCG); anything else goes to
     libguestfs' full ``inspect_os`` (several seconds), which reads the guest's
     fstab to place separate ``/boot``, ``/var``... file systems.
+
+    With ``keep_mounted`` (a read-only handle) the single file system stays
+    mounted read-only at ``/`` as it was examined (saves an unmount and a
+    remount); otherwise everything is unmounted again.
     """
     devices = list(g.list_partitions()) or list(g.list_devices())
     linux = []
@@ -239,6 +243,7 @@ def _find_root(g: Any, image: Path) -> tuple[str, dict[str, str]]:
                 linux.append(device)
         except RuntimeError:
             continue
+    found = False
     if len(linux) == 1:
         g.mount_ro(linux[0], "/")
         try:
@@ -255,13 +260,15 @@ def _find_root(g: Any, image: Path) -> tuple[str, dict[str, str]]:
                     and line.split()[2] in LINUX_FS
                 ]
                 if not separate:
-                    return linux[0], {"/": linux[0]}
+                    found = True
+                    return linux[0], {"/": linux[0]}, keep_mounted
         finally:
-            g.umount_all()
+            if not (found and keep_mounted):
+                g.umount_all()
     roots = g.inspect_os()
     if len(roots) != 1:
         raise GuestError(f"{image}: expected one operating system in the image, found {len(roots)}")
-    return roots[0], dict(g.inspect_get_mountpoints(roots[0]))
+    return roots[0], dict(g.inspect_get_mountpoints(roots[0])), False
 
 
 def choose_guest_accel(setting: str = "auto", cache_file: Path | None = None) -> str:
@@ -305,8 +312,8 @@ def open_guest(
         started = time.monotonic()
         g.launch()
         launch_seconds = time.monotonic() - started
-        root, mountpoints = _find_root(g, image)
-        for mountpoint in sorted(mountpoints, key=len):
+        root, mountpoints, mounted = _find_root(g, image, keep_mounted=readonly)
+        for mountpoint in [] if mounted else sorted(mountpoints, key=len):
             if readonly:
                 g.mount_ro(mountpoints[mountpoint], mountpoint)
             else:

@@ -253,3 +253,35 @@ def test_several_file_systems_fall_back_to_full_inspection(
         assert guest.mountpoints == {"/": "/dev/sda2", "/boot": "/dev/sda1"}
     mounts = [args for name, args in MultiFS.calls if name == "mount_ro"]
     assert mounts == [(("/dev/sda2", "/"), {}), (("/dev/sda1", "/boot"), {})]
+
+
+def test_read_only_handle_keeps_the_single_root_mounted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
+
+    class Module:
+        GuestFS = _FakeGuestFS
+
+    monkeypatch.setattr(handle, "_guestfs", lambda: Module)
+    with handle.open_guest(image, "qcow2", readonly=True, accel="tcg"):
+        names = [name for name, _ in _FakeGuestFS.calls]
+    assert names.count("mount_ro") == 1
+    assert "umount_all" not in names
+    assert "mount" not in names
+
+
+def test_writable_handle_remounts_the_examined_root_read_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
+
+    class Module:
+        GuestFS = _FakeGuestFS
+
+    monkeypatch.setattr(handle, "_guestfs", lambda: Module)
+    with handle.open_guest(image, "qcow2", readonly=False, accel="tcg"):
+        names = [name for name, _ in _FakeGuestFS.calls]
+    # Examined read-only, unmounted, then mounted read-write for the hardening.
+    assert names.index("mount_ro") < names.index("umount_all") < names.index("mount")
+    assert ("mount", (("/dev/sda1", "/"), {})) in _FakeGuestFS.calls
