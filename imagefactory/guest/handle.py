@@ -106,6 +106,10 @@ class Guest:
     def walk(self, top: str = "/") -> Sequence[Entry]:
         if top in self._walk_cache:
             return self._walk_cache[top]
+        below = self._walk_from_root(top)
+        if below is not None:
+            self._walk_cache[top] = below
+            return below
         with tempfile.TemporaryDirectory(prefix="imagefactory-walk-") as tmp:
             listing = Path(tmp) / "find0"
             try:
@@ -133,6 +137,28 @@ class Guest:
         entries.sort(key=lambda e: e.path)
         self._walk_cache[top] = entries
         return entries
+
+    def _walk_from_root(self, top: str) -> list[Entry] | None:
+        """``walk(top)`` cut out of a cached walk of ``/`` on a read-only handle, or None.
+
+        Only when nothing can have changed since (read-only) and every component
+        of ``top`` is a real directory in that walk (a symlink anywhere on the way
+        would make ``find`` start elsewhere): then the entries under ``top`` are
+        exactly those a fresh walk would return, without another listing and
+        lstat round trip per directory.
+        """
+        root = self._walk_cache.get("/")
+        base = top.rstrip("/")
+        if not self.readonly or root is None or not base.startswith("/"):
+            return None
+        by_path = {e.path: e for e in root}
+        parts = base.split("/")[1:]
+        for i in range(1, len(parts) + 1):
+            entry = by_path.get("/" + "/".join(parts[:i]))
+            if entry is None or not entry.is_dir:
+                return None
+        prefix = base + "/"
+        return [e for e in root if e.path.startswith(prefix)]
 
     def _lstat_batch(self, parent: str, leaves: list[str]) -> list[Entry]:
         """lstat ``leaves`` of ``parent``; fail closed on any name that cannot be checked.

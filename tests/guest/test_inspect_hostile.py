@@ -285,3 +285,72 @@ def test_writable_handle_remounts_the_examined_root_read_write(
     # Examined read-only, unmounted, then mounted read-write for the hardening.
     assert names.index("mount_ro") < names.index("umount_all") < names.index("mount")
     assert ("mount", (("/dev/sda1", "/"), {})) in _FakeGuestFS.calls
+
+
+class _TreeG:
+    """A handle over a small fixed tree (``/var/log`` real, ``/srv/logs`` a symlink)."""
+
+    DIR, FILE, LINK = 0o040755, 0o100644, 0o120777
+    TREE: ClassVar[dict[str, int]] = {
+        "/etc": DIR,
+        "/etc/passwd": FILE,
+        "/srv": DIR,
+        "/srv/logs": LINK,
+        "/var": DIR,
+        "/var/log": DIR,
+        "/var/log/apt": DIR,
+        "/var/log/apt/history.log": FILE,
+        "/var/log/syslog": FILE,
+        "/var/logx": FILE,
+    }
+
+    def __init__(self) -> None:
+        self.finds: list[str] = []
+
+    def find0(self, top: str, out: str) -> None:
+        self.finds.append(top)
+        base = top.rstrip("/") + "/"
+        names = [p[len(base) :] for p in self.TREE if p.startswith(base)]
+        Path(out).write_bytes(b"".join(n.encode() + b"\0" for n in names))
+
+    def lstatnslist(self, parent: str, names: list[str]) -> list[dict[str, int]]:
+        prefix = parent.rstrip("/")
+        return [
+            {"st_mode": self.TREE[f"{prefix}/{n}"], "st_uid": 0, "st_gid": 0, "st_size": 1,
+             "st_mtime_sec": 0, "st_ino": 1}
+            for n in names
+        ]  # fmt: skip
+
+
+def _tree_guest(readonly: bool) -> tuple[handle.Guest, _TreeG]:
+    g = _TreeG()
+    guest = handle.Guest(
+        g=g, readonly=readonly, root="/dev/sda1", mountpoints={}, accel="tcg", launch_seconds=0
+    )
+    return guest, g
+
+
+def test_read_only_walk_below_root_is_cut_from_the_root_walk() -> None:
+    fresh, _ = _tree_guest(readonly=True)
+    expected = list(fresh.walk("/var/log"))
+    assert [e.path for e in expected] == [
+        "/var/log/apt",
+        "/var/log/apt/history.log",
+        "/var/log/syslog",
+    ]
+    guest, g = _tree_guest(readonly=True)
+    guest.walk("/")
+    assert list(guest.walk("/var/log")) == expected
+    assert list(guest.walk("/var/log/")) == expected
+    assert g.finds == ["/"]  # no second listing
+    # A symlink on the way (or a missing directory) is listed afresh, as before.
+    guest.walk("/srv/logs")
+    guest.walk("/nonexistent")
+    assert g.finds == ["/", "/srv/logs", "/nonexistent"]
+
+
+def test_writable_walk_below_root_is_listed_afresh() -> None:
+    guest, g = _tree_guest(readonly=False)
+    guest.walk("/")
+    guest.walk("/var/log")
+    assert g.finds == ["/", "/var/log"]
