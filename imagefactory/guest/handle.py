@@ -66,10 +66,16 @@ class Guest:
     accel: str
     launch_seconds: float
     _walk_cache: dict[str, list[Entry]] = field(default_factory=dict)
+    #: Paths the walk listed but could not lstat (left out of its entries).
+    _unstatable: set[str] = field(default_factory=set)
+    _index: _TreeIndex | None = None
 
     # -- GuestView ---------------------------------------------------------
 
     def lstat(self, path: str) -> Entry | None:
+        known, entry = self._lookup(path)
+        if known:
+            return entry
         try:
             st = self.g.lstatns(path)
         except (RuntimeError, UnicodeError):
@@ -77,18 +83,33 @@ class Guest:
         return _entry(path, st)
 
     def read(self, path: str, limit: int = MAX_READ) -> bytes | None:
-        try:
-            # statns follows symlinks: only a regular file is read (a fifo would block).
-            st = self.g.statns(path)
-            if not stat.S_ISREG(int(st["st_mode"])):
+        known, entry = self._lookup(path)
+        if known and (entry is None or not entry.is_symlink):
+            # No symlink on the way: lstat is what statns would say.
+            if entry is None or not entry.is_file:
                 return None
-            size = int(st["st_size"])
+            size: int | None = entry.size
+        else:
+            size = None
+        try:
+            if size is None:
+                # statns follows symlinks: only a regular file is read (a fifo would block).
+                st = self.g.statns(path)
+                if not stat.S_ISREG(int(st["st_mode"])):
+                    return None
+                size = int(st["st_size"])
             data: bytes = self.g.pread(path, min(size, limit), 0) if size else b""
         except (RuntimeError, UnicodeError):
             return None
         return data[:limit]
 
     def listdir(self, path: str) -> list[str]:
+        known, entry = self._lookup(path)
+        if known:
+            if entry is None or not entry.is_dir:
+                return []
+            children = self._index.children if self._index is not None else {}
+            return sorted(children.get(entry.path, []))[:MAX_ENTRIES]
         try:
             if not self.g.is_dir(path, followsymlinks=False):
                 return []
@@ -138,6 +159,35 @@ class Guest:
         self._walk_cache[top] = entries
         return entries
 
+    def _lookup(self, path: str) -> tuple[bool, Entry | None]:
+        """``(True, lstat of path or None)`` when a cached walk of ``/`` settles it.
+
+        Only on a read-only handle (nothing changes after the walk) and only for a
+        plain absolute path whose every leading component is a real directory in
+        the walk: the walk listed everything in those directories, so a name it
+        does not have does not exist. A symlink, an entry the walk could not
+        lstat or an unusual path gives ``(False, None)``: ask the appliance.
+        """
+        if not self.readonly or "/" not in self._walk_cache:
+            return False, None
+        if self._index is None:
+            self._index = _TreeIndex.of(self._walk_cache["/"], self._unstatable)
+        parts = path.split("/")
+        if parts[0] != "" or path == "/" or any(p in ("", ".", "..") for p in parts[1:]):
+            return False, None
+        current = ""
+        for part in parts[1:]:
+            current = f"{current}/{part}"
+            if current in self._unstatable:
+                return False, None
+            entry = self._index.entries.get(current)
+            if current == path:
+                return True, entry
+            if entry is None or not entry.is_dir:
+                # Missing, or a file: nothing below it. A symlink: resolve in the guest.
+                return (False, None) if entry is not None and entry.is_symlink else (True, None)
+        return False, None  # pragma: no cover - the loop always returns
+
     def _walk_from_root(self, top: str) -> list[Entry] | None:
         """``walk(top)`` cut out of a cached walk of ``/`` on a read-only handle, or None.
 
@@ -180,11 +230,13 @@ class Guest:
                         f"cannot examine {cap_text(f'{prefix}/{leaf}')} in the image; "
                         "refusing to audit around it"
                     ) from exc
-        return [
-            _entry(f"{prefix}/{leaf}", st)
-            for leaf, st in zip(leaves, stats, strict=True)
-            if st["st_ino"] != -1
-        ]
+        entries = []
+        for leaf, st in zip(leaves, stats, strict=True):
+            if st["st_ino"] != -1:
+                entries.append(_entry(f"{prefix}/{leaf}", st))
+            else:
+                self._unstatable.add(f"{prefix}/{leaf}")
+        return entries
 
     # -- GuestEditor -------------------------------------------------------
 
@@ -232,6 +284,22 @@ class Guest:
             self.g.chmod(mode, path)
         except RuntimeError as exc:
             raise GuestError(f"cannot create {path} in the image: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _TreeIndex:
+    """A complete walk of ``/`` by path, and each directory's names."""
+
+    entries: dict[str, Entry]
+    children: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, walk: Sequence[Entry], unstatable: set[str]) -> _TreeIndex:
+        children: dict[str, list[str]] = {}
+        for path in sorted({e.path for e in walk} | unstatable):
+            parent, _, leaf = path.rpartition("/")
+            children.setdefault(parent or "/", []).append(leaf)
+        return cls({e.path: e for e in walk}, children)
 
 
 def _entry(path: str, st: dict[str, int]) -> Entry:

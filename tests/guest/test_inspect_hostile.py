@@ -306,6 +306,35 @@ class _TreeG:
 
     def __init__(self) -> None:
         self.finds: list[str] = []
+        self.calls: list[str] = []
+
+    def _st(self, path: str) -> dict[str, int]:
+        if path not in self.TREE:
+            raise RuntimeError(f"{path}: No such file or directory")
+        return {"st_mode": self.TREE[path], "st_uid": 0, "st_gid": 0, "st_size": 1,
+                "st_mtime_sec": 0, "st_ino": 1}  # fmt: skip
+
+    def lstatns(self, path: str) -> dict[str, int]:
+        self.calls.append("lstatns")
+        return self._st(path)
+
+    def statns(self, path: str) -> dict[str, int]:
+        self.calls.append("statns")
+        return self._st(path.replace("/srv/logs", "/var/log", 1))
+
+    def pread(self, path: str, size: int, offset: int) -> bytes:
+        self.calls.append("pread")
+        return b"x"[:size]
+
+    def is_dir(self, path: str, followsymlinks: bool) -> bool:
+        self.calls.append("is_dir")
+        return self.TREE.get(path) == self.DIR
+
+    def ls(self, path: str) -> list[str]:
+        self.calls.append("ls")
+        base = path.rstrip("/") + "/"
+        names = [p[len(base) :] for p in self.TREE if p.startswith(base)]
+        return [n for n in names if "/" not in n]
 
     def find0(self, top: str, out: str) -> None:
         self.finds.append(top)
@@ -354,3 +383,34 @@ def test_writable_walk_below_root_is_listed_afresh() -> None:
     guest.walk("/")
     guest.walk("/var/log")
     assert g.finds == ["/", "/var/log"]
+
+
+LOOKUPS = [
+    "/etc", "/etc/passwd", "/etc/passwd/x", "/etc/shadow", "/nope/x", "/var/log",
+    "/var/log/syslog", "/var/log/apt", "/srv/logs", "/srv/logs/syslog", "/var//log",
+]  # fmt: skip
+
+
+def test_read_only_lookups_after_the_walk_match_the_appliance_without_asking_it() -> None:
+    fresh, _ = _tree_guest(readonly=True)
+    want = [(fresh.lstat(p), fresh.read(p), fresh.listdir(p)) for p in LOOKUPS]
+    guest, g = _tree_guest(readonly=True)
+    guest.walk("/")
+    got = [(guest.lstat(p), guest.read(p), guest.listdir(p)) for p in LOOKUPS]
+    assert got == want
+    # Reading a regular file still needs its bytes; only what goes through the
+    # symlink (reading /srv/logs, anything under it) or is not a plain path
+    # (/var//log) is looked up in the appliance.
+    assert g.calls.count("pread") == 3  # /etc/passwd, /var/log/syslog, /srv/logs/syslog
+    assert [c for c in g.calls if c != "pread"] == [
+        "statns",  # read /srv/logs
+        "lstatns", "statns", "is_dir",  # /srv/logs/syslog
+        "lstatns", "statns", "is_dir",  # /var//log
+    ]  # fmt: skip
+
+
+def test_writable_lookups_always_ask_the_appliance() -> None:
+    guest, g = _tree_guest(readonly=False)
+    guest.walk("/")
+    guest.lstat("/etc/passwd")
+    assert g.calls == ["lstatns"]
