@@ -66,10 +66,16 @@ class Guest:
     accel: str
     launch_seconds: float
     _walk_cache: dict[str, list[Entry]] = field(default_factory=dict)
+    #: Paths the walk listed but could not lstat (left out of its entries).
+    _unstatable: set[str] = field(default_factory=set)
+    _index: _TreeIndex | None = None
 
     # -- GuestView ---------------------------------------------------------
 
     def lstat(self, path: str) -> Entry | None:
+        known, entry = self._lookup(path)
+        if known:
+            return entry
         try:
             st = self.g.lstatns(path)
         except (RuntimeError, UnicodeError):
@@ -77,18 +83,33 @@ class Guest:
         return _entry(path, st)
 
     def read(self, path: str, limit: int = MAX_READ) -> bytes | None:
-        try:
-            # statns follows symlinks: only a regular file is read (a fifo would block).
-            st = self.g.statns(path)
-            if not stat.S_ISREG(int(st["st_mode"])):
+        known, entry = self._lookup(path)
+        if known and (entry is None or not entry.is_symlink):
+            # No symlink on the way: lstat is what statns would say.
+            if entry is None or not entry.is_file:
                 return None
-            size = int(st["st_size"])
+            size: int | None = entry.size
+        else:
+            size = None
+        try:
+            if size is None:
+                # statns follows symlinks: only a regular file is read (a fifo would block).
+                st = self.g.statns(path)
+                if not stat.S_ISREG(int(st["st_mode"])):
+                    return None
+                size = int(st["st_size"])
             data: bytes = self.g.pread(path, min(size, limit), 0) if size else b""
         except (RuntimeError, UnicodeError):
             return None
         return data[:limit]
 
     def listdir(self, path: str) -> list[str]:
+        known, entry = self._lookup(path)
+        if known:
+            if entry is None or not entry.is_dir:
+                return []
+            children = self._index.children if self._index is not None else {}
+            return sorted(children.get(entry.path, []))[:MAX_ENTRIES]
         try:
             if not self.g.is_dir(path, followsymlinks=False):
                 return []
@@ -106,6 +127,10 @@ class Guest:
     def walk(self, top: str = "/") -> Sequence[Entry]:
         if top in self._walk_cache:
             return self._walk_cache[top]
+        below = self._walk_from_root(top)
+        if below is not None:
+            self._walk_cache[top] = below
+            return below
         with tempfile.TemporaryDirectory(prefix="imagefactory-walk-") as tmp:
             listing = Path(tmp) / "find0"
             try:
@@ -134,6 +159,57 @@ class Guest:
         self._walk_cache[top] = entries
         return entries
 
+    def _lookup(self, path: str) -> tuple[bool, Entry | None]:
+        """``(True, lstat of path or None)`` when a cached walk of ``/`` settles it.
+
+        Only on a read-only handle (nothing changes after the walk) and only for a
+        plain absolute path whose every leading component is a real directory in
+        the walk: the walk listed everything in those directories, so a name it
+        does not have does not exist. A symlink, an entry the walk could not
+        lstat or an unusual path gives ``(False, None)``: ask the appliance.
+        """
+        if not self.readonly or "/" not in self._walk_cache:
+            return False, None
+        if self._index is None:
+            self._index = _TreeIndex.of(self._walk_cache["/"], self._unstatable)
+        parts = path.split("/")
+        if parts[0] != "" or path == "/" or any(p in ("", ".", "..") for p in parts[1:]):
+            return False, None
+        current = ""
+        for part in parts[1:]:
+            current = f"{current}/{part}"
+            if current in self._unstatable:
+                return False, None
+            entry = self._index.entries.get(current)
+            if current == path:
+                return True, entry
+            if entry is None or not entry.is_dir:
+                # Missing, or a file: nothing below it. A symlink: resolve in the guest.
+                return (False, None) if entry is not None and entry.is_symlink else (True, None)
+        return False, None  # pragma: no cover - the loop always returns
+
+    def _walk_from_root(self, top: str) -> list[Entry] | None:
+        """``walk(top)`` cut out of a cached walk of ``/`` on a read-only handle, or None.
+
+        Only when nothing can have changed since (read-only) and every component
+        of ``top`` is a real directory in that walk (a symlink anywhere on the way
+        would make ``find`` start elsewhere): then the entries under ``top`` are
+        exactly those a fresh walk would return, without another listing and
+        lstat round trip per directory.
+        """
+        root = self._walk_cache.get("/")
+        base = top.rstrip("/")
+        if not self.readonly or root is None or not base.startswith("/"):
+            return None
+        by_path = {e.path: e for e in root}
+        parts = base.split("/")[1:]
+        for i in range(1, len(parts) + 1):
+            entry = by_path.get("/" + "/".join(parts[:i]))
+            if entry is None or not entry.is_dir:
+                return None
+        prefix = base + "/"
+        return [e for e in root if e.path.startswith(prefix)]
+
     def _lstat_batch(self, parent: str, leaves: list[str]) -> list[Entry]:
         """lstat ``leaves`` of ``parent``; fail closed on any name that cannot be checked.
 
@@ -154,11 +230,13 @@ class Guest:
                         f"cannot examine {cap_text(f'{prefix}/{leaf}')} in the image; "
                         "refusing to audit around it"
                     ) from exc
-        return [
-            _entry(f"{prefix}/{leaf}", st)
-            for leaf, st in zip(leaves, stats, strict=True)
-            if st["st_ino"] != -1
-        ]
+        entries = []
+        for leaf, st in zip(leaves, stats, strict=True):
+            if st["st_ino"] != -1:
+                entries.append(_entry(f"{prefix}/{leaf}", st))
+            else:
+                self._unstatable.add(f"{prefix}/{leaf}")
+        return entries
 
     # -- GuestEditor -------------------------------------------------------
 
@@ -208,6 +286,22 @@ class Guest:
             raise GuestError(f"cannot create {path} in the image: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class _TreeIndex:
+    """A complete walk of ``/`` by path, and each directory's names."""
+
+    entries: dict[str, Entry]
+    children: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, walk: Sequence[Entry], unstatable: set[str]) -> _TreeIndex:
+        children: dict[str, list[str]] = {}
+        for path in sorted({e.path for e in walk} | unstatable):
+            parent, _, leaf = path.rpartition("/")
+            children.setdefault(parent or "/", []).append(leaf)
+        return cls({e.path: e for e in walk}, children)
+
+
 def _entry(path: str, st: dict[str, int]) -> Entry:
     return Entry(
         path=path,
@@ -223,13 +317,17 @@ def _entry(path: str, st: dict[str, int]) -> Entry:
 LINUX_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs")
 
 
-def _find_root(g: Any, image: Path) -> tuple[str, dict[str, str]]:
-    """The root file system and where each file system mounts.
+def _find_root(g: Any, image: Path, *, keep_mounted: bool) -> tuple[str, dict[str, str], bool]:
+    """The root file system, where each file system mounts, and whether it is mounted.
 
     The common case, one Linux file system on the disk, is found by looking at
     the partitions (well under a second under TCG); anything else goes to
     libguestfs' full ``inspect_os`` (several seconds), which reads the guest's
     fstab to place separate ``/boot``, ``/var``... file systems.
+
+    With ``keep_mounted`` (a read-only handle) the single file system stays
+    mounted read-only at ``/`` as it was examined (saves an unmount and a
+    remount); otherwise everything is unmounted again.
     """
     devices = list(g.list_partitions()) or list(g.list_devices())
     linux = []
@@ -239,6 +337,7 @@ def _find_root(g: Any, image: Path) -> tuple[str, dict[str, str]]:
                 linux.append(device)
         except RuntimeError:
             continue
+    found = False
     if len(linux) == 1:
         g.mount_ro(linux[0], "/")
         try:
@@ -255,13 +354,15 @@ def _find_root(g: Any, image: Path) -> tuple[str, dict[str, str]]:
                     and line.split()[2] in LINUX_FS
                 ]
                 if not separate:
-                    return linux[0], {"/": linux[0]}
+                    found = True
+                    return linux[0], {"/": linux[0]}, keep_mounted
         finally:
-            g.umount_all()
+            if not (found and keep_mounted):
+                g.umount_all()
     roots = g.inspect_os()
     if len(roots) != 1:
         raise GuestError(f"{image}: expected one operating system in the image, found {len(roots)}")
-    return roots[0], dict(g.inspect_get_mountpoints(roots[0]))
+    return roots[0], dict(g.inspect_get_mountpoints(roots[0])), False
 
 
 def choose_guest_accel(setting: str = "auto", cache_file: Path | None = None) -> str:
@@ -305,8 +406,8 @@ def open_guest(
         started = time.monotonic()
         g.launch()
         launch_seconds = time.monotonic() - started
-        root, mountpoints = _find_root(g, image)
-        for mountpoint in sorted(mountpoints, key=len):
+        root, mountpoints, mounted = _find_root(g, image, keep_mounted=readonly)
+        for mountpoint in [] if mounted else sorted(mountpoints, key=len):
             if readonly:
                 g.mount_ro(mountpoints[mountpoint], mountpoint)
             else:

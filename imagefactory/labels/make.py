@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,12 +62,22 @@ class DiskFacts:
 
 
 def disk_digests(path: Path) -> tuple[str, str]:
-    """sha256 and sha512 hex of a file, in one pass."""
+    """sha256 and sha512 hex of a file, in one pass.
+
+    The sha512 of each chunk is computed on a second thread while this one reads
+    the next chunk and hashes it with sha256 (hashlib releases the GIL): the two
+    digests take about as long as sha512 alone. Chunks reach each hash in order.
+    """
     h256, h512 = hashlib.sha256(), hashlib.sha512()
-    with path.open("rb") as f:
+    with ThreadPoolExecutor(max_workers=1) as pool, path.open("rb") as f:
+        pending: Future[None] | None = None
         while chunk := f.read(CHUNK):
             h256.update(chunk)
-            h512.update(chunk)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(h512.update, chunk)
+        if pending is not None:
+            pending.result()
     return h256.hexdigest(), h512.hexdigest()
 
 

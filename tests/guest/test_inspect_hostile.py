@@ -253,3 +253,164 @@ def test_several_file_systems_fall_back_to_full_inspection(
         assert guest.mountpoints == {"/": "/dev/sda2", "/boot": "/dev/sda1"}
     mounts = [args for name, args in MultiFS.calls if name == "mount_ro"]
     assert mounts == [(("/dev/sda2", "/"), {}), (("/dev/sda1", "/boot"), {})]
+
+
+def test_read_only_handle_keeps_the_single_root_mounted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
+
+    class Module:
+        GuestFS = _FakeGuestFS
+
+    monkeypatch.setattr(handle, "_guestfs", lambda: Module)
+    with handle.open_guest(image, "qcow2", readonly=True, accel="tcg"):
+        names = [name for name, _ in _FakeGuestFS.calls]
+    assert names.count("mount_ro") == 1
+    assert "umount_all" not in names
+    assert "mount" not in names
+
+
+def test_writable_handle_remounts_the_examined_root_read_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
+
+    class Module:
+        GuestFS = _FakeGuestFS
+
+    monkeypatch.setattr(handle, "_guestfs", lambda: Module)
+    with handle.open_guest(image, "qcow2", readonly=False, accel="tcg"):
+        names = [name for name, _ in _FakeGuestFS.calls]
+    # Examined read-only, unmounted, then mounted read-write for the hardening.
+    assert names.index("mount_ro") < names.index("umount_all") < names.index("mount")
+    assert ("mount", (("/dev/sda1", "/"), {})) in _FakeGuestFS.calls
+
+
+class _TreeG:
+    """A handle over a small fixed tree (``/var/log`` real, ``/srv/logs`` a symlink)."""
+
+    DIR, FILE, LINK = 0o040755, 0o100644, 0o120777
+    TREE: ClassVar[dict[str, int]] = {
+        "/etc": DIR,
+        "/etc/passwd": FILE,
+        "/srv": DIR,
+        "/srv/logs": LINK,
+        "/var": DIR,
+        "/var/log": DIR,
+        "/var/log/apt": DIR,
+        "/var/log/apt/history.log": FILE,
+        "/var/log/syslog": FILE,
+        "/var/logx": FILE,
+    }
+
+    def __init__(self) -> None:
+        self.finds: list[str] = []
+        self.calls: list[str] = []
+
+    def _st(self, path: str) -> dict[str, int]:
+        if path not in self.TREE:
+            raise RuntimeError(f"{path}: No such file or directory")
+        return {"st_mode": self.TREE[path], "st_uid": 0, "st_gid": 0, "st_size": 1,
+                "st_mtime_sec": 0, "st_ino": 1}  # fmt: skip
+
+    def lstatns(self, path: str) -> dict[str, int]:
+        self.calls.append("lstatns")
+        return self._st(path)
+
+    def statns(self, path: str) -> dict[str, int]:
+        self.calls.append("statns")
+        return self._st(path.replace("/srv/logs", "/var/log", 1))
+
+    def pread(self, path: str, size: int, offset: int) -> bytes:
+        self.calls.append("pread")
+        return b"x"[:size]
+
+    def is_dir(self, path: str, followsymlinks: bool) -> bool:
+        self.calls.append("is_dir")
+        return self.TREE.get(path) == self.DIR
+
+    def ls(self, path: str) -> list[str]:
+        self.calls.append("ls")
+        base = path.rstrip("/") + "/"
+        names = [p[len(base) :] for p in self.TREE if p.startswith(base)]
+        return [n for n in names if "/" not in n]
+
+    def find0(self, top: str, out: str) -> None:
+        self.finds.append(top)
+        base = top.rstrip("/") + "/"
+        names = [p[len(base) :] for p in self.TREE if p.startswith(base)]
+        Path(out).write_bytes(b"".join(n.encode() + b"\0" for n in names))
+
+    def lstatnslist(self, parent: str, names: list[str]) -> list[dict[str, int]]:
+        prefix = parent.rstrip("/")
+        return [
+            {"st_mode": self.TREE[f"{prefix}/{n}"], "st_uid": 0, "st_gid": 0, "st_size": 1,
+             "st_mtime_sec": 0, "st_ino": 1}
+            for n in names
+        ]  # fmt: skip
+
+
+def _tree_guest(readonly: bool) -> tuple[handle.Guest, _TreeG]:
+    g = _TreeG()
+    guest = handle.Guest(
+        g=g, readonly=readonly, root="/dev/sda1", mountpoints={}, accel="tcg", launch_seconds=0
+    )
+    return guest, g
+
+
+def test_read_only_walk_below_root_is_cut_from_the_root_walk() -> None:
+    fresh, _ = _tree_guest(readonly=True)
+    expected = list(fresh.walk("/var/log"))
+    assert [e.path for e in expected] == [
+        "/var/log/apt",
+        "/var/log/apt/history.log",
+        "/var/log/syslog",
+    ]
+    guest, g = _tree_guest(readonly=True)
+    guest.walk("/")
+    assert list(guest.walk("/var/log")) == expected
+    assert list(guest.walk("/var/log/")) == expected
+    assert g.finds == ["/"]  # no second listing
+    # A symlink on the way (or a missing directory) is listed afresh, as before.
+    guest.walk("/srv/logs")
+    guest.walk("/nonexistent")
+    assert g.finds == ["/", "/srv/logs", "/nonexistent"]
+
+
+def test_writable_walk_below_root_is_listed_afresh() -> None:
+    guest, g = _tree_guest(readonly=False)
+    guest.walk("/")
+    guest.walk("/var/log")
+    assert g.finds == ["/", "/var/log"]
+
+
+LOOKUPS = [
+    "/etc", "/etc/passwd", "/etc/passwd/x", "/etc/shadow", "/nope/x", "/var/log",
+    "/var/log/syslog", "/var/log/apt", "/srv/logs", "/srv/logs/syslog", "/var//log",
+]  # fmt: skip
+
+
+def test_read_only_lookups_after_the_walk_match_the_appliance_without_asking_it() -> None:
+    fresh, _ = _tree_guest(readonly=True)
+    want = [(fresh.lstat(p), fresh.read(p), fresh.listdir(p)) for p in LOOKUPS]
+    guest, g = _tree_guest(readonly=True)
+    guest.walk("/")
+    got = [(guest.lstat(p), guest.read(p), guest.listdir(p)) for p in LOOKUPS]
+    assert got == want
+    # Reading a regular file still needs its bytes; only what goes through the
+    # symlink (reading /srv/logs, anything under it) or is not a plain path
+    # (/var//log) is looked up in the appliance.
+    assert g.calls.count("pread") == 3  # /etc/passwd, /var/log/syslog, /srv/logs/syslog
+    assert [c for c in g.calls if c != "pread"] == [
+        "statns",  # read /srv/logs
+        "lstatns", "statns", "is_dir",  # /srv/logs/syslog
+        "lstatns", "statns", "is_dir",  # /var//log
+    ]  # fmt: skip
+
+
+def test_writable_lookups_always_ask_the_appliance() -> None:
+    guest, g = _tree_guest(readonly=False)
+    guest.walk("/")
+    guest.lstat("/etc/passwd")
+    assert g.calls == ["lstatns"]
