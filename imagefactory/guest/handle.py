@@ -231,11 +231,19 @@ class Guest:
                         "refusing to audit around it"
                     ) from exc
         entries = []
-        for leaf, st in zip(leaves, stats, strict=True):
-            if st["st_ino"] != -1:
-                entries.append(_entry(f"{prefix}/{leaf}", st))
-            else:
-                self._unstatable.add(f"{prefix}/{leaf}")
+        for leaf, listed in zip(leaves, stats, strict=True):
+            path, st = f"{prefix}/{leaf}", listed
+            if st["st_ino"] == -1:
+                # lstatnslist marks an entry it could not stat; ask once more on
+                # its own, and fail closed if it still cannot be examined.
+                self._unstatable.add(path)
+                try:
+                    st = self.g.lstatns(path)
+                except (RuntimeError, UnicodeEncodeError) as exc:
+                    raise GuestError(
+                        f"cannot examine {cap_text(path)} in the image; refusing to audit around it"
+                    ) from exc
+            entries.append(_entry(path, st))
         return entries
 
     # -- GuestEditor -------------------------------------------------------

@@ -414,3 +414,43 @@ def test_writable_lookups_always_ask_the_appliance() -> None:
     guest.walk("/")
     guest.lstat("/etc/passwd")
     assert g.calls == ["lstatns"]
+
+
+class _VanishingG(_TreeG):
+    """lstatnslist marks one entry unstatable (st_ino -1), as libguestfs does."""
+
+    def __init__(self, second_try_fails: bool) -> None:
+        super().__init__()
+        self.second_try_fails = second_try_fails
+
+    def lstatnslist(self, parent: str, names: list[str]) -> list[dict[str, int]]:
+        stats = super().lstatnslist(parent, names)
+        return [
+            {**st, "st_ino": -1} if f"{parent.rstrip('/')}/{n}" == "/var/log/syslog" else st
+            for n, st in zip(names, stats, strict=True)
+        ]
+
+    def lstatns(self, path: str) -> dict[str, int]:
+        if self.second_try_fails:
+            raise RuntimeError(f"lstatns: {path}: No such file or directory")
+        return {"st_mode": self.TREE[path], "st_uid": 0, "st_gid": 0, "st_size": 1,
+                "st_mtime_sec": 0, "st_ino": 7}  # fmt: skip
+
+
+def test_an_entry_that_cannot_be_examined_stops_the_walk() -> None:
+    guest = handle.Guest(
+        g=_VanishingG(second_try_fails=True), readonly=True, root="/dev/sda1",
+        mountpoints={}, accel="tcg", launch_seconds=0,
+    )  # fmt: skip
+    from imagefactory.errors import GuestError
+
+    with pytest.raises(GuestError, match="cannot examine /var/log/syslog"):
+        list(guest.walk("/"))
+
+
+def test_an_entry_missed_by_the_batch_is_examined_on_its_own() -> None:
+    guest = handle.Guest(
+        g=_VanishingG(second_try_fails=False), readonly=True, root="/dev/sda1",
+        mountpoints={}, accel="tcg", launch_seconds=0,
+    )  # fmt: skip
+    assert "/var/log/syslog" in [e.path for e in guest.walk("/")]
