@@ -35,6 +35,7 @@ from imagefactory.build.output import (
     publish,
     staging_dir,
 )
+from imagefactory.build.slots import cache_slot
 from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
 from imagefactory.harden.apply import implementation_digest
 from imagefactory.harden.profile import Profile, load_profile
@@ -213,16 +214,6 @@ def lookup_cache(ctx: BuildContext) -> None:
 
 def run_dib(ctx: BuildContext) -> None:
     archive, element = ctx.need_archive(), ctx.need_element()
-    call = dib.invocation(
-        ctx.recipe,
-        archive=archive,
-        elements_path=element.root,
-        element_name=element.name,
-        output_dir=ctx.staging,
-        image_cache=ctx.settings.dib_image_cache,
-        keyrings=dict(ctx.settings.keyrings),
-    )
-    ctx.settings.dib_image_cache.mkdir(parents=True, exist_ok=True)
     (ctx.staging / dib.WORK_DIR_NAME).mkdir()
 
     def on_line(line: str) -> None:
@@ -230,19 +221,29 @@ def run_dib(ctx: BuildContext) -> None:
         if phase is not None:
             ctx.progress.status(phase)
 
-    try:
-        run(
-            call.argv,
-            env=call.env,
-            cwd=ctx.staging,
-            logfile=ctx.logfile,
-            on_line=on_line,
-            echo=ctx.options.verbose,
+    with cache_slot(ctx.settings.dib_image_cache) as image_cache:
+        call = dib.invocation(
+            ctx.recipe,
+            archive=archive,
+            elements_path=element.root,
+            element_name=element.name,
+            output_dir=ctx.staging,
+            image_cache=image_cache,
+            keyrings=dict(ctx.settings.keyrings),
         )
-    except ImageFactoryError as exc:
-        raise BuildError(
-            "diskimage-builder failed", hint="see the build log for the failing hook"
-        ) from exc
+        try:
+            run(
+                call.argv,
+                env=call.env,
+                cwd=ctx.staging,
+                logfile=ctx.logfile,
+                on_line=on_line,
+                echo=ctx.options.verbose,
+            )
+        except ImageFactoryError as exc:
+            raise BuildError(
+                "diskimage-builder failed", hint="see the build log for the failing hook"
+            ) from exc
     ctx.packages = _read_dpkg_manifest(call.manifest_dir)
 
 
