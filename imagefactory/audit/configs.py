@@ -8,6 +8,7 @@ writes is what the audit reads.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from imagefactory.guest.view import GuestView, guest_glob, read_text
@@ -80,18 +81,25 @@ def sysctl_settings(guest: GuestView) -> dict[str, Setting]:
     if "99-sysctl.conf" not in by_name:
         files.append("/etc/sysctl.conf")
     values: dict[str, Setting] = {}
+    for path, line in _config_lines(guest, files):
+        if line[0] in "#;" or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().lstrip("-").replace("/", ".")
+        values[key] = Setting(value.strip(), path)
+    return values
+
+
+def _config_lines(guest: GuestView, files: list[str]) -> Iterator[tuple[str, str]]:
+    """(path, stripped line) for every non-blank line of the readable ``files``."""
     for path in files:
         text = read_text(guest, path)
         if text is None:
             continue
         for raw in text.splitlines():
             line = raw.strip()
-            if not line or line[0] in "#;" or "=" not in line:
-                continue
-            key, _, value = line.partition("=")
-            key = key.strip().lstrip("-").replace("/", ".")
-            values[key] = Setting(value.strip(), path)
-    return values
+            if line:
+                yield path, line
 
 
 @dataclass(frozen=True)
@@ -140,20 +148,15 @@ def sudo_user_rules(guest: GuestView) -> list[Setting]:
         if "." not in n and not n.endswith("~") and n != "README"
     ]
     rules = []
-    for path in files:
-        text = read_text(guest, path)
-        if text is None:
+    for path, line in _config_lines(guest, files):
+        if line.startswith(("#", "Defaults", "@include", "Cmnd_Alias")):
             continue
-        for raw in text.splitlines():
-            line = raw.strip()
-            if not line or line.startswith(("#", "Defaults", "@include", "Cmnd_Alias")):
-                continue
-            if line.startswith(("Host_Alias", "User_Alias", "Runas_Alias")):
-                continue
-            who = line.split(None, 1)[0]
-            if who == "root":
-                continue
-            rules.append(Setting(line, path))
+        if line.startswith(("Host_Alias", "User_Alias", "Runas_Alias")):
+            continue
+        who = line.split(None, 1)[0]
+        if who == "root":
+            continue
+        rules.append(Setting(line, path))
     return rules
 
 

@@ -255,17 +255,22 @@ def test_several_file_systems_fall_back_to_full_inspection(
     assert mounts == [(("/dev/sda2", "/"), {}), (("/dev/sda1", "/boot"), {})]
 
 
-def test_read_only_handle_keeps_the_single_root_mounted_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _calls_of_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readonly: bool) -> list[str]:
+    """The libguestfs calls open_guest makes on a fake handle, in order."""
     image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
 
     class Module:
         GuestFS = _FakeGuestFS
 
     monkeypatch.setattr(handle, "_guestfs", lambda: Module)
-    with handle.open_guest(image, "qcow2", readonly=True, accel="tcg"):
-        names = [name for name, _ in _FakeGuestFS.calls]
+    with handle.open_guest(image, "qcow2", readonly=readonly, accel="tcg"):
+        return [name for name, _ in _FakeGuestFS.calls]
+
+
+def test_read_only_handle_keeps_the_single_root_mounted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = _calls_of_open(tmp_path, monkeypatch, readonly=True)
     assert names.count("mount_ro") == 1
     assert "umount_all" not in names
     assert "mount" not in names
@@ -274,14 +279,7 @@ def test_read_only_handle_keeps_the_single_root_mounted_once(
 def test_writable_handle_remounts_the_examined_root_read_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
-
-    class Module:
-        GuestFS = _FakeGuestFS
-
-    monkeypatch.setattr(handle, "_guestfs", lambda: Module)
-    with handle.open_guest(image, "qcow2", readonly=False, accel="tcg"):
-        names = [name for name, _ in _FakeGuestFS.calls]
+    names = _calls_of_open(tmp_path, monkeypatch, readonly=False)
     # Examined read-only, unmounted, then mounted read-write for the hardening.
     assert names.index("mount_ro") < names.index("umount_all") < names.index("mount")
     assert ("mount", (("/dev/sda1", "/"), {})) in _FakeGuestFS.calls
