@@ -32,7 +32,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ENTRY_FILE = "entry.json"
-ENTRY_SCHEMA = "imagefactory/cache-entry/v1"
+# v2: the disk's audit.json, sbom.cdx.json and labels.json are cached with it.
+ENTRY_SCHEMA = "imagefactory/cache-entry/v2"
 CHUNK = 1 << 20
 
 

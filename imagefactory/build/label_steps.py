@@ -3,15 +3,21 @@
 * harden: one writable libguestfs launch on the primary disk applies the
   recipe's hardening profile; other formats are converted from it afterwards.
 * audit: one read-only launch re-reads the finished disk: the audit of every
-  profile item, and the facts for the labels. It runs on a cache hit too, so
-  the labels' facts always come from the image itself.
+  profile item, and the facts for the labels.
 * label: the SBOM and labels.json, validated against the schema.
+
+On a cache hit none of them runs: the cache entry holds the hardened disk with
+its audit, SBOM and labels (:data:`METADATA_FILES`), every file re-hashed
+before use, and the key covers the profile and :func:`code_digest` of the code
+that hardens, audits and labels, so a change to either rebuilds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagefactory.audit import run_audit
@@ -21,7 +27,13 @@ from imagefactory.errors import AuditError
 from imagefactory.guest.facts import os_facts, package_facts
 from imagefactory.guest.handle import boot_mode, libguestfs_version, open_guest
 from imagefactory.harden.apply import apply_profile
-from imagefactory.labels.make import DiskFacts, disk_digests, make_labels, write_labels
+from imagefactory.labels.make import (
+    LABELS_FILE,
+    DiskFacts,
+    disk_digests,
+    make_labels,
+    write_labels,
+)
 from imagefactory.run import run
 from imagefactory.sbom import SBOM_FILE, make_sbom, sbom_ref
 
@@ -29,6 +41,25 @@ if TYPE_CHECKING:
     from imagefactory.build.pipeline import BuildContext
 
 AUDIT_FILE = "audit.json"
+#: What the audit and label steps write next to the disk; cached with it.
+METADATA_FILES = (AUDIT_FILE, SBOM_FILE, LABELS_FILE)
+_PACKAGE = Path(__file__).resolve().parent.parent
+#: The code and data that decide a hardened disk's bytes and its metadata.
+_CODE = ("harden", "audit", "guest", "labels", "sbom.py", "build/label_steps.py", "data/labels")
+
+
+def code_digest() -> str:
+    """sha256 over the hardening, audit and labelling code and data (a cache-key input)."""
+    h = hashlib.sha256()
+    for part in _CODE:
+        root = _PACKAGE / part
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            if path.suffix == ".pyc":
+                continue
+            h.update(str(path.relative_to(_PACKAGE)).encode() + b"\0")
+            h.update(path.read_bytes() + b"\0")
+    return "sha256:" + h.hexdigest()
 
 
 def _primary(ctx: BuildContext) -> tuple[str, str]:

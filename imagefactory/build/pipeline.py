@@ -27,7 +27,14 @@ from imagefactory.build import dib
 from imagefactory.build.cache import BuildCache, CacheEntry, cache_key, file_digest
 from imagefactory.build.cleanup import remove_tree
 from imagefactory.build.element import GeneratedElement, write_element
-from imagefactory.build.label_steps import AUDIT_FILE, audit_disk, harden_disk, label_disk
+from imagefactory.build.label_steps import (
+    AUDIT_FILE,
+    METADATA_FILES,
+    audit_disk,
+    code_digest,
+    harden_disk,
+    label_disk,
+)
 from imagefactory.build.output import (
     LOG_FILE,
     RECORD_FILE,
@@ -183,6 +190,8 @@ def lookup_cache(ctx: BuildContext) -> None:
         # The profile's content, not only its name, and the code applying it:
         # editing either rebuilds.
         "hardening": {"profile": ctx.profile.digest, "apply": implementation_digest()},
+        # The disk's audit, SBOM and labels are cached with it: their code is an input.
+        "labelling": code_digest(),
         "element": element.digest,
         "tools": ctx.versions,
         "base": {
@@ -202,8 +211,12 @@ def lookup_cache(ctx: BuildContext) -> None:
     if ctx.hit is None:
         ctx.progress.note(f"cache: miss ({ctx.key[:12]})")
         return
-    ctx.images = ctx.hit.materialize(ctx.staging)
-    ctx.digests = {name: str(info["sha256"]) for name, info in ctx.hit.files.items()}
+    ctx.images = {
+        name: path
+        for name, path in ctx.hit.materialize(ctx.staging).items()
+        if name not in METADATA_FILES
+    }
+    ctx.digests = {name: str(ctx.hit.files[name]["sha256"]) for name in ctx.images}
     record = ctx.hit.record
     ctx.disk = dict(record.get("disk", {}))
     ctx.packages = list(record.get("packages", []))
@@ -319,7 +332,9 @@ def store_cache(ctx: BuildContext) -> None:
     if not ctx.options.use_cache and ctx.hit is None:
         # --no-cache forces a build; the fresh result still refreshes the cache.
         pass
-    ctx.cache.store(ctx.key, ctx.images, ctx.digests, _record(ctx, {}))
+    metadata = {name: ctx.staging / name for name in METADATA_FILES}
+    digests = {**ctx.digests, **{name: file_digest(path) for name, path in metadata.items()}}
+    ctx.cache.store(ctx.key, {**ctx.images, **metadata}, digests, _record(ctx, {}))
 
 
 def write_record(ctx: BuildContext) -> None:
@@ -370,7 +385,11 @@ def _record(ctx: BuildContext, timings: dict[str, float]) -> dict[str, Any]:
         },
         "boot_test": ctx.boot,
         "hardening": ctx.hardening,
-        "audit": ctx.audit.summary() if ctx.audit is not None else None,
+        "audit": (
+            ctx.audit.summary()
+            if ctx.audit is not None
+            else (ctx.hit.record.get("audit") if ctx.hit is not None else None)
+        ),
         "timings": timings,
         "packages": ctx.packages,
     }
@@ -401,8 +420,8 @@ STEPS: tuple[Step, ...] = (
     Step("dib", "build the OS tree with diskimage-builder", run_dib, _on_hit),
     Step("assemble", "assemble the bootable disk", assemble_disk, _on_hit),
     Step("harden", "apply the hardening profile (libguestfs)", harden_disk, _on_hit),
-    Step("audit", "audit the image and read its facts (read-only)", audit_disk),
-    Step("label", "write the SBOM and labels.json", label_disk),
+    Step("audit", "audit the image and read its facts (read-only)", audit_disk, _on_hit),
+    Step("label", "write the SBOM and labels.json", label_disk, _on_hit),
     Step("boot-test", "boot the image under qemu", run_boot_test, _unless_boot_test),
     Step("store", "store the build in the cache", store_cache, _on_hit),
     Step("record", "write build.json", write_record),
