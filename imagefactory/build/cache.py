@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imagefactory.digest import hash_file
+
 log = logging.getLogger(__name__)
 
 ENTRY_FILE = "entry.json"
 # v2: the disk's audit.json, sbom.cdx.json and labels.json are cached with it.
 ENTRY_SCHEMA = "imagefactory/cache-entry/v2"
-CHUNK = 1 << 20
 
 
 def canonical_json(value: Any) -> bytes:
@@ -48,11 +49,7 @@ def cache_key(inputs: Mapping[str, Any]) -> str:
 
 def file_digest(path: Path) -> str:
     """``sha256:<hex>`` of a file, streamed."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    return "sha256:" + hash_file(path).hexdigests["sha256"]
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

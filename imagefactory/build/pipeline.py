@@ -288,10 +288,8 @@ def assemble_disk(ctx: BuildContext) -> None:
     )
     tar.unlink()
     remove_tree(ctx.staging / f"{dib.ROOTFS_NAME}.d")
+    # Digested once they are final: the harden step changes them.
     ctx.images = {path.name: path for path in result.images.values()}
-    for name, path in ctx.images.items():
-        ctx.progress.status(f"sha256 {name}")
-        ctx.digests[name] = file_digest(path)
     ctx.disk = {
         "root_uuid": result.root_uuid,
         "kernel": result.kernel,

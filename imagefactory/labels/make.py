@@ -11,16 +11,14 @@ error, not a label.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imagefactory.audit.checks import AuditReport
-from imagefactory.build.cache import CHUNK
+from imagefactory.digest import hash_file
 from imagefactory.errors import LabelError
 from imagefactory.guest.facts import OsFacts, PackageFacts
 from imagefactory.harden.profile import Profile
@@ -62,23 +60,9 @@ class DiskFacts:
 
 
 def disk_digests(path: Path) -> tuple[str, str]:
-    """sha256 and sha512 hex of a file, in one pass.
-
-    The sha512 of each chunk is computed on a second thread while this one reads
-    the next chunk and hashes it with sha256 (hashlib releases the GIL): the two
-    digests take about as long as sha512 alone. Chunks reach each hash in order.
-    """
-    h256, h512 = hashlib.sha256(), hashlib.sha512()
-    with ThreadPoolExecutor(max_workers=1) as pool, path.open("rb") as f:
-        pending: Future[None] | None = None
-        while chunk := f.read(CHUNK):
-            h256.update(chunk)
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(h512.update, chunk)
-        if pending is not None:
-            pending.result()
-    return h256.hexdigest(), h512.hexdigest()
+    """sha256 and sha512 hex of a file, in one pass (:func:`imagefactory.digest.hash_file`)."""
+    digests = hash_file(path, ("sha256", "sha512")).hexdigests
+    return digests["sha256"], digests["sha512"]
 
 
 def check_against_recipe(recipe: Recipe, facts: OsFacts) -> None:

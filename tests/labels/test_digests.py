@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from imagefactory.build.cache import CHUNK
+from imagefactory.digest import CHUNK
 from imagefactory.labels.make import disk_digests
 
 
