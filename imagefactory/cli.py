@@ -44,6 +44,20 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}", hint=f"see {self.prog} --help")
 
 
+def user_path(text: str) -> Path:
+    """A path the user gave, made absolute against the working directory, once, here.
+
+    Every later stage (and every tool it runs elsewhere, such as
+    diskimage-builder) then sees the same file whatever its own working
+    directory. Not normalised: ``a/../b`` stays as the kernel will resolve it.
+    """
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path names no file")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError("a path cannot contain a NUL character")
+    return Path(text).expanduser().absolute()
+
+
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -289,7 +303,7 @@ def _add_image_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="facts and audit of any disk image, read-only, trusting nothing in it",
     )
-    p.add_argument("image", type=Path)
+    p.add_argument("image", type=user_path)
     p.add_argument(
         "--format",
         choices=["qcow2", "raw"],
@@ -307,12 +321,12 @@ def _add_image_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     labels = sub.add_parser("labels", help="an image's labels.json")
     lsub = labels.add_subparsers(dest="labels_command", required=True, parser_class=_Parser)
     p = lsub.add_parser("show", parents=[common], help="validate and print labels.json")
-    p.add_argument("image_dir", type=Path, metavar="IMAGE-DIR")
+    p.add_argument("image_dir", type=user_path, metavar="IMAGE-DIR")
     p.set_defaults(func=cmd_labels_show)
     p = lsub.add_parser(
         "export", parents=[common], help="labels as OCI annotations or a HEPiX image-list entry"
     )
-    p.add_argument("image_dir", type=Path, metavar="IMAGE-DIR")
+    p.add_argument("image_dir", type=user_path, metavar="IMAGE-DIR")
     p.add_argument("--to", choices=["oci", "image-list"], required=True)
     p.add_argument("--uri", help="image-list: where the image can be downloaded (hv:uri)")
     p.set_defaults(func=cmd_labels_export)
@@ -323,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     # a subcommand's parser from resetting a value given before it.
     common = _Parser(add_help=False)
     common.add_argument(
-        "--settings", type=Path, default=argparse.SUPPRESS, help="host settings file (YAML)"
+        "--settings", type=user_path, default=argparse.SUPPRESS, help="host settings file (YAML)"
     )
     common.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tool output"
@@ -350,8 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("build", parents=[common], help="build a recipe into a disk image")
-    p.add_argument("recipe", type=Path, help="recipe YAML file")
-    p.add_argument("--output", type=Path, help="output root (default: settings build.output_dir)")
+    p.add_argument("recipe", type=user_path, help="recipe YAML file")
+    p.add_argument(
+        "--output", type=user_path, help="output root (default: settings build.output_dir)"
+    )
     p.add_argument("--no-cache", action="store_true", help="build even if the cache has it")
     p.add_argument("--boot-test", action="store_true", help="boot the image as the last step")
     p.add_argument("--boot-timeout", type=float, default=900.0, metavar="SECONDS")
@@ -363,22 +379,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("validate", parents=[common], help="check recipes; prints ok or errors")
-    p.add_argument("recipes", type=Path, nargs="+", metavar="RECIPE")
+    p.add_argument("recipes", type=user_path, nargs="+", metavar="RECIPE")
     p.set_defaults(func=cmd_validate)
 
     recipe = sub.add_parser("recipe", help="recipe format tools")
     rsub = recipe.add_subparsers(dest="recipe_command", required=True, parser_class=_Parser)
     p = rsub.add_parser("schema", parents=[common], help="print the recipe JSON Schema")
-    p.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    p.add_argument("--output", type=user_path, help="write to this file instead of stdout")
     p.set_defaults(func=cmd_recipe_schema)
     p = rsub.add_parser("docs", parents=[common], help="print the recipe reference (markdown)")
     p.set_defaults(func=cmd_recipe_docs)
     p = rsub.add_parser("show", parents=[common], help="print the resolved recipe as JSON")
-    p.add_argument("recipe", type=Path)
+    p.add_argument("recipe", type=user_path)
     p.set_defaults(func=cmd_recipe_show)
 
     p = sub.add_parser("boot-test", parents=[common], help="boot an image under qemu")
-    p.add_argument("image", type=Path)
+    p.add_argument("image", type=user_path)
     p.add_argument(
         "--format",
         choices=["qcow2", "raw"],
@@ -391,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=r"\blogin: ",
         help="regex on the serial console that proves userspace is up",
     )
-    p.add_argument("--console-log", type=Path, help="where to save the serial console")
+    p.add_argument("--console-log", type=user_path, help="where to save the serial console")
     p.set_defaults(func=cmd_boot_test)
 
     _add_image_commands(sub, common)

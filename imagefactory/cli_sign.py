@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from imagefactory.cli import user_path
 from imagefactory.errors import (
     EXIT_ERROR,
     EXIT_OK,
@@ -163,21 +164,21 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, parser_class: type) -
     p = ksub.add_parser(
         "generate", parents=[common], help="make an ECDSA P-256 key pair (PATH, PATH.pub)"
     )
-    p.add_argument("path", type=Path, help="where the private key goes (PATH.pub: public)")
+    p.add_argument("path", type=user_path, help="where the private key goes (PATH.pub: public)")
     p.set_defaults(func=cmd_key_generate)
 
     p = sub.add_parser(
         "sign", parents=[common], help="attest an image directory (keyless, or with --key)"
     )
-    p.add_argument("image", type=Path, help="image directory (disk, labels.json, SBOM)")
+    p.add_argument("image", type=user_path, help="image directory (disk, labels.json, SBOM)")
     p.add_argument(
         "--key",
         help="private key: a PEM file, or a key URI (file2:, hsm:, gcpkms:, awskms:, ...)",
     )
-    p.add_argument("--public-key", type=Path, help="the public key (PEM) of a key URI")
+    p.add_argument("--public-key", type=user_path, help="the public key (PEM) of a key URI")
     p.add_argument(
         "--trust-config",
-        type=Path,
+        type=user_path,
         help="keyless: client trust config of a private Sigstore instance"
         " (default: the public-good instance)",
     )
@@ -192,11 +193,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, parser_class: type) -
         parents=[common],
         help="may these images boot here? exit 0 allow, 1 deny, 2 error",
     )
-    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE-DIR")
-    p.add_argument("--policy", type=Path, required=True, help="the site's trust policy (YAML)")
+    p.add_argument("images", type=user_path, nargs="+", metavar="IMAGE-DIR")
+    p.add_argument("--policy", type=user_path, required=True, help="the site's trust policy (YAML)")
     p.add_argument(
         "--cache",
-        type=Path,
+        type=user_path,
         help="verified cache directory: an unchanged image verified before is not re-hashed",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -207,7 +208,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, parser_class: type) -
     p = psub.add_parser("example", parents=[common], help="print a commented starter policy")
     p.set_defaults(func=cmd_policy_example)
     p = psub.add_parser("check", parents=[common], help="validate a trust policy file")
-    p.add_argument("policy", type=Path)
+    p.add_argument("policy", type=user_path)
     p.set_defaults(func=cmd_policy_check)
 
     add_gate_parsers(sub, common)
@@ -300,16 +301,19 @@ def add_gate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     gate_options = argparse.ArgumentParser(add_help=False)
     gate_options.add_argument(
         "--policy",
-        type=Path,
+        type=user_path,
         default=DEFAULT_POLICY,
         help=f"trust policy (default {DEFAULT_POLICY})",
     )
     gate_options.add_argument(
-        "--store", type=Path, default=DEFAULT_STORE, help=f"image store (default {DEFAULT_STORE})"
+        "--store",
+        type=user_path,
+        default=DEFAULT_STORE,
+        help=f"image store (default {DEFAULT_STORE})",
     )
     gate_options.add_argument(
         "--cache",
-        type=Path,
+        type=user_path,
         default=DEFAULT_CACHE,
         help=f"verified cache (default {DEFAULT_CACHE})",
     )

@@ -48,7 +48,7 @@ ACCEL_CHOICES = ("auto", "kvm", "tcg")
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "imagefactory"
+    return Path(base).absolute() / "imagefactory"
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ def load_settings(path: Path | None = None) -> Settings:
         path = Path(os.environ["IMAGEFACTORY_SETTINGS"])
     if path is None and SYSTEM_SETTINGS.exists():
         path = SYSTEM_SETTINGS
+    if path is not None:
+        path = path.absolute()
     data: Mapping[str, Any] = {}
     if path is not None:
         try:
@@ -112,7 +114,10 @@ def _parse(data: Mapping[str, Any], path: Path | None) -> Settings:
     mirrors = _check_mirrors(_mapping(data.get("mirrors", {}), where, ".mirrors"), where)
     keyrings_raw = _mapping(data.get("keyrings", {}), where, ".keyrings")
     _only_keys(keyrings_raw, {"debian", "ubuntu"}, where, ".keyrings")
-    keyrings = {k: Path(str(v)) for k, v in keyrings_raw.items()}
+    # Relative paths in a settings file are relative to that file; the defaults
+    # to the working directory. Either way they are made absolute here, once.
+    here = path.parent if path is not None else Path.cwd()
+    keyrings = {k: here / str(v) for k, v in keyrings_raw.items()}
     build = _mapping(data.get("build", {}), where, ".build")
     _only_keys(
         build,
@@ -138,8 +143,8 @@ def _parse(data: Mapping[str, Any], path: Path | None) -> Settings:
         source=path,
         mirrors=mirrors,
         keyrings=keyrings,
-        output_dir=Path(str(build.get("output_dir", defaults.output_dir))),
-        cache_dir=Path(str(build["cache_dir"])) if "cache_dir" in build else defaults.cache_dir,
+        output_dir=here / str(build.get("output_dir", defaults.output_dir)),
+        cache_dir=here / str(build["cache_dir"]) if "cache_dir" in build else defaults.cache_dir,
         allow_scripts=allow_scripts,
         allowed_elements=(
             frozenset(elements) if elements is not None else defaults.allowed_elements

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -97,8 +98,26 @@ def build_recipe(build_settings: Settings) -> Builder:
 
 @pytest.fixture(scope="session")
 def example_build(build_recipe: Builder, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    """The example recipe, built, hardened, labelled and boot-tested once per session."""
-    return build_recipe(EXAMPLE, tmp_path_factory.mktemp("images"))
+    """The example recipe, built, hardened, labelled and boot-tested once per session.
+
+    Built as the README's main job builds it: relative recipe and output paths,
+    from a working directory that is neither the repository nor the output
+    (a relative path handed on to diskimage-builder broke the main job once
+    while every test passed). The result's paths are absolute.
+    """
+    workdir = tmp_path_factory.mktemp("cwd")
+    output = tmp_path_factory.mktemp("images")
+    before = Path.cwd()
+    os.chdir(workdir)
+    try:
+        result = build_recipe(
+            Path(os.path.relpath(EXAMPLE, workdir)), Path(os.path.relpath(output, workdir))
+        )
+    finally:
+        os.chdir(before)
+    assert result.directory.is_absolute()
+    assert result.directory.is_relative_to(output)
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -434,7 +434,9 @@ def build(
     output_root: Path | None = None,
 ) -> BuildResult:
     """Run every step in a staging directory, then publish atomically."""
-    root = output_root or settings.output_dir
+    # The library's boundary: tools run with other working directories
+    # (diskimage-builder's ELEMENTS_PATH), so every path below is absolute.
+    root = (output_root or settings.output_dir).absolute()
     destination = final_dir(root, recipe.name, recipe.version)
     progress.total = len(STEPS)
     started = time.monotonic()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagefactory import cli
+from imagefactory.errors import UsageError
 from tests.conftest import RECIPES
 
 BAD = 'name: wn\nversion: "1"\npakages: [less]\nbase: {distro: debian, release: "12"}\nvo: x\n'
@@ -70,3 +71,27 @@ def test_recipe_show_prints_the_resolved_recipe(capsys: pytest.CaptureFixture[st
     assert shown["recipe"]["base"]["release"] == "bookworm"
     assert "chrony" in shown["recipe"]["packages"]  # from the site base it extends
     assert shown["digest"].startswith("sha256:")
+
+
+def test_user_paths_are_absolute_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every path argument is resolved once, at the boundary, against the cwd."""
+    from imagefactory.build import pipeline
+
+    seen: dict[str, Path] = {}
+
+    def fake_build(
+        recipe: object, settings: object, options: object, progress: object, output_root: Path
+    ) -> object:
+        seen["output"] = output_root
+        raise UsageError("stop here")
+
+    monkeypatch.chdir(RECIPES)
+    monkeypatch.setattr(pipeline, "build", fake_build)
+    assert cli.main(["build", "atlas-wn-debian12.yaml", "--output", "../out"]) == 2
+    assert seen["output"] == RECIPES / "../out"
+    parser = cli.build_parser()
+    args = parser.parse_args(["verify", "img", "--policy", "p.yaml", "--cache", "c"])
+    assert [*args.images, args.policy, args.cache] == [RECIPES / n for n in ("img", "p.yaml", "c")]
+    assert cli.main(["key", "generate", ""]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,28 @@ def test_errors_name_the_file_and_key(tmp_path: Path, text: str, message: str) -
         load_settings(path)
     assert str(path) in info.value.render()
     assert message in info.value.render()
+
+
+def test_relative_paths_are_made_absolute_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A settings file's relative paths are relative to the file; the defaults to the cwd."""
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    path = _write(
+        conf, "build: {output_dir: out, cache_dir: ../cache}\nkeyrings: {ubuntu: k.gpg}\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load_settings(Path(os.path.relpath(path, elsewhere)))
+    assert settings.source is not None
+    assert settings.source.is_absolute()
+    assert settings.source.resolve() == path
+    assert settings.output_dir.is_absolute()
+    assert settings.output_dir.resolve() == conf / "out"
+    assert settings.cache_dir.resolve() == tmp_path / "cache"
+    assert settings.keyrings["ubuntu"].resolve() == conf / "k.gpg"
+    monkeypatch.delenv("IMAGEFACTORY_SETTINGS", raising=False)
+    monkeypatch.setattr("imagefactory.settings.SYSTEM_SETTINGS", tmp_path / "absent.yaml")
+    assert load_settings(None).output_dir == elsewhere / "images"
