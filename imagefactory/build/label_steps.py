@@ -8,16 +8,14 @@
 
 On a cache hit none of them runs: the cache entry holds the hardened disk with
 its audit, SBOM and labels (:data:`METADATA_FILES`), every file re-hashed
-before use, and the key covers the profile and :func:`code_digest` of the code
-that hardens, audits and labels, so a change to either rebuilds.
+before use, and the key covers the profile and the code that hardens, audits
+and labels (:mod:`imagefactory.build.codekey`), so a change to either rebuilds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagefactory.audit import run_audit
@@ -43,23 +41,6 @@ if TYPE_CHECKING:
 AUDIT_FILE = "audit.json"
 #: What the audit and label steps write next to the disk; cached with it.
 METADATA_FILES = (AUDIT_FILE, SBOM_FILE, LABELS_FILE)
-_PACKAGE = Path(__file__).resolve().parent.parent
-#: The code and data that decide a hardened disk's bytes and its metadata.
-_CODE = ("harden", "audit", "guest", "labels", "sbom.py", "build/label_steps.py", "data/labels")
-
-
-def code_digest() -> str:
-    """sha256 over the hardening, audit and labelling code and data (a cache-key input)."""
-    h = hashlib.sha256()
-    for part in _CODE:
-        root = _PACKAGE / part
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for path in files:
-            if path.suffix == ".pyc":
-                continue
-            h.update(str(path.relative_to(_PACKAGE)).encode() + b"\0")
-            h.update(path.read_bytes() + b"\0")
-    return "sha256:" + h.hexdigest()
 
 
 def _primary(ctx: BuildContext) -> tuple[str, str]:

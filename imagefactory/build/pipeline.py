@@ -26,12 +26,12 @@ from imagefactory.build import assemble as assembler
 from imagefactory.build import dib
 from imagefactory.build.cache import BuildCache, CacheEntry, cache_key, file_digest
 from imagefactory.build.cleanup import remove_tree
+from imagefactory.build.codekey import code_digest
 from imagefactory.build.element import GeneratedElement, write_element
 from imagefactory.build.label_steps import (
     AUDIT_FILE,
     METADATA_FILES,
     audit_disk,
-    code_digest,
     harden_disk,
     label_disk,
 )
@@ -44,7 +44,6 @@ from imagefactory.build.output import (
 )
 from imagefactory.build.slots import cache_slot
 from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
-from imagefactory.harden.apply import implementation_digest
 from imagefactory.harden.profile import Profile, load_profile
 from imagefactory.host import require_build_host, tool_versions
 from imagefactory.mirrors import (
@@ -187,11 +186,12 @@ def lookup_cache(ctx: BuildContext) -> None:
     base = ctx.recipe.base
     ctx.key_inputs = {
         "recipe": ctx.recipe.canonical(),
-        # The profile's content, not only its name, and the code applying it:
-        # editing either rebuilds.
-        "hardening": {"profile": ctx.profile.digest, "apply": implementation_digest()},
-        # The disk's audit, SBOM and labels are cached with it: their code is an input.
-        "labelling": code_digest(),
+        # The profile's content, not only its name: editing it rebuilds.
+        "hardening": {"profile": ctx.profile.digest},
+        # The code that builds, assembles, hardens, audits and labels (the
+        # disk's audit, SBOM and labels are cached with it): editing or moving
+        # any of it rebuilds.
+        "code": code_digest(),
         "element": element.digest,
         "tools": ctx.versions,
         "base": {

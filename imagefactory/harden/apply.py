@@ -12,9 +12,7 @@ Returns the list of actions taken, for the build log.
 
 from __future__ import annotations
 
-import hashlib
 import stat
-from pathlib import Path
 
 from imagefactory.audit import configs
 from imagefactory.audit.checks import root_login_value, world_writable
@@ -159,11 +157,6 @@ def seal(guest: GuestEditor, profile: Profile) -> list[str]:
                 truncated += 1
     guest.write("/etc/machine-id", b"", 0o444)
     return [f"seal: removed {removed} path(s), emptied {truncated} log(s), cleared machine-id"]
-
-
-def implementation_digest() -> str:
-    """sha256 of this module's source: how a profile is applied is a cache-key input too."""
-    return "sha256:" + hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def apply_profile(guest: GuestEditor, profile: Profile, policy: RootPolicy) -> list[str]:

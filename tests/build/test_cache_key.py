@@ -60,3 +60,10 @@ def test_key_is_stable_and_follows_each_input(
     assert _key(tmp_path, monkeypatch, recipe, tools=newer) != base
     relabelled = dataclasses.replace(recipe, labels={"site": "other"})
     assert _key(tmp_path, monkeypatch, relabelled) != base
+
+
+def test_key_follows_the_code_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = load_recipe(RECIPES / "atlas-wn-debian12.yaml")
+    base = _key(tmp_path, monkeypatch, recipe)
+    monkeypatch.setattr(pipeline, "code_digest", lambda: "sha256:edited-assembly-code")
+    assert _key(tmp_path, monkeypatch, recipe) != base

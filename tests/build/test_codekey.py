@@ -1,0 +1,51 @@
+"""The build cache key covers the code that decides a disk's bytes, and fails closed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imagefactory.build import codekey
+from imagefactory.errors import BuildError
+
+PACKAGE = Path(codekey.__file__).resolve().parent.parent
+
+
+def _digest_of_copy(root: Path) -> str:
+    """code_digest() as computed by the package copy under ``root``, in its own process."""
+    code = (
+        "import imagefactory.build.codekey as k, sys; "
+        "assert k.__file__.startswith(sys.argv[1]), k.__file__; "
+        "print(k.code_digest())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root)],
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def test_an_edit_to_the_disk_assembly_code_changes_the_key(tmp_path: Path) -> None:
+    copy = tmp_path / "imagefactory"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = _digest_of_copy(tmp_path)
+    assert before == _digest_of_copy(tmp_path)
+    assembly = next(copy.rglob("assemble.py"))
+    assembly.write_text(assembly.read_text() + "\n# one more line\n")
+    assert _digest_of_copy(tmp_path) != before
+
+
+def test_every_listed_module_exists_and_a_missing_one_fails() -> None:
+    assert codekey.code_digest().startswith("sha256:")
+    with pytest.raises(BuildError, match=r"imagefactory\.no_such_stage cannot be found"):
+        codekey.code_digest(modules=(*codekey.BYTE_DECIDING_MODULES, "imagefactory.no_such_stage"))
+    with pytest.raises(BuildError, match="package data .* is missing"):
+        codekey.code_digest(data=("no-such-data",))
