@@ -47,5 +47,5 @@ def test_every_listed_module_exists_and_a_missing_one_fails() -> None:
     assert codekey.code_digest().startswith("sha256:")
     with pytest.raises(BuildError, match=r"imagefactory\.no_such_stage cannot be found"):
         codekey.code_digest(modules=(*codekey.BYTE_DECIDING_MODULES, "imagefactory.no_such_stage"))
-    with pytest.raises(BuildError, match="package data .* is missing"):
+    with pytest.raises(BuildError, match=r"package data .* is missing"):
         codekey.code_digest(data=("no-such-data",))
