@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from imagefactory.build import dib
-from imagefactory.build.element import write_element
-from imagefactory.build.pipeline import BuildOptions, build
+from imagefactory.builder import dib
+from imagefactory.builder.element import write_element
+from imagefactory.builder.pipeline import BuildOptions, build
 from imagefactory.mirrors import resolve_archive
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe, load_recipe

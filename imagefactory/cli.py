@@ -120,7 +120,7 @@ def cmd_recipe_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
-    from imagefactory.build.pipeline import BuildOptions, build
+    from imagefactory.builder.pipeline import BuildOptions, build
     from imagefactory.progress import Progress
     from imagefactory.recipe import load_recipe
 

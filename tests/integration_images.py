@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from imagefactory import mirrors
-from imagefactory.build import pipeline
-from imagefactory.build.pipeline import BuildOptions, BuildResult, build
+from imagefactory.builder import pipeline
+from imagefactory.builder.pipeline import BuildOptions, BuildResult, build
 from imagefactory.errors import ArchiveError
 from imagefactory.progress import Progress
 from imagefactory.recipe import load_recipe
@@ -49,7 +49,7 @@ def _require_build_host() -> None:
 def frozen_archive() -> Iterator[None]:
     """The archive fingerprint (InRelease digests) as first seen in this session.
 
-    The cache key covers it (an archive update rebuilds; tests/build checks
+    The cache key covers it (an archive update rebuilds; tests/builder checks
     that), so a mirror publishing an update while the suite runs would turn
     the cache tests' hits into misses. Only the fingerprint is pinned: the
     builds install from the live mirror and its consistency is checked live.

@@ -77,7 +77,7 @@ def test_user_paths_are_absolute_from_any_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every path argument is resolved once, at the boundary, against the cwd."""
-    from imagefactory.build import pipeline
+    from imagefactory.builder import pipeline
 
     seen: dict[str, Path] = {}
 

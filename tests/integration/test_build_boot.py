@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from imagefactory import cli
-from imagefactory.build import pipeline
-from imagefactory.build.cache import file_digest
-from imagefactory.build.pipeline import BuildContext, BuildOptions, BuildResult
+from imagefactory.builder import pipeline
+from imagefactory.builder.cache import file_digest
+from imagefactory.builder.pipeline import BuildContext, BuildOptions, BuildResult
 from imagefactory.diskformat import check_safe
 from imagefactory.progress import Progress
 from imagefactory.recipe import load_recipe

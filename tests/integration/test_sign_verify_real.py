@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imagefactory.build.pipeline import BuildResult
+from imagefactory.builder.pipeline import BuildResult
 from imagefactory.cli import main
 from imagefactory.errors import EXIT_OK, EXIT_VERDICT
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.build.pipeline import BuildResult
+from imagefactory.builder.pipeline import BuildResult
 from imagefactory.guest.handle import open_guest
 from imagefactory.guest.inspect import inspect_image
 from imagefactory.harden.apply import SYSCTL_FILE

@@ -22,27 +22,27 @@ from typing import IO, Any
 
 from imagefactory.audit import AuditReport
 from imagefactory.boot.qemu import DEFAULT_TIMEOUT, BootResult, boot_test
-from imagefactory.build import assemble as assembler
-from imagefactory.build import dib
-from imagefactory.build.cache import BuildCache, CacheEntry, cache_key, file_digest
-from imagefactory.build.cleanup import remove_tree
-from imagefactory.build.codekey import code_digest
-from imagefactory.build.element import GeneratedElement, write_element
-from imagefactory.build.label_steps import (
+from imagefactory.builder import assemble as assembler
+from imagefactory.builder import dib
+from imagefactory.builder.cache import BuildCache, CacheEntry, cache_key, file_digest
+from imagefactory.builder.cleanup import remove_tree
+from imagefactory.builder.codekey import code_digest
+from imagefactory.builder.element import GeneratedElement, write_element
+from imagefactory.builder.label_steps import (
     AUDIT_FILE,
     METADATA_FILES,
     audit_disk,
     harden_disk,
     label_disk,
 )
-from imagefactory.build.output import (
+from imagefactory.builder.output import (
     LOG_FILE,
     RECORD_FILE,
     final_dir,
     publish,
     staging_dir,
 )
-from imagefactory.build.slots import cache_slot
+from imagefactory.builder.slots import cache_slot
 from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
 from imagefactory.harden.profile import Profile, load_profile
 from imagefactory.host import require_build_host, tool_versions
@@ -60,7 +60,7 @@ from imagefactory.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RECORD_SCHEMA = "imagefactory/build-record/v1"
+RECORD_SCHEMA = "imagefactory/builder-record/v1"
 BOOT_LOG = "boot-test.log"
 FAILED_DIR = ".failed"
 

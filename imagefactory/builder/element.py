@@ -3,7 +3,7 @@
 The element is generated, never hand-edited: a package list for DIB's
 ``package-installs``, the recipe's files as content-addressed blobs with one
 install script, service enablement, the host-allowed scripts, and the
-bootloader preparation that lets :mod:`imagefactory.build.assemble` make the
+bootloader preparation that lets :mod:`imagefactory.builder.assemble` make the
 disk bootable without device-mapper. Generation is deterministic, so the
 element's digest is part of the build cache key.
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from imagefactory.build.cleanup import remove_quietly
+from imagefactory.builder.cleanup import remove_quietly
 from imagefactory.errors import BuildError
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.build import assemble
+from imagefactory.builder import assemble
 from imagefactory.errors import BuildError
 
 UUID = "0f0e0d0c-0b0a-0908-0706-050403020100"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.build.cleanup import mounts_below, remove_tree
+from imagefactory.builder.cleanup import mounts_below, remove_tree
 from tests.conftest import require_or_skip
 
 MOUNTINFO = """\

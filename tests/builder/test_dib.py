@@ -3,7 +3,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from imagefactory.build import dib
+from imagefactory.builder import dib
 from imagefactory.mirrors import BaseArchive
 from imagefactory.recipe import load_recipe
 from imagefactory.vocab import Distro

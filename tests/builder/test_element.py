@@ -4,7 +4,7 @@ import hashlib
 import stat
 from pathlib import Path
 
-from imagefactory.build.element import (
+from imagefactory.builder.element import (
     ELEMENT_NAME,
     digest_files,
     element_files,

@@ -4,7 +4,7 @@ import json
 import os
 from pathlib import Path
 
-from imagefactory.build.cache import BuildCache, cache_key, file_digest
+from imagefactory.builder.cache import BuildCache, cache_key, file_digest
 
 
 def _disk(tmp_path: Path, content: bytes = b"disk bytes") -> Path:

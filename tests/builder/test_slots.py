@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.build.slots import cache_slot
+from imagefactory.builder.slots import cache_slot
 from imagefactory.errors import BuildError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.build.output import final_dir, publish, remove_stale_staging, staging_dir
+from imagefactory.builder.output import final_dir, publish, remove_stale_staging, staging_dir
 from imagefactory.errors import BuildError
 
 

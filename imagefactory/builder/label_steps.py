@@ -9,7 +9,7 @@
 On a cache hit none of them runs: the cache entry holds the hardened disk with
 its audit, SBOM and labels (:data:`METADATA_FILES`), every file re-hashed
 before use, and the key covers the profile and the code that hardens, audits
-and labels (:mod:`imagefactory.build.codekey`), so a change to either rebuilds.
+and labels (:mod:`imagefactory.builder.codekey`), so a change to either rebuilds.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from imagefactory.audit import run_audit
-from imagefactory.build.cache import file_digest
+from imagefactory.builder.cache import file_digest
 from imagefactory.diskformat import check_safe
 from imagefactory.errors import AuditError
 from imagefactory.guest.facts import os_facts, package_facts
@@ -36,7 +36,7 @@ from imagefactory.run import run
 from imagefactory.sbom import SBOM_FILE, make_sbom, sbom_ref
 
 if TYPE_CHECKING:
-    from imagefactory.build.pipeline import BuildContext
+    from imagefactory.builder.pipeline import BuildContext
 
 AUDIT_FILE = "audit.json"
 #: What the audit and label steps write next to the disk; cached with it.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.build import codekey
+from imagefactory.builder import codekey
 from imagefactory.errors import BuildError
 
 PACKAGE = Path(codekey.__file__).resolve().parent.parent
@@ -18,7 +18,7 @@ PACKAGE = Path(codekey.__file__).resolve().parent.parent
 def _digest_of_copy(root: Path) -> str:
     """code_digest() as computed by the package copy under ``root``, in its own process."""
     code = (
-        "import imagefactory.build.codekey as k, sys; "
+        "import imagefactory.builder.codekey as k, sys; "
         "assert k.__file__.startswith(sys.argv[1]), k.__file__; "
         "print(k.code_digest())"
     )

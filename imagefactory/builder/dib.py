@@ -2,7 +2,7 @@
 
 diskimage-builder produces the OS tree (debootstrap, chroot, package
 installs, our generated element) as a tar archive; the disk is assembled by
-:mod:`imagefactory.build.assemble`, because DIB's own ``vm`` element needs
+:mod:`imagefactory.builder.assemble`, because DIB's own ``vm`` element needs
 device-mapper (kpartx), which build hosts such as containers often lack.
 """
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from imagefactory.build import label_steps
-from imagefactory.build.pipeline import STEPS, BuildContext, BuildOptions
+from imagefactory.builder import label_steps
+from imagefactory.builder.pipeline import STEPS, BuildContext, BuildOptions
 from imagefactory.errors import AuditError
 from imagefactory.harden.apply import apply_profile
 from imagefactory.harden.profile import load_profile

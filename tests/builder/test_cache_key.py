@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.build import pipeline
-from imagefactory.build.element import write_element
-from imagefactory.build.pipeline import BuildContext, BuildOptions
+from imagefactory.builder import pipeline
+from imagefactory.builder.element import write_element
+from imagefactory.builder.pipeline import BuildContext, BuildOptions
 from imagefactory.mirrors import BaseArchive
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe, load_recipe

@@ -24,7 +24,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 #: hardening, the libguestfs layer, the audit, the labels and SBOM, and the
 #: recipe model and vocabularies they read.
 BYTE_DECIDING_MODULES = (
-    "imagefactory.build",
+    "imagefactory.builder",
     "imagefactory.harden",
     "imagefactory.audit",
     "imagefactory.guest",
