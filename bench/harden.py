@@ -27,12 +27,14 @@ import guestfs
 from imagefactory.audit import run_audit
 from imagefactory.diskformat import check_safe
 from imagefactory.guest.facts import os_facts, package_facts
-from imagefactory.guest.handle import BACKEND, boot_mode, choose_guest_accel, open_guest
+from imagefactory.guest.handle import BACKEND, boot_mode, open_guest
 from imagefactory.harden.apply import apply_profile
 from imagefactory.harden.profile import load_profile
+from imagefactory.host.accel import choose_guest_accel
 from imagefactory.labels.make import DiskFacts, disk_digests, make_labels
 from imagefactory.recipe import DEFAULT_POLICY, load_recipe
 from imagefactory.sbom import make_sbom, sbom_ref
+from imagefactory.settings import load_settings
 
 #: (phase, call) -> [count, seconds], filled when --calls wraps the binding.
 CALLS: collections.defaultdict[tuple[str, str], list[float]] = collections.defaultdict(
@@ -94,7 +96,8 @@ def main() -> None:
         time_calls()
     recipe = load_recipe(args.recipe, DEFAULT_POLICY)
     profile = load_profile(recipe.hardening)
-    accel = choose_guest_accel()
+    settings = load_settings()
+    accel = choose_guest_accel(settings.accel, settings.cache_dir / "accel.json")
     with tempfile.TemporaryDirectory(prefix="bench-harden-") as tmp:
         image = Path(tmp) / args.image.name
         shutil.copyfile(args.image, image)

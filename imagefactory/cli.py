@@ -180,8 +180,9 @@ def cmd_boot_test(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
-    from imagefactory.guest.inspect import inspect_image
     from imagefactory.harden.profile import load_profile
+    from imagefactory.host.accel import choose_guest_accel
+    from imagefactory.inspection import inspect_image
     from imagefactory.vocab import RootPolicy
 
     profile = load_profile(args.profile)
@@ -190,8 +191,7 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
         profile,
         declared_format=args.format,
         root_policy=RootPolicy(args.root_policy),
-        accel=settings.accel,
-        accel_cache=settings.cache_dir / "accel.json",
+        accel=lambda: choose_guest_accel(settings.accel, settings.cache_dir / "accel.json"),
     )
     if args.json:
         _emit_json(result.to_dict())
@@ -255,8 +255,8 @@ def cmd_labels_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_host_check(args: argparse.Namespace, settings: Settings) -> int:
-    from imagefactory.boot.accel import choose_accel
-    from imagefactory.host import BUILD_TOOLS, missing, tool_versions
+    from imagefactory.host.accel import choose_accel
+    from imagefactory.host.tools import BUILD_TOOLS, missing, tool_versions
     from imagefactory.mirrors import resolve_archive
     from imagefactory.vocab import Distro
 

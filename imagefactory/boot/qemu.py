@@ -14,8 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagefactory.boot import HEADLESS_SERIAL
-from imagefactory.boot.accel import choose_accel
+from imagefactory.host.accel import HEADLESS_SERIAL, choose_accel
 from imagefactory.run import run
 from imagefactory.vocab import Arch
 

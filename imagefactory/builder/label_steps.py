@@ -25,6 +25,7 @@ from imagefactory.errors import AuditError
 from imagefactory.guest.facts import os_facts, package_facts
 from imagefactory.guest.handle import boot_mode, libguestfs_version, open_guest
 from imagefactory.harden.apply import apply_profile
+from imagefactory.host.accel import choose_guest_accel
 from imagefactory.labels.make import (
     LABELS_FILE,
     DiskFacts,
@@ -43,6 +44,10 @@ AUDIT_FILE = "audit.json"
 METADATA_FILES = (AUDIT_FILE, SBOM_FILE, LABELS_FILE)
 
 
+def _appliance_accel(ctx: BuildContext) -> str:
+    return choose_guest_accel(ctx.settings.accel, ctx.settings.cache_dir / "accel.json")
+
+
 def _primary(ctx: BuildContext) -> tuple[str, str]:
     fmt = str(ctx.recipe.disk.formats[0])
     return f"{ctx.basename}.{fmt}", fmt
@@ -56,8 +61,7 @@ def harden_disk(ctx: BuildContext) -> None:
         ctx.images[name],
         fmt,
         readonly=False,
-        accel=ctx.settings.accel,
-        accel_cache=ctx.settings.cache_dir / "accel.json",
+        accel=_appliance_accel(ctx),
     ) as guest:
         actions = apply_profile(guest, profile, ctx.recipe.root_policy)
     for action in actions:
@@ -86,8 +90,7 @@ def audit_disk(ctx: BuildContext) -> None:
         path,
         info.format,
         readonly=True,
-        accel=ctx.settings.accel,
-        accel_cache=ctx.settings.cache_dir / "accel.json",
+        accel=_appliance_accel(ctx),
     ) as guest:
         report = run_audit(guest, profile, ctx.recipe.root_policy)
         facts = os_facts(guest)

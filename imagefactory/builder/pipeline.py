@@ -45,7 +45,7 @@ from imagefactory.builder.output import (
 from imagefactory.builder.slots import cache_slot
 from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
 from imagefactory.harden.profile import Profile, load_profile
-from imagefactory.host import require_build_host, tool_versions
+from imagefactory.host.tools import require_build_host, tool_versions
 from imagefactory.mirrors import (
     BaseArchive,
     check_indexes,

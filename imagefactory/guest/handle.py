@@ -2,7 +2,7 @@
 
 :func:`open_guest` adds the disk with its format stated explicitly (never
 probed), turns the network off, forces TCG only when KVM does not really work
-here (:func:`imagefactory.boot.accel.kvm_works`), launches the appliance once,
+here (:func:`imagefactory.host.accel.kvm_works`), launches the appliance once,
 finds the operating system (one Linux file system directly, anything else with
 ``inspect_os``) and mounts its file systems (read-only unless the caller is
 hardening the image).
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagefactory.boot.accel import kvm_works
 from imagefactory.errors import GuestError
 from imagefactory.guest.view import MAX_ENTRIES, MAX_READ, Entry, cap_text
 
@@ -373,37 +372,27 @@ def _find_root(g: Any, image: Path, *, keep_mounted: bool) -> tuple[str, dict[st
     return roots[0], dict(g.inspect_get_mountpoints(roots[0])), False
 
 
-def choose_guest_accel(setting: str = "auto", cache_file: Path | None = None) -> str:
-    """``kvm`` or ``tcg`` for the appliance, decided as for the boot test."""
-    if setting in ("kvm", "tcg"):
-        return setting
-    if cache_file is None:
-        # The probe can cost its whole timeout on a host where KVM hangs: always cache it.
-        from imagefactory.settings import load_settings
-
-        cache_file = load_settings().cache_dir / "accel.json"
-    return "kvm" if kvm_works("qemu-system-x86_64", cache_file) else "tcg"
-
-
 @contextlib.contextmanager
 def open_guest(
     image: Path,
     fmt: str,
     *,
     readonly: bool = True,
-    accel: str = "auto",
-    accel_cache: Path | None = None,
+    accel: str,
 ) -> Iterator[Guest]:
     """Launch one appliance on ``image`` (format ``fmt``, stated, never probed).
 
     Read-only handles add the drive with ``readonly=1`` (libguestfs puts a
     throw-away overlay in front) and mount with ``mount_ro``. The network is
-    always off.
+    always off. ``accel`` is ``kvm`` or ``tcg``, already decided by the caller
+    (:func:`imagefactory.host.accel.choose_guest_accel`).
     """
     if fmt not in ("qcow2", "raw"):
         raise GuestError(f"internal error: refusing to open a {fmt!r} disk with libguestfs")
+    if accel not in ("kvm", "tcg"):
+        raise GuestError(f"internal error: unknown appliance accelerator {accel!r}")
     gfs = _guestfs()
-    chosen = choose_guest_accel(accel, accel_cache)
+    chosen = accel
     g = gfs.GuestFS(python_return_dict=True)
     try:
         g.set_backend(BACKEND)

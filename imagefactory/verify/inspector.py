@@ -1,6 +1,6 @@
 """The fresh inspection verify runs for untrusted and user-defined images.
 
-It is :func:`imagefactory.guest.inspect.inspect_image` (format checked before
+It is :func:`imagefactory.inspection.inspect_image` (format checked before
 libguestfs sees the file, read-only, network off, capped reads) turned into
 observed facts keyed by label path; :mod:`imagefactory.verify.pipeline`
 compares each with the signed label. The audit runs against the hardening
@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from imagefactory.errors import ImageFactoryError
-from imagefactory.guest.inspect import inspect_image
 from imagefactory.harden.profile import load_profile
+from imagefactory.host.accel import choose_guest_accel
+from imagefactory.inspection import inspect_image
 from imagefactory.vocab import RootPolicy
 
 
 class GuestInspector:
     """An :class:`~imagefactory.verify.pipeline.Inspector` backed by libguestfs."""
 
-    def __init__(self, accel: str = "auto", accel_cache: Path | None = None) -> None:
+    def __init__(self, accel: str, accel_cache: Path) -> None:
         self.accel = accel
         self.accel_cache = accel_cache
 
@@ -42,8 +43,7 @@ class GuestInspector:
             profile,
             declared_format=disk_format,
             root_policy=root_policy,
-            accel=self.accel,
-            accel_cache=self.accel_cache,
+            accel=lambda: choose_guest_accel(self.accel, self.accel_cache),
         )
         return {
             "disk.sha512": found.sha512,

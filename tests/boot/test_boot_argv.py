@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.boot import accel, qemu
+from imagefactory.boot import qemu
+from imagefactory.host import accel
 from imagefactory.vocab import Arch
 
 

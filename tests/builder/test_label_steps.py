@@ -63,6 +63,7 @@ def _fake_guest(monkeypatch: pytest.MonkeyPatch, guest: FakeGuest) -> list[dict[
         opened.append({"path": path, "format": fmt, **kwargs})
         yield guest
 
+    monkeypatch.setattr(label_steps, "choose_guest_accel", lambda setting, cache: "tcg")
     monkeypatch.setattr(label_steps, "open_guest", fake_open)
     monkeypatch.setattr(label_steps, "boot_mode", lambda g: "bios")
     monkeypatch.setattr(label_steps, "libguestfs_version", lambda: "1.48.6")

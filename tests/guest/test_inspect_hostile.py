@@ -9,15 +9,20 @@ from typing import Any, ClassVar
 
 import pytest
 
+from imagefactory import inspection as inspect_mod
 from imagefactory.cli import main
 from imagefactory.diskformat import UnsafeImageError
 from imagefactory.guest import handle
-from imagefactory.guest import inspect as inspect_mod
 from imagefactory.harden.profile import load_profile
+from imagefactory.host import accel
 from tests.diskformat import diskformat_fixturegen as fx
 from tests.guest.guest_fake import unhardened_tree
 
 PROFILE = load_profile("worker-node-default")
+
+
+def _no_accel() -> str:
+    raise AssertionError("a refused image must not get as far as choosing an accelerator")
 
 
 @pytest.fixture
@@ -80,7 +85,7 @@ HOSTILE = [
 def test_hostile_image_is_refused_before_libguestfs(tmp_path: Path, kind: str) -> None:
     path, declared = _hostile(tmp_path, kind)
     with pytest.raises(UnsafeImageError) as exc:
-        inspect_mod.inspect_image(path, PROFILE, declared_format=declared)
+        inspect_mod.inspect_image(path, PROFILE, declared_format=declared, accel=_no_accel)
     assert exc.value.codes
 
 
@@ -154,8 +159,9 @@ def test_kvm_host_does_not_force_tcg(tmp_path: Path, monkeypatch: pytest.MonkeyP
         GuestFS = _FakeGuestFS
 
     monkeypatch.setattr(handle, "_guestfs", lambda: Module)
-    monkeypatch.setattr(handle, "kvm_works", lambda qemu, cache: True)
-    with handle.open_guest(image, "qcow2", accel="auto"):
+    monkeypatch.setattr(accel, "kvm_works", lambda qemu, cache: True)
+    chosen = accel.choose_guest_accel("auto", tmp_path / "accel.json")
+    with handle.open_guest(image, "qcow2", accel=chosen):
         pass
     assert "set_backend_settings" not in [name for name, _ in _FakeGuestFS.calls]
 
@@ -163,7 +169,7 @@ def test_kvm_host_does_not_force_tcg(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_open_guest_refuses_formats_it_was_not_given_checked(tmp_path: Path) -> None:
     from imagefactory.errors import GuestError
 
-    with pytest.raises(GuestError), handle.open_guest(tmp_path / "x.vmdk", "vmdk"):
+    with pytest.raises(GuestError), handle.open_guest(tmp_path / "x.vmdk", "vmdk", accel="tcg"):
         pass
 
 
@@ -180,7 +186,7 @@ def test_inspect_reports_facts_and_audit(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(inspect_mod, "open_guest", fake_open)
     monkeypatch.setattr(inspect_mod, "boot_mode", lambda guest: "bios")
-    result = inspect_mod.inspect_image(image, PROFILE)
+    result = inspect_mod.inspect_image(image, PROFILE, accel=lambda: "tcg")
     data = result.to_dict()
     assert data["os"]["distro"] == "debian"
     assert data["disk"]["format"] == "qcow2"

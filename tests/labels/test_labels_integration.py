@@ -12,15 +12,22 @@ import pytest
 
 from imagefactory.builder.pipeline import BuildResult
 from imagefactory.guest.handle import open_guest
-from imagefactory.guest.inspect import inspect_image
 from imagefactory.harden.apply import SYSCTL_FILE
 from imagefactory.harden.profile import load_profile
+from imagefactory.host.accel import choose_guest_accel
+from imagefactory.inspection import inspect_image
 from imagefactory.labels.make import disk_digests, read_labels
+from imagefactory.settings import load_settings
 from tests.integration_images import EXAMPLE, Builder
 
 pytestmark = pytest.mark.integration
 
 PROFILE = load_profile("worker-node-default")
+
+
+def _accel() -> str:
+    settings = load_settings()
+    return choose_guest_accel(settings.accel, settings.cache_dir / "accel.json")
 
 
 def _disk(result: BuildResult) -> Path:
@@ -94,7 +101,7 @@ def test_audit_catches_each_item_left_undone_on_the_real_image(
 ) -> None:
     copy = tmp_path / "undone.qcow2"
     shutil.copyfile(_disk(built_image), copy)
-    with open_guest(copy, "qcow2", readonly=False) as guest:
+    with open_guest(copy, "qcow2", readonly=False, accel=_accel()) as guest:
         g = guest.g
         guest.mkdir("/root/.ssh", 0o700)
         guest.write("/root/.ssh/authorized_keys", b"ssh-ed25519 AAAA user@laptop\n", 0o600)
@@ -147,7 +154,7 @@ def test_audit_catches_each_item_left_undone_on_the_real_image(
         g.mkfifo(0o644, "/etc/sysctl.d/50-fifo.conf")
         g.ln_s("/etc/sysctl.d/51-loop.conf", "/etc/sysctl.d/51-loop.conf")
         guest.write("/etc/motd.d\x1b[2J", b"x", 0o4755)
-    result = inspect_image(copy, PROFILE, declared_format="qcow2")
+    result = inspect_image(copy, PROFILE, declared_format="qcow2", accel=_accel)
     failed = {c.id: c for c in result.audit.failed}
     assert set(failed) == set(UNDONE)
     for check_id, (path, value) in UNDONE.items():

@@ -8,6 +8,7 @@ and every string, file and listing read from it is capped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,15 +59,17 @@ def inspect_image(
     *,
     declared_format: str | None = None,
     root_policy: RootPolicy = RootPolicy.NONE,
-    accel: str = "auto",
-    accel_cache: Path | None = None,
+    accel: Callable[[], str],
 ) -> Inspection:
-    """Check ``path`` is safe, then read its facts and audit it read-only."""
+    """Check ``path`` is safe, then read its facts and audit it read-only.
+
+    ``accel`` decides the appliance's accelerator (``kvm`` or ``tcg``); it is
+    called only once the disk has passed the format check, since deciding may
+    probe KVM.
+    """
     info = check_safe(path, allowed_formats=INSPECT_FORMATS, declared_format=declared_format)
     sha256, sha512 = disk_digests(path)
-    with open_guest(
-        path, info.format, readonly=True, accel=accel, accel_cache=accel_cache
-    ) as guest:
+    with open_guest(path, info.format, readonly=True, accel=accel()) as guest:
         facts = os_facts(guest)
         packages = package_facts(guest)
         mode = boot_mode(guest)

@@ -20,11 +20,14 @@ import re
 import shutil
 from pathlib import Path
 
-from imagefactory.boot import HEADLESS_SERIAL
 from imagefactory.errors import CommandError, MissingToolError
 from imagefactory.run import run
 
 log = logging.getLogger(__name__)
+
+#: qemu options every headless run shares: no default devices, no display, no
+#: reboot loop (a crash ends qemu), the first serial port on stdout.
+HEADLESS_SERIAL = ("-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio")
 
 #: Printed by every Linux kernel once it looks for the root file system.
 PROBE_MARKER = re.compile(r"VFS: |Kernel panic")
@@ -112,3 +115,14 @@ def choose_accel(setting: str, qemu: str, cache_file: Path | None = None) -> str
     if setting in ("kvm", "tcg"):
         return setting
     return "kvm" if kvm_works(qemu, cache_file) else "tcg"
+
+
+def choose_guest_accel(setting: str, cache_file: Path) -> str:
+    """``kvm`` or ``tcg`` for the libguestfs appliance, decided as for the boot test.
+
+    ``setting`` is the host setting (``auto``, ``kvm`` or ``tcg``); the probe's
+    verdict is cached in ``cache_file``, since a hanging probe costs its timeout.
+    """
+    if setting in ("kvm", "tcg"):
+        return setting
+    return "kvm" if kvm_works("qemu-system-x86_64", cache_file) else "tcg"
