@@ -29,9 +29,9 @@ from imagefactory.diskformat import check_safe
 from imagefactory.guest.facts import os_facts, package_facts
 from imagefactory.guest.handle import BACKEND, boot_mode, open_guest
 from imagefactory.harden.apply import apply_profile
-from imagefactory.harden.profile import load_profile
 from imagefactory.host.accel import choose_guest_accel
 from imagefactory.labels.make import DiskFacts, disk_digests, make_labels
+from imagefactory.profiles import load_profile
 from imagefactory.recipe import DEFAULT_POLICY, load_recipe
 from imagefactory.sbom import make_sbom, sbom_ref
 from imagefactory.settings import load_settings

@@ -180,9 +180,9 @@ def cmd_boot_test(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
-    from imagefactory.harden.profile import load_profile
     from imagefactory.host.accel import choose_guest_accel
     from imagefactory.inspection import inspect_image
+    from imagefactory.profiles import load_profile
     from imagefactory.vocab import RootPolicy
 
     profile = load_profile(args.profile)

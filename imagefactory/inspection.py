@@ -17,8 +17,8 @@ from imagefactory.audit import AuditReport, run_audit
 from imagefactory.diskformat import DiskInfo, check_safe
 from imagefactory.guest.facts import OsFacts, PackageFacts, os_facts, package_facts
 from imagefactory.guest.handle import boot_mode, open_guest
-from imagefactory.harden.profile import Profile
 from imagefactory.labels.make import disk_digests
+from imagefactory.profiles import Profile
 from imagefactory.vocab import RootPolicy
 
 #: Formats `inspect` lets libguestfs open.

@@ -13,9 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagefactory.audit import configs
-from imagefactory.guest.view import Entry, GuestView, cap_text, guest_glob, read_text
-from imagefactory.harden.profile import Profile
+from imagefactory.guest import configs
+from imagefactory.guest.view import (
+    Entry,
+    GuestView,
+    cap_text,
+    guest_glob,
+    read_text,
+    world_writable,
+)
+from imagefactory.profiles import Profile, root_login_value
 from imagefactory.vocab import RootPolicy
 
 #: Most evidence items kept per check (the count is always complete).
@@ -140,11 +147,6 @@ def _ev(path: str, value: str) -> Evidence:
 # -- SSH, accounts, root -------------------------------------------------------
 
 
-def root_login_value(policy: RootPolicy) -> str:
-    """What sshd's PermitRootLogin must say under ``policy``."""
-    return "no" if policy is RootPolicy.NONE else "prohibit-password"
-
-
 def check_ssh(c: _Ctx) -> None:
     settings = configs.sshd_settings(c.guest)
     wanted = {"permitrootlogin": root_login_value(c.root_policy)}
@@ -248,14 +250,6 @@ def check_filesystems(c: _Ctx) -> None:
     c.add("fs.setuid-allowlist", "setuid/setgid files are on the allowlist", setuid)
     c.add("fs.no-world-writable", "no world-writable files (sticky dirs excepted)", writable)
     c.add("fs.no-unowned", "no files owned by unknown users or groups", unowned)
-
-
-def world_writable(e: Entry) -> bool:
-    """World-writable and not a sticky directory (like /tmp)."""
-    if not (e.is_file or e.is_dir) or not e.mode & stat.S_IWOTH:
-        # Device nodes, sockets and fifos in the image are hidden by devtmpfs/tmpfs at boot.
-        return False
-    return not (e.is_dir and e.mode & stat.S_ISVTX)
 
 
 # -- kernel ----------------------------------------------------------------------

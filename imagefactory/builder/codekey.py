@@ -26,6 +26,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 BYTE_DECIDING_MODULES = (
     "imagefactory.builder",
     "imagefactory.harden",
+    "imagefactory.profiles",
     "imagefactory.audit",
     "imagefactory.guest",
     "imagefactory.labels",
@@ -35,7 +36,7 @@ BYTE_DECIDING_MODULES = (
     "imagefactory.mirrors",
 )
 #: Package data that decides them too (hardening profiles, label schema).
-BYTE_DECIDING_DATA = ("data",)
+BYTE_DECIDING_DATA = ("data/profiles", "data/labels")
 
 
 def _module_files(name: str) -> Iterator[Path]:
@@ -56,7 +57,7 @@ def _module_files(name: str) -> Iterator[Path]:
 
 
 def _data_files(name: str) -> Iterator[Path]:
-    root = PACKAGE_ROOT / name
+    root = (PACKAGE_ROOT / name).resolve()  # data/labels links to the top-level labels/
     if not root.is_dir():
         raise BuildError(f"build cache key: package data {root} is missing")
     yield from sorted(p for p in root.rglob("*") if p.is_file())
@@ -71,7 +72,7 @@ def code_digest(
     files += [f for d in data for f in _data_files(d)]
     for path in files:
         real = path.resolve()
-        rel = real.relative_to(PACKAGE_ROOT) if real.is_relative_to(PACKAGE_ROOT) else real
+        rel = real.relative_to(PACKAGE_ROOT.parent)
         h.update(str(rel).encode() + b"\0")
         h.update(real.read_bytes() + b"\0")
     return "sha256:" + h.hexdigest()

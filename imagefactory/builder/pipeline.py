@@ -44,7 +44,6 @@ from imagefactory.builder.output import (
 )
 from imagefactory.builder.slots import cache_slot
 from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
-from imagefactory.harden.profile import Profile, load_profile
 from imagefactory.host.tools import require_build_host, tool_versions
 from imagefactory.mirrors import (
     BaseArchive,
@@ -53,6 +52,7 @@ from imagefactory.mirrors import (
     release_fingerprint,
     resolve_archive,
 )
+from imagefactory.profiles import Profile, load_profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe
 from imagefactory.run import run

@@ -118,3 +118,11 @@ def guest_glob(guest: GuestView, pattern: str) -> list[str]:
         if not paths:
             return []
     return sorted(paths)
+
+
+def world_writable(e: Entry) -> bool:
+    """World-writable and not a sticky directory (like /tmp)."""
+    if not (e.is_file or e.is_dir) or not e.mode & stat.S_IWOTH:
+        # Device nodes, sockets and fifos in the image are hidden by devtmpfs/tmpfs at boot.
+        return False
+    return not (e.is_dir and e.mode & stat.S_ISVTX)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import stat
 
-from imagefactory.audit import configs
-from imagefactory.audit.checks import root_login_value, world_writable
-from imagefactory.guest.view import GuestEditor, guest_glob, read_text
-from imagefactory.harden.profile import Profile
+from imagefactory.guest import configs
+from imagefactory.guest.view import GuestEditor, guest_glob, read_text, world_writable
+from imagefactory.profiles import Profile, root_login_value
 from imagefactory.vocab import RootPolicy
 
 SSHD_DROPIN = f"{configs.SSHD_DROPIN_DIR}/00-imagefactory.conf"

@@ -21,8 +21,8 @@ from imagefactory.audit.checks import AuditReport
 from imagefactory.digest import hash_file
 from imagefactory.errors import LabelError
 from imagefactory.guest.facts import OsFacts, PackageFacts
-from imagefactory.harden.profile import Profile
 from imagefactory.labels.schema import SCHEMA_ID, validate_labels
+from imagefactory.profiles import Profile
 from imagefactory.recipe import Recipe
 from imagefactory.sbom import SbomRef
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import jsonschema
 
+from imagefactory.data import LABELS_DIR
 from imagefactory.errors import LabelError
-from imagefactory.harden.profile import DATA_DIR
 from imagefactory.vocab import (
     Arch,
     BootMode,
@@ -29,8 +29,8 @@ from imagefactory.vocab import (
 )
 
 SCHEMA_ID = "urn:imagefactory:labels:v1"
-SCHEMA_FILE = DATA_DIR / "schema" / "labels-v1.schema.json"
-VOCAB_DIR = DATA_DIR / "vocab"
+SCHEMA_FILE = LABELS_DIR / "schema" / "labels-v1.schema.json"
+VOCAB_DIR = LABELS_DIR / "vocab"
 HEX64 = "^[0-9a-f]{64}$"
 HEX128 = "^[0-9a-f]{128}$"
 TIME = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
@@ -210,7 +210,7 @@ def validate_labels(labels: Any) -> None:
         )
 
 
-def write_files(root: Path = DATA_DIR) -> list[Path]:
+def write_files(root: Path = LABELS_DIR) -> list[Path]:
     """(Re)write the schema and vocabulary files under ``root``."""
     written = []
     schema_path = root / "schema" / SCHEMA_FILE.name

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from imagefactory.errors import ImageFactoryError
-from imagefactory.harden.profile import load_profile
 from imagefactory.host.accel import choose_guest_accel
 from imagefactory.inspection import inspect_image
+from imagefactory.profiles import load_profile
 from imagefactory.vocab import RootPolicy
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from imagefactory.audit import run_audit
 from imagefactory.harden.apply import SSHD_DROPIN, SYSCTL_FILE, apply_profile
-from imagefactory.harden.profile import load_profile
+from imagefactory.profiles import load_profile
 from imagefactory.vocab import RootPolicy
 from tests.guest.guest_fake import FakeGuest, unhardened_tree
 

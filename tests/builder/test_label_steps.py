@@ -15,8 +15,8 @@ from imagefactory.builder import label_steps
 from imagefactory.builder.pipeline import STEPS, BuildContext, BuildOptions
 from imagefactory.errors import AuditError
 from imagefactory.harden.apply import apply_profile
-from imagefactory.harden.profile import load_profile
 from imagefactory.labels.make import read_labels
+from imagefactory.profiles import load_profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import DEFAULT_POLICY, load_recipe
 from imagefactory.settings import Settings

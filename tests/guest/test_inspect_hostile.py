@@ -13,8 +13,8 @@ from imagefactory import inspection as inspect_mod
 from imagefactory.cli import main
 from imagefactory.diskformat import UnsafeImageError
 from imagefactory.guest import handle
-from imagefactory.harden.profile import load_profile
 from imagefactory.host import accel
+from imagefactory.profiles import load_profile
 from tests.diskformat import diskformat_fixturegen as fx
 from tests.guest.guest_fake import unhardened_tree
 

@@ -9,8 +9,8 @@ from typing import Any
 from imagefactory.audit import run_audit
 from imagefactory.guest.facts import os_facts, package_facts
 from imagefactory.harden.apply import apply_profile
-from imagefactory.harden.profile import load_profile
 from imagefactory.labels.make import DiskFacts, make_labels
+from imagefactory.profiles import load_profile
 from imagefactory.recipe import DEFAULT_POLICY, Recipe, load_recipe
 from imagefactory.sbom import make_sbom, sbom_ref
 from tests.guest.guest_fake import FakeGuest, unhardened_tree

@@ -13,10 +13,10 @@ import pytest
 from imagefactory.builder.pipeline import BuildResult
 from imagefactory.guest.handle import open_guest
 from imagefactory.harden.apply import SYSCTL_FILE
-from imagefactory.harden.profile import load_profile
 from imagefactory.host.accel import choose_guest_accel
 from imagefactory.inspection import inspect_image
 from imagefactory.labels.make import disk_digests, read_labels
+from imagefactory.profiles import load_profile
 from imagefactory.settings import load_settings
 from tests.integration_images import EXAMPLE, Builder
 

@@ -13,8 +13,8 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
+from imagefactory.data import LABELS_DIR
 from imagefactory.errors import LabelError
-from imagefactory.harden.profile import DATA_DIR
 from imagefactory.labels import schema as labels_schema
 from imagefactory.labels.exports import image_list_entry, oci_annotations
 from imagefactory.labels.make import read_labels, write_labels
@@ -27,7 +27,7 @@ from tests.labels.labels_helpers import REPO, labels_for, recipe
 def test_schema_file_is_generated_from_vocab_py(tmp_path: Path) -> None:
     written = labels_schema.write_files(tmp_path)
     for path in written:
-        shipped = DATA_DIR / path.relative_to(tmp_path)
+        shipped = LABELS_DIR / path.relative_to(tmp_path)
         assert shipped.read_text() == path.read_text(), (
             f"{shipped} is stale: run python -m imagefactory.labels.schema"
         )

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from imagefactory.errors import HardenError
-from imagefactory.harden.profile import PROFILE_DIR, load_profile, parse_profile
+from imagefactory.profiles import PROFILE_DIR, load_profile, parse_profile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,10 +37,16 @@ def test_default_profile_covers_threats_section_3() -> None:
     assert profile.digest.startswith("sha256:")
 
 
-def test_profiles_are_reachable_from_the_top_level_labels_dir() -> None:
-    assert (REPO / "labels" / "profiles" / "worker-node-default.yaml").resolve() == (
-        PROFILE_DIR / "worker-node-default.yaml"
-    ).resolve()
+def test_label_data_is_the_top_level_labels_dir_and_profiles_are_not_labels() -> None:
+    from imagefactory.data import LABELS_DIR
+
+    top = REPO / "labels"
+    assert top.is_dir()
+    assert not top.is_symlink()  # the folder users and editors point at is the real one
+    assert LABELS_DIR.resolve() == top.resolve()
+    assert sorted(p.name for p in top.iterdir()) == ["schema", "vocab"]
+    assert (PROFILE_DIR / "worker-node-default.yaml").is_file()
+    assert not PROFILE_DIR.resolve().is_relative_to(top.resolve())
 
 
 def _data() -> dict[str, object]:

@@ -1,7 +1,6 @@
 """Hardening profiles: data files, loaded and checked into a :class:`Profile`.
 
-Profiles live in ``imagefactory/data/labels/profiles/<id>.yaml`` (also reachable
-as ``labels/profiles/`` at the top of the source tree). A recipe selects one by
+Profiles live in ``imagefactory/data/profiles/<id>.yaml``. A recipe selects one by
 id (field ``hardening``). The profile's canonical content digest is part of the
 build cache key: changing a profile rebuilds the images that use it.
 """
@@ -17,10 +16,21 @@ from typing import Any
 
 import yaml
 
+from imagefactory.data import PROFILES_DIR
 from imagefactory.errors import HardenError
+from imagefactory.vocab import RootPolicy
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "labels"
-PROFILE_DIR = DATA_DIR / "profiles"
+PROFILE_DIR = PROFILES_DIR
+
+
+def root_login_value(policy: RootPolicy) -> str:
+    """What sshd's PermitRootLogin must say under ``policy``.
+
+    Hardening sets it and the audit checks it: one definition for both.
+    """
+    return "no" if policy is RootPolicy.NONE else "prohibit-password"
+
+
 DEFAULT_PROFILE = "worker-node-default"
 COMPARISONS = ("eq", "ge")
 
