@@ -81,7 +81,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating bare/full runs")
     args = parser.parse_args()
     host = load_settings(None)
-    recipe = load_recipe(args.recipe, host.build_policy())
+    recipe = load_recipe(args.recipe, host.build_limits())
     with tempfile.TemporaryDirectory(prefix="if-bench-", dir="/var/tmp") as tmp:
         root = Path(tmp)
         cache = root / "cache"

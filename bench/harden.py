@@ -32,7 +32,7 @@ from imagefactory.harden.apply import apply_profile
 from imagefactory.host.accel import choose_guest_accel
 from imagefactory.labels.make import DiskFacts, disk_digests, make_labels
 from imagefactory.profiles import load_profile
-from imagefactory.recipe import DEFAULT_POLICY, load_recipe
+from imagefactory.recipe import DEFAULT_LIMITS, load_recipe
 from imagefactory.sbom import make_sbom, sbom_ref
 from imagefactory.settings import load_settings
 
@@ -94,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.calls:
         time_calls()
-    recipe = load_recipe(args.recipe, DEFAULT_POLICY)
+    recipe = load_recipe(args.recipe, DEFAULT_LIMITS)
     profile = load_profile(recipe.hardening)
     settings = load_settings()
     accel = choose_guest_accel(settings.accel, settings.cache_dir / "accel.json")

@@ -34,7 +34,7 @@ from pathlib import Path
 from imagefactory.attest.keys import generate_key, load_signer
 from imagefactory.attest.sign import sign_with_key
 from imagefactory.digest import CHUNK, hash_file
-from imagefactory.policy import load_policy
+from imagefactory.trust import load_policy
 from imagefactory.verify import verify_image
 from imagefactory.verify.cache import VerifiedCache, verify_cached
 

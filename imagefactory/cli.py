@@ -72,7 +72,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     failed = False
     for path in args.recipes:
         try:
-            recipe = load_recipe(path, settings.build_policy())
+            recipe = load_recipe(path, settings.build_limits())
         except DiagnosticsError as exc:
             failed = True
             results.append(
@@ -114,7 +114,7 @@ def cmd_recipe_docs(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_recipe_show(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, settings.build_policy())
+    recipe = load_recipe(args.recipe, settings.build_limits())
     _emit_json({"digest": recipe.digest, "recipe": recipe.canonical()})
     return EXIT_OK
 
@@ -124,7 +124,7 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.progress import Progress
     from imagefactory.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, settings.build_policy())
+    recipe = load_recipe(args.recipe, settings.build_limits())
     options = BuildOptions(
         use_cache=not args.no_cache,
         boot_test=args.boot_test,

@@ -80,8 +80,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from imagefactory.policy import load_policy
     from imagefactory.progress import Progress
+    from imagefactory.trust import load_policy
     from imagefactory.verify import VerifyOptions, verify_image
     from imagefactory.verify.cache import VerifiedCache, verify_cached
 
@@ -117,14 +117,14 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_policy_example(args: argparse.Namespace, settings: Settings) -> int:
-    from imagefactory.policy import EXAMPLE_POLICY
+    from imagefactory.trust import EXAMPLE_POLICY
 
     sys.stdout.write(EXAMPLE_POLICY)
     return EXIT_OK
 
 
 def cmd_policy_check(args: argparse.Namespace, settings: Settings) -> int:
-    from imagefactory.policy import load_policy
+    from imagefactory.trust import load_policy
 
     try:
         policy = load_policy(args.policy)
@@ -216,7 +216,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, parser_class: type) -
 
 # -- the boot gate ---------------------------------------------------------------
 
-DEFAULT_POLICY = Path("/etc/imagefactory/policy.yaml")
+DEFAULT_LIMITS = Path("/etc/imagefactory/policy.yaml")
 DEFAULT_STORE = Path("/var/lib/imagefactory/images")
 DEFAULT_CACHE = Path("/var/cache/imagefactory/verified")
 
@@ -239,7 +239,7 @@ def _inspector(settings: Settings) -> Any:
 
 def _gate_config(args: argparse.Namespace, settings: Settings) -> Any:
     from imagefactory.gate.check import GateConfig
-    from imagefactory.policy import load_policy
+    from imagefactory.trust import load_policy
     from imagefactory.verify import VerifyOptions
     from imagefactory.verify.cache import VerifiedCache
 
@@ -302,8 +302,8 @@ def add_gate_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     gate_options.add_argument(
         "--policy",
         type=user_path,
-        default=DEFAULT_POLICY,
-        help=f"trust policy (default {DEFAULT_POLICY})",
+        default=DEFAULT_LIMITS,
+        help=f"trust policy (default {DEFAULT_LIMITS})",
     )
     gate_options.add_argument(
         "--store",

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from imagefactory.errors import SettingsError
-from imagefactory.recipe import DEFAULT_ALLOWED_ELEMENTS, BuildPolicy
+from imagefactory.recipe import DEFAULT_ALLOWED_ELEMENTS, BuildLimits
 
 SYSTEM_SETTINGS = Path("/etc/imagefactory/settings.yaml")
 MIRROR_KEYS = ("debian", "debian-security", "ubuntu")
@@ -64,9 +64,9 @@ class Settings:
     allowed_elements: frozenset[str] = DEFAULT_ALLOWED_ELEMENTS
     accel: str = "auto"
 
-    def build_policy(self, include_roots: tuple[Path, ...] = ()) -> BuildPolicy:
+    def build_limits(self, include_roots: tuple[Path, ...] = ()) -> BuildLimits:
         """The rules untrusted recipes are held to on this host."""
-        return BuildPolicy(
+        return BuildLimits(
             allow_scripts=self.allow_scripts,
             allowed_elements=self.allowed_elements,
             include_roots=include_roots,

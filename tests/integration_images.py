@@ -83,7 +83,7 @@ def build_recipe(build_settings: Settings) -> Builder:
     def _build(
         recipe_path: Path, output: Path, *, boot_test: bool = True, use_cache: bool = True
     ) -> BuildResult:
-        recipe = load_recipe(recipe_path, build_settings.build_policy())
+        recipe = load_recipe(recipe_path, build_settings.build_limits())
         options = BuildOptions(use_cache=use_cache, boot_test=boot_test, boot_timeout=600.0)
         try:
             return build(recipe, build_settings, options, Progress(stream=io.StringIO()), output)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +27,7 @@ from imagefactory.attest.layout import (
 )
 from imagefactory.attest.statement import PAYLOAD_TYPE, image_subjects, statement_bytes
 from imagefactory.diskformat import check_safe
+from imagefactory.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from sigstore.oidc import IdentityToken
@@ -72,14 +71,4 @@ def sign_keyless(path: Path, context: SigningContext, token: IdentityToken) -> P
 
 
 def _write(directory: Path, name: str, text: str) -> Path:
-    target = directory / name
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(directory / name, text + "\n", 0o644)

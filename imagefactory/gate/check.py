@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagefactory.gate.disks import DiskRequest, Refused, map_disk
-from imagefactory.policy import TrustPolicy
+from imagefactory.trust import TrustPolicy
 from imagefactory.verify.cache import VerifiedCache, verify_cached
 from imagefactory.verify.pipeline import VerifyOptions, verify_image
 from imagefactory.verify.verdict import Reason, Verdict

@@ -2,7 +2,7 @@
 
 :func:`load_recipe` reads a recipe and the recipes it ``extends``, checks all
 of it against the field table (:mod:`imagefactory.recipe.fields`) and the
-build host's :class:`BuildPolicy`, and returns a frozen :class:`Recipe`, or
+build host's :class:`BuildLimits`, and returns a frozen :class:`Recipe`, or
 raises :class:`~imagefactory.errors.RecipeError` with every problem found,
 each at its file, line and column.
 
@@ -17,18 +17,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from imagefactory.errors import RecipeError
+from imagefactory.fields.types import INVALID, Checker
 from imagefactory.recipe.extends import load_with_parents
 from imagefactory.recipe.fields import RECIPE
-from imagefactory.recipe.fieldtypes import INVALID, Checker
+from imagefactory.recipe.limits import DEFAULT_ALLOWED_ELEMENTS, DEFAULT_LIMITS, BuildLimits
 from imagefactory.recipe.model import Base, Disk, FileSpec, Recipe, Script, Services, build_recipe
-from imagefactory.recipe.policy import DEFAULT_ALLOWED_ELEMENTS, DEFAULT_POLICY, BuildPolicy
 from imagefactory.recipe.schema import recipe_json_schema, recipe_reference_markdown
 
 __all__ = [
     "DEFAULT_ALLOWED_ELEMENTS",
-    "DEFAULT_POLICY",
+    "DEFAULT_LIMITS",
     "Base",
-    "BuildPolicy",
+    "BuildLimits",
     "Disk",
     "FileSpec",
     "Recipe",
@@ -41,24 +41,24 @@ __all__ = [
 ]
 
 
-def load_recipe(path: Path, policy: BuildPolicy = DEFAULT_POLICY) -> Recipe:
+def load_recipe(path: Path, limits: BuildLimits = DEFAULT_LIMITS) -> Recipe:
     """Load, resolve and check the recipe at ``path``.
 
     ``path`` is shown in diagnostics as given (relative stays relative).
     Raises :class:`~imagefactory.errors.RecipeError` listing every problem in
     the recipe and the recipes it extends, sorted by file, line and column.
     """
-    loaded = load_with_parents(path, policy)
+    loaded = load_with_parents(path, limits)
     diagnostics = list(loaded.diagnostics)
     # The parents on their own first, so a parent's mistake is found even where
     # the child overrides it; required keys and cross-file rules wait for the
     # whole. Every node of the top-level file is in the whole, unless a parent
     # could not be read and there is no whole to check.
     for document in loaded.documents[1:] if loaded.complete else loaded.documents:
-        ck = Checker(policy)
+        ck = Checker(limits)
         RECIPE.parse(document, ck, partial=True)
         diagnostics += ck.diagnostics
-    whole = Checker(policy)
+    whole = Checker(limits)
     values = INVALID
     if loaded.tree is not None and loaded.complete:
         values = RECIPE.parse(loaded.tree, whole, partial=False)

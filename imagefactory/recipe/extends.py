@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagefactory.errors import Diagnostic
-from imagefactory.recipe.fields import MAX_EXTENDS_DEPTH, RECIPE
-from imagefactory.recipe.fieldtypes import (
+from imagefactory.fields.types import (
     INVALID,
     Checker,
     FieldType,
@@ -24,8 +23,7 @@ from imagefactory.recipe.fieldtypes import (
     OneOrMany,
     Struct,
 )
-from imagefactory.recipe.policy import BuildPolicy
-from imagefactory.recipe.yamlsource import (
+from imagefactory.fields.yamlsource import (
     Entry,
     Map,
     Node,
@@ -36,6 +34,8 @@ from imagefactory.recipe.yamlsource import (
     load_document,
     plain,
 )
+from imagefactory.recipe.fields import MAX_EXTENDS_DEPTH, RECIPE
+from imagefactory.recipe.limits import BuildLimits
 
 
 @dataclass
@@ -53,19 +53,19 @@ class Loaded:
     complete: bool = True
 
 
-def load_with_parents(path: Path, policy: BuildPolicy) -> Loaded:
+def load_with_parents(path: Path, limits: BuildLimits) -> Loaded:
     """Load the recipe at ``path`` and, recursively, the recipes it extends."""
     top = path.absolute()
-    roots = (top.parent.resolve(), *(root.resolve() for root in policy.include_roots))
-    loader = _Loader(roots, policy)
+    roots = (top.parent.resolve(), *(root.resolve() for root in limits.include_roots))
+    loader = _Loader(roots, limits)
     loader.result.tree = loader.load(Origin(str(path), top), chain=())
     return loader.result
 
 
 class _Loader:
-    def __init__(self, roots: tuple[Path, ...], policy: BuildPolicy) -> None:
+    def __init__(self, roots: tuple[Path, ...], limits: BuildLimits) -> None:
         self.roots = roots
-        self.policy = policy
+        self.limits = limits
         self.result = Loaded()
 
     def load(self, origin: Origin, chain: tuple[Path, ...]) -> Map | None:
@@ -98,7 +98,7 @@ class _Loader:
         if spec is None or not isinstance(spec.type, OneOrMany):  # pragma: no cover
             raise TypeError("the field table's 'extends' must be a OneOrMany field")
         found = []
-        ck = Checker(self.policy)
+        ck = Checker(self.limits)
         for node in spec.type.nodes(entry.value, ck):
             value = spec.type.item.parse(node, ck, partial=False)
             if value is INVALID:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagefactory.recipe import rules
-from imagefactory.recipe.fieldtypes import (
+from imagefactory.fields import values
+from imagefactory.fields.types import (
     Choice,
     Field,
     ListOf,
@@ -23,6 +23,7 @@ from imagefactory.recipe.fieldtypes import (
     Struct,
     Text,
 )
+from imagefactory.recipe import rules
 from imagefactory.vocab import (
     Arch,
     DiskFormat,
@@ -40,7 +41,7 @@ UNIT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.@-]{0,255}$"
 ELEMENT_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 SCRIPT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ACCOUNT_PATTERN = r"^(?:[a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$"
-VO_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"
+VO_PATTERN = values.VO_PATTERN
 PROFILE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$"
 LABEL_KEY_PATTERN = r"^[a-z0-9][a-z0-9._/-]{0,127}$"
@@ -197,7 +198,7 @@ DISK = Struct(
     fields=(
         Field(
             "size",
-            Text("a size like '2G'", pattern=rules.SIZE_PATTERN, convert=rules.to_size),
+            Text("a size like '2G'", pattern=values.SIZE_PATTERN, convert=rules.to_size),
             "The disk size with a K, M, G or T suffix (powers of 1024), from 1G to 64G.",
             default="2G",
         ),
@@ -310,8 +311,8 @@ RECIPE = Struct(
             "expiry",
             Text(
                 "a duration like '30d' or '4w'",
-                pattern=rules.DURATION_PATTERN,
-                convert=rules.to_days,
+                pattern=values.DURATION_PATTERN,
+                convert=values.to_days,
             ),
             "How long the image's endorsement is valid, in days (d) or weeks (w),"
             f" at most {rules.MAX_EXPIRY_DAYS}d.",

@@ -3,8 +3,8 @@
 Converters (``to_*``) turn checked text into the stored value; checks
 (``check_*``) also see the node and the host's policy; rules (``rule_*``)
 look across the fields of one mapping and report at the offending place. Each
-raises :class:`~imagefactory.recipe.fieldtypes.Problem` or reports through the
-:class:`~imagefactory.recipe.fieldtypes.Checker`.
+raises :class:`~imagefactory.fields.types.Problem` or reports through the
+:class:`~imagefactory.fields.types.Checker`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from imagefactory.recipe.fieldtypes import Checker, Problem, did_you_mean
-from imagefactory.recipe.yamlsource import Map, Node, Scalar, Seq
+from imagefactory.fields import values
+from imagefactory.fields.types import Checker, Problem, did_you_mean
+from imagefactory.fields.yamlsource import Map, Node, Scalar, Seq
 from imagefactory.vocab import Arch, Distro, FsAccess, RootPolicy, WorkerNodeModel
 
 KIB = 1024
@@ -26,7 +27,7 @@ GIB = 1024 * MIB
 
 MIN_DISK_SIZE = 1 * GIB
 MAX_DISK_SIZE = 64 * GIB
-MAX_EXPIRY_DAYS = 365
+MAX_EXPIRY_DAYS = values.MAX_DAYS
 #: A file's content, inline or from a source file.
 MAX_FILE_BYTES = 1 * MIB
 MAX_SCRIPT_CHARS = 64 * KIB
@@ -34,26 +35,15 @@ MAX_PATH_CHARS = 4096
 #: Trees the kernel or the init system fill at run time; nothing is installed there.
 RUNTIME_TREES = ("/proc", "/sys", "/dev", "/run")
 
-_UNITS = {"K": KIB, "M": MIB, "G": GIB, "T": 1024 * GIB}
-SIZE_PATTERN = r"^[1-9][0-9]{0,6}[KMGT]$"
-DURATION_PATTERN = r"^[1-9][0-9]{0,4}[dw]$"
 MODE_PATTERN = r"^[0-7]{1,5}$"
 
 
 def to_size(text: str) -> int:
     """``"2G"`` -> bytes, within the disk size limits."""
-    size = int(text[:-1]) * _UNITS[text[-1]]
+    size = values.to_size(text)
     if not MIN_DISK_SIZE <= size <= MAX_DISK_SIZE:
         raise Problem(f"expected a disk size from 1G to 64G, found '{text}'")
     return size
-
-
-def to_days(text: str) -> int:
-    """``"30d"`` or ``"4w"`` -> days, at most a year."""
-    days = int(text[:-1]) * (7 if text.endswith("w") else 1)
-    if days > MAX_EXPIRY_DAYS:
-        raise Problem(f"expected at most {MAX_EXPIRY_DAYS}d, found '{text}' ({days} days)")
-    return days
 
 
 def to_mode(text: str) -> int:
@@ -135,7 +125,7 @@ def check_source(value: str, node: Scalar, ck: Checker) -> SourceFile:
 
 def check_element(value: str, node: Scalar, ck: Checker) -> str:
     """An extra diskimage-builder element must be on the host's allowlist."""
-    allowed = sorted(ck.policy.allowed_elements)
+    allowed = sorted(ck.context.allowed_elements)
     if value not in allowed:
         hint = did_you_mean(value, allowed) or "allowed: " + (", ".join(allowed) or "none")
         raise Problem(f"element '{value}' is not allowed by this build host", hint)
@@ -194,7 +184,7 @@ def rule_services(values: dict[str, Any], node: Map, ck: Checker) -> None:
 
 
 def rule_scripts_allowed(values: dict[str, Any], node: Map, ck: Checker) -> None:
-    if values.get("scripts") and not ck.policy.allow_scripts:
+    if values.get("scripts") and not ck.context.allow_scripts:
         where = _entry_value(node, "scripts") or node
         ck.error(
             where.mark,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from imagefactory.fields.types import Field, ListOf, Struct
 from imagefactory.recipe.fields import RECIPE
-from imagefactory.recipe.fieldtypes import Field, ListOf, Struct
 
 SCHEMA_ID = "https://imagefactory.invalid/schemas/recipe.json"
 

@@ -28,13 +28,13 @@ import json
 import logging
 import os
 import stat
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from imagefactory.attest.layout import LABELS_NAME, SBOM_NAME, LayoutError, load_image_dir
-from imagefactory.policy.model import TrustPolicy
+from imagefactory.fsutil import atomic_write
+from imagefactory.trust.model import TrustPolicy
 from imagefactory.verify.labels import now_utc
 from imagefactory.verify.pipeline import VerifyOptions, verify_image
 from imagefactory.verify.verdict import Verdict
@@ -138,14 +138,9 @@ class VerifiedCache:
             oldest = sorted(entries, key=lambda k: entries[k].get("verified_at", ""))
             for stale in oldest[: len(entries) - MAX_ENTRIES]:
                 del entries[stale]
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".verified.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as stream:
-                json.dump({"format": _FORMAT, "entries": entries}, stream)
-            os.replace(tmp, self.file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        document = json.dumps({"format": _FORMAT, "entries": entries})
+        # Private: the cache says which images this host trusts.
+        atomic_write(self.file, document, 0o600, durable=False)
 
 
 def verify_cached(

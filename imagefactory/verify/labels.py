@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from imagefactory.policy.model import VoPolicy
+from imagefactory.trust.model import VoPolicy
 from imagefactory.verify.verdict import Reason
 from imagefactory.vocab import WorkerNodeModel
 

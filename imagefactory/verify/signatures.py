@@ -26,7 +26,7 @@ from imagefactory.attest.keyless import (
 )
 from imagefactory.attest.keys import EnvelopeError, verify_envelope
 from imagefactory.attest.layout import DSSE_SUFFIX, LayoutError, read_small
-from imagefactory.policy.model import KeySigner, SigstoreSigner, TrustPolicy
+from imagefactory.trust.model import KeySigner, SigstoreSigner, TrustPolicy
 from imagefactory.verify.verdict import Reason
 
 if TYPE_CHECKING:

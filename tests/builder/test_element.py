@@ -10,7 +10,7 @@ from imagefactory.builder.element import (
     element_files,
     write_element,
 )
-from imagefactory.recipe import BuildPolicy, load_recipe
+from imagefactory.recipe import BuildLimits, load_recipe
 from tests.conftest import RECIPES
 
 
@@ -97,7 +97,7 @@ def test_scripts_go_to_their_phase_when_the_host_allows_them(tmp_path: Path) -> 
         "r.yaml",
         BASE + "scripts:\n" + "  - {name: tune, phase: post-install, content: 'echo hi'}\n",
     )
-    recipe = load_recipe(path, BuildPolicy(allow_scripts=True))
+    recipe = load_recipe(path, BuildLimits(allow_scripts=True))
     script, mode = element_files(recipe)["post-install.d/70-recipe-tune"]
     assert mode == 0o755
     assert script.decode().endswith("# recipe script 'tune'\necho hi\n")

@@ -18,7 +18,7 @@ from imagefactory.harden.apply import apply_profile
 from imagefactory.labels.make import read_labels
 from imagefactory.profiles import load_profile
 from imagefactory.progress import Progress
-from imagefactory.recipe import DEFAULT_POLICY, load_recipe
+from imagefactory.recipe import DEFAULT_LIMITS, load_recipe
 from imagefactory.settings import Settings
 from tests.diskformat import diskformat_fixturegen as fx
 from tests.guest.guest_fake import FakeGuest, unhardened_tree
@@ -38,7 +38,7 @@ def test_steps_harden_audit_and_label_after_assemble() -> None:
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[BuildContext]:
-    recipe = load_recipe(REPO / "recipes" / "site-base-debian12.yaml", DEFAULT_POLICY)
+    recipe = load_recipe(REPO / "recipes" / "site-base-debian12.yaml", DEFAULT_LIMITS)
     with (tmp_path / "build.log").open("w") as log:
         context = BuildContext(
             recipe=recipe,
@@ -116,7 +116,7 @@ def test_hardening_applied_twice_changes_nothing_more() -> None:
 def test_other_formats_are_converted_from_the_hardened_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recipe = load_recipe(REPO / "recipes" / "site-base-debian12.yaml", DEFAULT_POLICY)
+    recipe = load_recipe(REPO / "recipes" / "site-base-debian12.yaml", DEFAULT_LIMITS)
     with (tmp_path / "build.log").open("w") as log:
         ctx = BuildContext(
             recipe=recipe,

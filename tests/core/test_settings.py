@@ -33,7 +33,7 @@ def test_file_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.allow_scripts is True
     assert settings.accel == "tcg"
     assert settings.allowed_elements == frozenset({"growroot"})
-    assert settings.build_policy().allow_scripts is True
+    assert settings.build_limits().allow_scripts is True
 
 
 def test_environment_mirror_wins_over_the_file(

@@ -93,7 +93,7 @@ def test_a_changed_recipe_misses_the_cache(
     keys = []
     for path in (EXAMPLE, changed / "atlas-wn-debian12.yaml"):
         ctx = BuildContext(
-            recipe=load_recipe(path, build_settings.build_policy()),
+            recipe=load_recipe(path, build_settings.build_limits()),
             settings=build_settings,
             options=BuildOptions(),
             progress=Progress(stream=io.StringIO()),

@@ -11,7 +11,7 @@ from imagefactory.guest.facts import os_facts, package_facts
 from imagefactory.harden.apply import apply_profile
 from imagefactory.labels.make import DiskFacts, make_labels
 from imagefactory.profiles import load_profile
-from imagefactory.recipe import DEFAULT_POLICY, Recipe, load_recipe
+from imagefactory.recipe import DEFAULT_LIMITS, Recipe, load_recipe
 from imagefactory.sbom import make_sbom, sbom_ref
 from tests.guest.guest_fake import FakeGuest, unhardened_tree
 
@@ -29,7 +29,7 @@ DISK = DiskFacts(
 
 
 def recipe(name: str = "atlas-wn-debian12") -> Recipe:
-    return load_recipe(REPO / "recipes" / f"{name}.yaml", DEFAULT_POLICY)
+    return load_recipe(REPO / "recipes" / f"{name}.yaml", DEFAULT_LIMITS)
 
 
 def labels_for(r: Recipe, guest: FakeGuest | None = None) -> tuple[dict[str, Any], str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagefactory.errors import RecipeError
-from imagefactory.recipe import DEFAULT_POLICY, BuildPolicy, load_recipe
+from imagefactory.recipe import DEFAULT_LIMITS, BuildLimits, load_recipe
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parents[2]
@@ -23,7 +23,7 @@ vo: ops
 """
 
 
-def problems(path: Path, policy: BuildPolicy = DEFAULT_POLICY) -> list[str]:
+def problems(path: Path, policy: BuildLimits = DEFAULT_LIMITS) -> list[str]:
     """The rendered diagnostics of loading ``path``, which must fail."""
     with pytest.raises(RecipeError) as info:
         load_recipe(path, policy)

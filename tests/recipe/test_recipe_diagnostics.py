@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.recipe import BuildPolicy, load_recipe
-from imagefactory.recipe.yamlsource import MAX_DOCUMENT_BYTES
+from imagefactory.fields.yamlsource import MAX_DOCUMENT_BYTES
+from imagefactory.recipe import BuildLimits, load_recipe
 from tests.recipe.recipe_helpers import FIXTURES, MINIMAL, problems, write
 
 CASES: dict[str, list[str]] = {
@@ -178,19 +178,19 @@ def test_extends_escaping_include_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_extra_include_root_admits_parent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(FIXTURES)
-    policy = BuildPolicy(include_roots=(Path("extends-escape"),))
+    policy = BuildLimits(include_roots=(Path("extends-escape"),))
     recipe = load_recipe(Path("extends-escape/child/recipe.yaml"), policy)
     assert recipe.base.release == "bookworm"
 
 
 def test_policy_allows_scripts_and_elements(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(FIXTURES)
-    policy = BuildPolicy(allow_scripts=True)
+    policy = BuildLimits(allow_scripts=True)
     recipe = load_recipe(Path("scripts-refused/recipe.yaml"), policy)
     assert [(s.name, s.phase.dib_phase_dir) for s in recipe.scripts] == [
         ("hello", "post-install.d")
     ]
-    policy = BuildPolicy(allowed_elements=frozenset({"growroot", "cloud-int", "docker"}))
+    policy = BuildLimits(allowed_elements=frozenset({"growroot", "cloud-int", "docker"}))
     recipe = load_recipe(Path("element-not-allowed/recipe.yaml"), policy)
     assert recipe.elements == ("growroot", "cloud-int", "docker")
 

@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from imagefactory.recipe import BuildPolicy, load_recipe
+from imagefactory.recipe import BuildLimits, load_recipe
 from imagefactory.vocab import FsAccess
 from tests.recipe.recipe_helpers import MINIMAL, problems, write
 
@@ -132,7 +132,7 @@ def test_relative_names_in_diagnostics(tmp_path: Path, monkeypatch: pytest.Monke
     write(tmp_path, "lib/parent.yaml", "packages: [BAD]\n")
     write(tmp_path, "recipes/child.yaml", "extends: ../lib/parent.yaml\n" + MINIMAL)
     monkeypatch.chdir(tmp_path)
-    policy = BuildPolicy(include_roots=(Path("lib"),))
+    policy = BuildLimits(include_roots=(Path("lib"),))
     assert problems(Path("recipes/child.yaml"), policy) == [
         "lib/parent.yaml:1:12: .packages[0]: expected a Debian package name, optionally with"
         " '=version', found 'BAD'",

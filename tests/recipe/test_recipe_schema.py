@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from imagefactory.fields.types import ListOf, Struct
 from imagefactory.recipe import load_recipe, recipe_json_schema, recipe_reference_markdown
 from imagefactory.recipe.fields import RECIPE
-from imagefactory.recipe.fieldtypes import ListOf, Struct
 from imagefactory.vocab import Arch, Distro
 from tests.recipe.recipe_helpers import RECIPES
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from imagefactory.gate.check import GateConfig
-from imagefactory.policy import load_policy
+from imagefactory.trust import load_policy
 from imagefactory.verify.cache import VerifiedCache
 from tests.sign.imagedirs import key_sign, key_signer, make_image, new_key, vo_rules, write_policy
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.policy import TrustPolicy, load_policy
+from imagefactory.trust import TrustPolicy, load_policy
 from imagefactory.verify import Verdict, VerifyOptions, pipeline
 from imagefactory.verify.cache import VerifiedCache, verify_cached
 from tests.sign.imagedirs import (

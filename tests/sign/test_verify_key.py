@@ -18,7 +18,7 @@ from imagefactory.attest.keys import load_signer, sign_envelope
 from imagefactory.attest.layout import LayoutError
 from imagefactory.attest.statement import PAYLOAD_TYPE
 from imagefactory.diskformat import UnsafeImageError
-from imagefactory.policy import TrustPolicy, load_policy
+from imagefactory.trust import TrustPolicy, load_policy
 from imagefactory.verify import Verdict, VerifyOptions, verify_image
 from tests.diskformat import diskformat_fixturegen as fx
 from tests.sign.imagedirs import (

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from imagefactory.attest.sign import sign_keyless
-from imagefactory.policy import TrustPolicy, load_policy
+from imagefactory.trust import TrustPolicy, load_policy
 from imagefactory.verify import Verdict, VerifyOptions, verify_image
 from tests.sign.imagedirs import (
     IDENTITY,

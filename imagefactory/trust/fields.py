@@ -10,8 +10,7 @@ from typing import Any
 
 from imagefactory.attest.keyless import PUBLIC_GOOD, KeylessError, load_trusted_root
 from imagefactory.attest.keys import KeyFileError, load_public_key
-from imagefactory.recipe.fields import VO_PATTERN
-from imagefactory.recipe.fieldtypes import (
+from imagefactory.fields.types import (
     Checker,
     Choice,
     Count,
@@ -24,12 +23,11 @@ from imagefactory.recipe.fieldtypes import (
     Struct,
     Text,
 )
-from imagefactory.recipe.rules import DURATION_PATTERN, SIZE_PATTERN, to_days
-from imagefactory.recipe.yamlsource import Map, Node, Scalar
+from imagefactory.fields.values import DURATION_PATTERN, SIZE_PATTERN, VO_PATTERN, to_days, to_size
+from imagefactory.fields.yamlsource import Map, Node, Scalar
 from imagefactory.vocab import Arch, DiskFormat, Distro, RootPolicy, WorkerNodeModel
 
 MAX_SIGNERS = 64
-_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 @dataclass(frozen=True)
@@ -109,10 +107,6 @@ def rule_user_defined(values: dict[str, Any], node: Map, ck: Checker) -> None:
             "models lists user-defined but user_defined.accept is false",
             "accept user-defined images with 'user_defined: {accept: true}' and drop it here",
         )
-
-
-def to_size(text: str) -> int:
-    return int(text[:-1]) * _UNITS[text[-1]]
 
 
 SIGSTORE = Struct(

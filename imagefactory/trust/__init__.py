@@ -1,8 +1,8 @@
 """A site's trust policy: who may sign which VO's images, and what those images must be.
 
 :func:`load_policy` reads the YAML policy file with the recipe machinery
-(:mod:`imagefactory.recipe.yamlsource` for file:line:column marks,
-:mod:`imagefactory.recipe.fieldtypes` for checking), so a wrong policy is
+(:mod:`imagefactory.fields.yamlsource` for file:line:column marks,
+:mod:`imagefactory.fields.types` for checking), so a wrong policy is
 reported like a wrong recipe: every problem at once, each at its place, with
 "did you mean" for misspelt keys and values. Public keys and trusted roots the
 policy names are read and checked while loading.
@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from imagefactory.errors import DiagnosticsError
-from imagefactory.policy.example import EXAMPLE_POLICY
-from imagefactory.policy.fields import POLICY, LoadedFile
-from imagefactory.policy.model import (
+from imagefactory.fields.types import Checker
+from imagefactory.fields.yamlsource import Origin, load_document
+from imagefactory.trust.example import EXAMPLE_POLICY
+from imagefactory.trust.fields import POLICY, LoadedFile
+from imagefactory.trust.model import (
     KeySigner,
     SigstoreSigner,
     TrustedSigner,
@@ -25,9 +27,6 @@ from imagefactory.policy.model import (
     UserDefined,
     VoPolicy,
 )
-from imagefactory.recipe.fieldtypes import Checker
-from imagefactory.recipe.policy import DEFAULT_POLICY
-from imagefactory.recipe.yamlsource import Origin, load_document
 from imagefactory.vocab import Arch, DiskFormat, Distro, RootPolicy, WorkerNodeModel
 
 __all__ = [
@@ -57,7 +56,7 @@ def load_policy(path: Path, display: str | None = None) -> TrustPolicy:
     path = Path(path)
     origin = Origin(display or str(path), path)
     tree, diagnostics = load_document(path, origin)
-    ck = Checker(DEFAULT_POLICY)
+    ck = Checker()
     values: Any = None
     if tree is not None:
         values = POLICY.parse(tree, ck, partial=False)

@@ -23,7 +23,7 @@ DEFAULT_ALLOWED_ELEMENTS: frozenset[str] = frozenset(
 
 
 @dataclass(frozen=True)
-class BuildPolicy:
+class BuildLimits:
     """What the build host lets a recipe do.
 
     Recipes are untrusted input to a build that runs as root, so everything a
@@ -39,4 +39,4 @@ class BuildPolicy:
     include_roots: tuple[Path, ...] = ()
 
 
-DEFAULT_POLICY = BuildPolicy()
+DEFAULT_LIMITS = BuildLimits()

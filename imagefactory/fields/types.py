@@ -2,8 +2,9 @@
 
 Each field type knows four things about its values: how to check and convert a
 YAML node (reporting every problem at its place), its default, its JSON Schema
-and how the reference documentation names it. The table in
-:mod:`imagefactory.recipe.fields` is made of these, so the validator, the
+and how the reference documentation names it. Field tables
+(:mod:`imagefactory.recipe.fields`, :mod:`imagefactory.trust.fields`, ...) are
+made of these, so the validator, the
 defaults, the schema and the docs cannot disagree.
 """
 
@@ -17,8 +18,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from imagefactory.errors import Diagnostic
-from imagefactory.recipe.policy import BuildPolicy
-from imagefactory.recipe.yamlsource import Map, Mark, Node, Scalar, Seq, describe, reported
+from imagefactory.fields.yamlsource import Map, Mark, Node, Scalar, Seq, describe, reported
 
 
 class Invalid:
@@ -42,10 +42,14 @@ class Problem(Exception):
 
 
 class Checker:
-    """The host's policy, and the diagnostics of one check of a document."""
+    """The diagnostics of one check of a document, and what its checks need to know.
 
-    def __init__(self, policy: BuildPolicy) -> None:
-        self.policy = policy
+    ``context`` is the document kind's own: for a recipe, the build host's
+    :class:`~imagefactory.recipe.limits.BuildLimits`; nothing for most others.
+    """
+
+    def __init__(self, context: Any = None) -> None:
+        self.context = context
         self.diagnostics: list[Diagnostic] = []
 
     def error(self, mark: Mark, message: str, hint: str | None = None) -> None:

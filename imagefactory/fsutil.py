@@ -1,0 +1,63 @@
+"""Small file-system helpers every stage shares: atomic writes and sizes.
+
+:func:`atomic_write` is the one way a file that others read (an attestation,
+the verified cache, catalog metadata) is replaced: written to a temporary
+name in the same directory, flushed, then renamed over the old one, so a
+reader sees the old file or the new one, never a part.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+TIB = 1024 * GIB
+_UNITS = {"K": KIB, "M": MIB, "G": GIB, "T": TIB}
+#: A size as recipes, trust policies and settings write it: ``512M``, ``2G``, ``1T``.
+SIZE_PATTERN = r"^[1-9][0-9]{0,6}[KMGT]$"
+
+
+def parse_size(text: str) -> int:
+    """``"2G"`` -> bytes. Raises ``ValueError`` for anything but :data:`SIZE_PATTERN`."""
+    if not re.fullmatch(SIZE_PATTERN, text):
+        raise ValueError(f"expected a size like '2G' (K, M, G or T), found {text!r}")
+    return int(text[:-1]) * _UNITS[text[-1]]
+
+
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, *, durable: bool = True) -> Path:
+    """Replace ``path`` with ``data`` atomically; the file gets ``mode``.
+
+    With ``durable`` the data and the rename are flushed to disk before this
+    returns, so a crash right after leaves the new file, not an empty one.
+    """
+    payload = data.encode() if isinstance(data, str) else data
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(payload)
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(directory)
+    return path
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory's entries (a rename into it) to disk."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
