@@ -68,6 +68,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from imagefactory.errors import InputError
+from imagefactory.reason import Reason, register_codes
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -153,6 +154,9 @@ REASONS: Mapping[str, str] = MappingProxyType(
         "vpc-parent": "VHD is a differencing disk with a parent",
     }
 )
+register_codes(REASONS)
+#: The step name disk-format reasons carry.
+STEP = "format"
 """The vocabulary of refusal codes, each with a one-line meaning."""
 
 _REBUILD = "rebuild the image with imagefactory, or convert it on a trusted host"
@@ -160,14 +164,6 @@ _FLATTEN = (
     "flatten it on a trusted build host with 'qemu-img convert -O qcow2 SRC DST' "
     "(which writes a self-contained image) and publish that"
 )
-
-
-@dataclass(frozen=True)
-class Reason:
-    """One reason to refuse an image: a stable ``code`` and a message for people."""
-
-    code: str
-    message: str
 
 
 class UnsafeImageError(InputError):
@@ -225,9 +221,7 @@ class _Findings:
         self.items: list[Reason] = []
 
     def add(self, code: str, problem: str, fix: str) -> None:
-        if code not in REASONS:
-            raise ValueError(f"unknown reason code {code!r}")
-        self.items.append(Reason(code, f"{self.path}: {problem}; fix: {fix}"))
+        self.items.append(Reason(code, STEP, f"{self.path}: {problem}; fix: {fix}"))
 
 
 def _show(raw: bytes, limit: int = 200) -> str:

@@ -9,6 +9,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from imagefactory.reason import DENY, NOTE, Reason, register_codes
+
+__all__ = ["DENY", "NOTE", "REASONS", "Reason", "Verdict"]
+
 REASONS: Mapping[str, str] = MappingProxyType(
     {
         "layout": "the image directory lacks a file or has an unusable one",
@@ -58,44 +62,7 @@ REASONS: Mapping[str, str] = MappingProxyType(
 )
 """Every reason code a verdict can carry, with its one-line meaning."""
 
-DENY = "deny"
-NOTE = "note"
-
-
-@dataclass(frozen=True)
-class Reason:
-    """One finding: a stable ``code``, the ``step`` that found it, and a message for people.
-
-    ``severity`` is ``deny`` (the image must not boot) or ``note`` (a finding
-    that did not decide the verdict, e.g. a stray attestation by an unknown key
-    next to enough valid ones). ``detail`` refines ``code`` (the diskformat code
-    of an ``unsafe-disk``).
-    """
-
-    code: str
-    step: str
-    message: str
-    severity: str = DENY
-    detail: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.code not in REASONS:
-            raise ValueError(f"unknown reason code {self.code!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "code": self.code,
-            "step": self.step,
-            "severity": self.severity,
-            "message": self.message,
-        }
-        if self.detail is not None:
-            data["detail"] = self.detail
-        return data
-
-    def render(self) -> str:
-        code = f"{self.code}:{self.detail}" if self.detail else self.code
-        return f"[{self.step}] {code}: {self.message}"
+register_codes(REASONS)
 
 
 @dataclass
