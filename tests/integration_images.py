@@ -116,7 +116,7 @@ def example_build(build_recipe: Builder, tmp_path_factory: pytest.TempPathFactor
     finally:
         os.chdir(before)
     assert result.directory.is_absolute()
-    assert result.directory.is_relative_to(output)
+    assert result.directory.resolve().is_relative_to(output.resolve())
     return result
 
 
