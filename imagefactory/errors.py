@@ -178,6 +178,10 @@ class AuditError(StageError):
         return "\n".join(lines)
 
 
+class InspectionError(StageError):
+    """A fresh inspection could not read what the image's labels claim."""
+
+
 class LabelError(StageError):
     """Labels could not be made, or do not validate, or contradict the recipe."""
 

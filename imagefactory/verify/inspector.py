@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from imagefactory.errors import ImageFactoryError
+from imagefactory.errors import ImageFactoryError, InspectionError
 from imagefactory.host.accel import choose_guest_accel
 from imagefactory.inspection import inspect_image
 from imagefactory.profiles import load_profile
@@ -35,7 +35,7 @@ class GuestInspector:
             profile = load_profile(str(audit.get("profile")))
             root_policy = RootPolicy(str(trust.get("root_policy")))
         except (ImageFactoryError, ValueError) as exc:
-            raise ValueError(
+            raise InspectionError(
                 f"the labels name no profile or root policy this host knows: {exc}"
             ) from exc
         found = inspect_image(

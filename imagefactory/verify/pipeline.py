@@ -36,6 +36,7 @@ from imagefactory.attest.layout import ImageDir, LayoutError, load_image_dir
 from imagefactory.attest.statement import PAYLOAD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE
 from imagefactory.digest import ProgressFn, hash_file
 from imagefactory.diskformat import UnsafeImageError, check_safe
+from imagefactory.errors import ImageFactoryError
 from imagefactory.trust.model import TrustPolicy
 from imagefactory.verify.labels import check_labels, label, now_utc, valid_until
 from imagefactory.verify.signatures import (
@@ -55,7 +56,8 @@ class Inspector(Protocol):
     format and the signed labels (which profile and root policy to audit
     against). Returns observed facts keyed by label path (``os.distro``,
     ``os.version``, ``os.arch``, ``trust.root_policy``, ...); each one given
-    must equal the signed label. Raises any exception to report failure.
+    must equal the signed label. Raises :class:`~imagefactory.errors.ImageFactoryError`
+    (or ``OSError``) when it cannot inspect: the image is then refused.
     """
 
     def __call__(
@@ -364,7 +366,7 @@ def _inspection(run: _Run) -> list[Reason]:
         ]
     try:
         observed = inspector(_image(run).disk, run.disk_format, labels)
-    except Exception as exc:  # any inspection failure is a refusal
+    except (ImageFactoryError, OSError) as exc:  # an inspection that fails is a refusal
         return [Reason("inspection-mismatch", "inspection", f"inspection failed: {exc}")]
     return [
         Reason(

@@ -1,0 +1,129 @@
+"""``gate``, ``gate-libvirt-hook``, ``gate-hook-script``: the boot gate on a hypervisor host.
+
+An error (bad policy, unreadable store) refuses the start with exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from imagefactory.cli.common import user_path
+from imagefactory.cli.verify import inspector
+from imagefactory.errors import EXIT_ERROR, EXIT_OK, EXIT_VERDICT, UsageError
+from imagefactory.settings import Settings
+
+DEFAULT_TRUST_POLICY = Path("/etc/imagefactory/policy.yaml")
+DEFAULT_STORE = Path("/var/lib/imagefactory/images")
+DEFAULT_CACHE = Path("/var/cache/imagefactory/verified")
+
+HOOK_SCRIPT = """\
+#!/bin/sh
+# libvirt hook installed by 'imagefactory gate-hook-script' as
+# /etc/libvirt/hooks/qemu (KVM/QEMU) or /etc/libvirt/hooks/libxl (Xen): before a
+# domain starts (prepare), every disk must pass 'imagefactory verify' against the
+# site's trust policy; a non-zero exit refuses the start, stderr says why.
+exec {python} -m imagefactory gate-libvirt-hook {options} -- "$@"
+"""
+
+
+def _gate_config(args: argparse.Namespace, settings: Settings) -> Any:
+    from imagefactory.gate.check import GateConfig
+    from imagefactory.trust import load_policy
+    from imagefactory.verify import VerifyOptions
+    from imagefactory.verify.cache import VerifiedCache
+
+    cache = None if args.no_cache else VerifiedCache(args.cache)
+    options = VerifyOptions(inspector=inspector(settings))
+    return GateConfig(load_policy(args.policy), args.store, cache, options)
+
+
+def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.gate.check import check_disks
+    from imagefactory.gate.qemu import qemu_disks
+    from imagefactory.gate.xl import xl_disks
+    from imagefactory.run import replace_process
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError(
+            "imagefactory gate: no command given", hint="gate [OPTIONS] -- qemu-system-x86_64 ..."
+        )
+    disks, refusals = (xl_disks if Path(command[0]).name == "xl" else qemu_disks)(command)
+    result = check_disks(disks, _gate_config(args, settings), refusals)
+    if not result.allowed:
+        sys.stderr.write(result.render(f"command {command[0]}") + "\n")
+        return EXIT_VERDICT
+    return replace_process(command)  # never returns: the command replaces us
+
+
+def cmd_gate_libvirt_hook(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.gate.libvirt import run_hook
+
+    code, message = run_hook(
+        args.hook_args, sys.stdin.buffer.read(), lambda: _gate_config(args, settings)
+    )
+    sys.stderr.write(message)
+    return code
+
+
+def cmd_gate_hook_script(args: argparse.Namespace, settings: Settings) -> int:
+    import shlex
+
+    options = ["--policy", str(args.policy), "--store", str(args.store)]
+    options += ["--no-cache"] if args.no_cache else ["--cache", str(args.cache)]
+    sys.stdout.write(
+        HOOK_SCRIPT.format(python=shlex.quote(sys.executable), options=shlex.join(options))
+    )
+    return EXIT_OK
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    gate_options = argparse.ArgumentParser(add_help=False)
+    gate_options.add_argument(
+        "--policy",
+        type=user_path,
+        default=DEFAULT_TRUST_POLICY,
+        help=f"trust policy (default {DEFAULT_TRUST_POLICY})",
+    )
+    gate_options.add_argument(
+        "--store",
+        type=user_path,
+        default=DEFAULT_STORE,
+        help=f"image store (default {DEFAULT_STORE})",
+    )
+    gate_options.add_argument(
+        "--cache",
+        type=user_path,
+        default=DEFAULT_CACHE,
+        help=f"verified cache (default {DEFAULT_CACHE})",
+    )
+    gate_options.add_argument("--no-cache", action="store_true", help="always verify in full")
+
+    p = sub.add_parser(
+        "gate",
+        parents=[common, gate_options],
+        help="verify the disks of a qemu command line, then run it: gate [...] -- qemu ...",
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- and the qemu command line")
+    p.set_defaults(func=cmd_gate, error_exit=EXIT_ERROR)
+
+    p = sub.add_parser(
+        "gate-libvirt-hook",
+        parents=[common, gate_options],
+        help="the libvirt qemu hook (NAME OPERATION SUBOPERATION EXTRA, domain XML on stdin)",
+    )
+    p.add_argument("hook_args", nargs="*", metavar="ARG")
+    p.set_defaults(func=cmd_gate_libvirt_hook, error_exit=EXIT_ERROR)
+
+    p = sub.add_parser(
+        "gate-hook-script",
+        parents=[common, gate_options],
+        help="print the libvirt hook (install as /etc/libvirt/hooks/qemu and/or"
+        " /etc/libvirt/hooks/libxl) that runs the gate",
+    )
+    p.set_defaults(func=cmd_gate_hook_script)
