@@ -68,7 +68,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from imagefactory.errors import InputError
-from imagefactory.reason import Reason, register_codes
+from imagefactory.model.reason import Reason, register_codes
 
 KiB = 1024
 MiB = 1024 * KiB

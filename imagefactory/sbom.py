@@ -20,8 +20,9 @@ from packageurl import PackageURL
 
 from imagefactory import __version__
 from imagefactory.guest.facts import OsFacts, Package
+from imagefactory.model.imagedir import SBOM_NAME
 
-SBOM_FILE = "sbom.cdx.json"
+SBOM_FILE = SBOM_NAME
 SPEC_VERSION = "1.6"
 #: Namespace of the SBOM serial numbers (uuid5 of the disk digest).
 SBOM_NAMESPACE = uuid.UUID("6f1c3b53-8f55-4f31-9a87-1e0a3c2b7d10")

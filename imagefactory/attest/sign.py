@@ -18,16 +18,16 @@ from securesystemslib.signer import Signer
 
 from imagefactory.attest.keyless import sign_statement
 from imagefactory.attest.keys import sign_envelope
-from imagefactory.attest.layout import (
+from imagefactory.attest.statement import PAYLOAD_TYPE, image_subjects, statement_bytes
+from imagefactory.diskformat import check_safe
+from imagefactory.fsutil import atomic_write
+from imagefactory.model.imagedir import (
     DSSE_SUFFIX,
     SIGSTORE_SUFFIX,
     ImageDir,
     LayoutError,
     load_image_dir,
 )
-from imagefactory.attest.statement import PAYLOAD_TYPE, image_subjects, statement_bytes
-from imagefactory.diskformat import check_safe
-from imagefactory.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from sigstore.oidc import IdentityToken

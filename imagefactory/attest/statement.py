@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from imagefactory.attest.layout import ImageDir
 from imagefactory.digest import hash_file
+from imagefactory.model.imagedir import ImageDir
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"

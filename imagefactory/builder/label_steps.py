@@ -33,13 +33,14 @@ from imagefactory.labels.make import (
     make_labels,
     write_labels,
 )
+from imagefactory.model.imagedir import AUDIT_NAME
 from imagefactory.run import run
 from imagefactory.sbom import SBOM_FILE, make_sbom, sbom_ref
 
 if TYPE_CHECKING:
     from imagefactory.builder.pipeline import BuildContext
 
-AUDIT_FILE = "audit.json"
+AUDIT_FILE = AUDIT_NAME
 #: What the audit and label steps write next to the disk; cached with it.
 METADATA_FILES = (AUDIT_FILE, SBOM_FILE, LABELS_FILE)
 

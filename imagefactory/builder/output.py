@@ -25,11 +25,12 @@ from typing import Any
 
 from imagefactory.builder.cleanup import remove_quietly
 from imagefactory.errors import BuildError
+from imagefactory.model.imagedir import LOG_NAME, RECORD_NAME
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "build.json"
-LOG_FILE = "build.log"
+RECORD_FILE = RECORD_NAME
+LOG_FILE = LOG_NAME
 _STAGING_RE = re.compile(r"^\.staging-.*-(?P<pid>\d+)-[a-z0-9_]+$")
 
 

@@ -52,6 +52,7 @@ from imagefactory.mirrors import (
     release_fingerprint,
     resolve_archive,
 )
+from imagefactory.model.imagedir import LABELS_NAME
 from imagefactory.profiles import Profile, load_profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe
@@ -153,7 +154,7 @@ class BuildResult:
             "recipe_digest": self.record["recipe"]["digest"],
             "boot_test": self.record.get("boot_test"),
             "audit": self.record.get("audit"),
-            "labels": str(self.directory / "labels.json"),
+            "labels": str(self.directory / LABELS_NAME),
             "timings": self.record["timings"],
         }
 

@@ -53,21 +53,21 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_labels_show(args: argparse.Namespace, settings: Settings) -> int:
-    from imagefactory.labels.make import read_labels
+    from imagefactory.model.labels import Labels
 
-    labels = read_labels(args.image_dir)
+    labels = Labels.read(args.image_dir)
     if args.json:
-        emit_json(labels)
+        emit_json(labels.to_dict())
     else:
-        table(flatten("", labels))
+        table(flatten("", labels.to_dict()))
     return EXIT_OK
 
 
 def cmd_labels_export(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.labels.exports import image_list_entry, oci_annotations
-    from imagefactory.labels.make import read_labels
+    from imagefactory.model.labels import Labels
 
-    labels = read_labels(args.image_dir)
+    labels = Labels.read(args.image_dir)
     if args.to == "oci":
         emit_json(oci_annotations(labels))
     else:

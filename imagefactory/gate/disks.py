@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagefactory.attest.layout import LABELS_NAME, LayoutError, parse_json_object, read_small
 from imagefactory.diskformat import UnsafeImageError, detect
+from imagefactory.model.imagedir import LABELS_NAME, LayoutError, parse_json_object, read_small
 from imagefactory.verify.verdict import Reason
 
 STEP = "gate"

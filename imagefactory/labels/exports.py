@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from imagefactory.model.labels import Labels
+
 #: The project's annotation namespace (beside the standard org.opencontainers.image.*).
 NAMESPACE = "imagefactory"
 
 
-def oci_annotations(labels: dict[str, Any]) -> dict[str, str]:
+def oci_annotations(model: Labels) -> dict[str, str]:
     """Annotations for an OCI manifest carrying the disk (all values are strings)."""
+    labels = model.to_dict()
     image, disk, os_, trust = labels["image"], labels["disk"], labels["os"], labels["trust"]
     vos = ",".join(labels["vo"])
     out = {
@@ -48,8 +51,9 @@ def oci_annotations(labels: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def image_list_entry(labels: dict[str, Any], uri: str | None = None) -> dict[str, Any]:
+def image_list_entry(model: Labels, uri: str | None = None) -> dict[str, Any]:
     """One ``hv:image`` entry of a HEPiX image list (vmcaster/vmcatcher keys)."""
+    labels = model.to_dict()
     image, disk, os_ = labels["image"], labels["disk"], labels["os"]
     entry: dict[str, Any] = {
         "dc:identifier": image["uuid"],

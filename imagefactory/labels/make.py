@@ -11,7 +11,6 @@ error, not a label.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,16 @@ from typing import Any
 from imagefactory.audit.checks import AuditReport
 from imagefactory.digest import hash_file
 from imagefactory.errors import LabelError
+from imagefactory.fsutil import atomic_write
 from imagefactory.guest.facts import OsFacts, PackageFacts
-from imagefactory.labels.schema import SCHEMA_ID, validate_labels
+from imagefactory.model.imagedir import LABELS_NAME
+from imagefactory.model.labels import Labels
+from imagefactory.model.labelschema import SCHEMA_ID, validate_labels
 from imagefactory.profiles import Profile
 from imagefactory.recipe import Recipe
 from imagefactory.sbom import SbomRef
 
-LABELS_FILE = "labels.json"
+LABELS_FILE = LABELS_NAME
 #: Namespace of image UUIDs: uuid5 of the disk's sha512, so one disk has one UUID.
 IMAGE_NAMESPACE = uuid.UUID("0b7f0f4e-5d0c-4d7e-9b1e-2c8f6a1d9e33")
 
@@ -144,19 +146,5 @@ def make_labels(
 
 
 def write_labels(directory: Path, labels: dict[str, Any]) -> Path:
-    path = directory / LABELS_FILE
-    path.write_text(json.dumps(labels, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return path
-
-
-def read_labels(directory: Path) -> dict[str, Any]:
-    """labels.json of an image directory, validated against the schema."""
-    path = directory / LABELS_FILE if directory.is_dir() else directory
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise LabelError(f"{path}: cannot read labels: {exc}") from exc
-    validate_labels(data)
-    if not isinstance(data, dict):  # pragma: no cover - the schema requires an object
-        raise LabelError(f"{path}: labels are not an object")
-    return data
+    """Write labels.json (validated first) into ``directory``."""
+    return atomic_write(directory / LABELS_FILE, Labels.from_dict(labels).to_json())

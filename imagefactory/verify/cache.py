@@ -32,8 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from imagefactory.attest.layout import LABELS_NAME, SBOM_NAME, LayoutError, load_image_dir
 from imagefactory.fsutil import atomic_write
+from imagefactory.model.imagedir import LABELS_NAME, SBOM_NAME, LayoutError, load_image_dir
 from imagefactory.trust.model import TrustPolicy
 from imagefactory.verify.labels import now_utc
 from imagefactory.verify.pipeline import VerifyOptions, verify_image

@@ -32,11 +32,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from imagefactory.attest.layout import ImageDir, LayoutError, load_image_dir
 from imagefactory.attest.statement import PAYLOAD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE
 from imagefactory.digest import ProgressFn, hash_file
 from imagefactory.diskformat import UnsafeImageError, check_safe
 from imagefactory.errors import ImageFactoryError
+from imagefactory.model.imagedir import ImageDir, LayoutError, load_image_dir
 from imagefactory.trust.model import TrustPolicy
 from imagefactory.verify.labels import check_labels, label, now_utc, valid_until
 from imagefactory.verify.signatures import (

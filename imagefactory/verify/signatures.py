@@ -25,7 +25,7 @@ from imagefactory.attest.keyless import (
     verify_bundle,
 )
 from imagefactory.attest.keys import EnvelopeError, verify_envelope
-from imagefactory.attest.layout import DSSE_SUFFIX, LayoutError, read_small
+from imagefactory.model.imagedir import DSSE_SUFFIX, LayoutError, read_small
 from imagefactory.trust.model import KeySigner, SigstoreSigner, TrustPolicy
 from imagefactory.verify.verdict import Reason
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from imagefactory.reason import DENY, NOTE, Reason, register_codes
+from imagefactory.model.reason import DENY, NOTE, Reason, register_codes
 
 __all__ = ["DENY", "NOTE", "REASONS", "Reason", "Verdict"]
 

@@ -15,7 +15,7 @@ from imagefactory.builder import label_steps
 from imagefactory.builder.pipeline import STEPS, BuildContext, BuildOptions
 from imagefactory.errors import AuditError
 from imagefactory.harden.apply import apply_profile
-from imagefactory.labels.make import read_labels
+from imagefactory.model.labels import Labels
 from imagefactory.profiles import load_profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import DEFAULT_LIMITS, load_recipe
@@ -95,7 +95,7 @@ def test_harden_then_audit_then_label(ctx: BuildContext, monkeypatch: pytest.Mon
     assert ctx.digests["site-base-debian12-1.0.qcow2"].startswith("sha256:")
     label_steps.audit_disk(ctx)
     label_steps.label_disk(ctx)
-    labels = read_labels(ctx.staging)
+    labels = Labels.read(ctx.staging).to_dict()
     assert labels["audit"]["passed"] is True
     assert labels["disk"]["format"] == "qcow2"
     assert labels["builder"]["libguestfs"] == "1.48.6"

@@ -15,7 +15,8 @@ from imagefactory.guest.handle import open_guest
 from imagefactory.harden.apply import SYSCTL_FILE
 from imagefactory.host.accel import choose_guest_accel
 from imagefactory.inspection import inspect_image
-from imagefactory.labels.make import disk_digests, read_labels
+from imagefactory.labels.make import disk_digests
+from imagefactory.model.labels import Labels
 from imagefactory.profiles import load_profile
 from imagefactory.settings import load_settings
 from tests.integration_images import EXAMPLE, Builder
@@ -37,7 +38,7 @@ def _disk(result: BuildResult) -> Path:
 
 def test_built_image_is_hardened_audited_and_labelled(built_image: BuildResult) -> None:
     directory = built_image.directory
-    labels = read_labels(directory)  # validates against the schema
+    labels = Labels.read(directory).to_dict()  # validates against the schema
     audit = json.loads((directory / "audit.json").read_text())
     assert audit["passed"] is True
     assert [c["id"] for c in audit["checks"] if c["status"] != "pass"] == []
@@ -176,7 +177,10 @@ def test_a_cached_rebuild_serves_the_same_audit_sbom_and_labels(
     assert json.loads((again.directory / "audit.json").read_text()) == json.loads(
         (built_image.directory / "audit.json").read_text()
     )
-    first, second = read_labels(built_image.directory), read_labels(again.directory)
+    first, second = (
+        Labels.read(built_image.directory).to_dict(),
+        Labels.read(again.directory).to_dict(),
+    )
     assert second["disk"] == first["disk"]
     assert second["image"]["uuid"] == first["image"]["uuid"]
     assert second["audit"] == first["audit"]

@@ -15,11 +15,12 @@ from cyclonedx.validation.json import JsonStrictValidator
 
 from imagefactory.data import LABELS_DIR
 from imagefactory.errors import LabelError
-from imagefactory.labels import schema as labels_schema
 from imagefactory.labels.exports import image_list_entry, oci_annotations
-from imagefactory.labels.make import read_labels, write_labels
-from imagefactory.labels.schema import VOCABULARIES, validate_labels
-from imagefactory.labels.schema import labels_schema as generate
+from imagefactory.labels.make import write_labels
+from imagefactory.model import labelschema as labels_schema
+from imagefactory.model.labels import Labels
+from imagefactory.model.labelschema import VOCABULARIES, validate_labels
+from imagefactory.model.labelschema import labels_schema as generate
 from imagefactory.sbom import SBOM_FILE
 from tests.labels.labels_helpers import REPO, labels_for, recipe
 
@@ -29,7 +30,7 @@ def test_schema_file_is_generated_from_vocab_py(tmp_path: Path) -> None:
     for path in written:
         shipped = LABELS_DIR / path.relative_to(tmp_path)
         assert shipped.read_text() == path.read_text(), (
-            f"{shipped} is stale: run python -m imagefactory.labels.schema"
+            f"{shipped} is stale: run python -m imagefactory.model.labelschema"
         )
     assert {p.stem for p in (REPO / "labels" / "vocab").glob("*.json")} == set(VOCABULARIES)
 
@@ -138,14 +139,14 @@ def test_sbom_is_valid_cyclonedx_with_package_urls() -> None:
 
 def test_exports() -> None:
     labels, _ = labels_for(recipe())
-    oci = oci_annotations(labels)
+    oci = oci_annotations(Labels(labels))
     assert oci["org.opencontainers.image.title"] == "atlas-wn-debian12"
     assert oci["org.opencontainers.image.version"] == "1.0"
     assert oci["org.opencontainers.image.created"] == "2026-11-25T09:00:00Z"
     assert oci["imagefactory.disk.sha512"] == "b" * 128
     assert oci["imagefactory.trust.root-policy"] == "none"
     assert all(isinstance(v, str) for v in oci.values())
-    entry = image_list_entry(labels, uri="file:///srv/images/x.qcow2")["hv:image"]
+    entry = image_list_entry(Labels(labels), uri="file:///srv/images/x.qcow2")["hv:image"]
     assert entry["sl:os"] == "debian"
     assert entry["sl:osversion"] == "12"
     assert entry["sl:arch"] == "x86_64"
@@ -160,7 +161,7 @@ def test_labels_round_trip_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture
 
     labels, _ = labels_for(recipe())
     write_labels(tmp_path, labels)
-    assert read_labels(tmp_path) == labels
+    assert Labels.read(tmp_path).to_dict() == labels
     assert main(["labels", "show", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == labels
     assert main(["labels", "show", str(tmp_path)]) == 0

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from imagefactory.attest.keys import load_signer, sign_envelope
-from imagefactory.attest.layout import LayoutError
 from imagefactory.attest.statement import PAYLOAD_TYPE
 from imagefactory.diskformat import UnsafeImageError
+from imagefactory.model.imagedir import LayoutError
 from imagefactory.trust import TrustPolicy, load_policy
 from imagefactory.verify import Verdict, VerifyOptions, verify_image
 from tests.diskformat import diskformat_fixturegen as fx

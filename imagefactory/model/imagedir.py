@@ -1,7 +1,9 @@
-"""The image directory an attestation covers (see ``notes/labels-contract.md``).
+"""The image directory: what a build publishes and an attestation covers.
 
-``<dir>/`` holds the disk (named by ``labels.json``'s ``disk.file``),
-``labels.json``, ``sbom.cdx.json`` and any number of attestations:
+The one place its file names are defined. ``<dir>/`` holds the disk (named
+by ``labels.json``'s ``disk.file``), ``labels.json``, ``sbom.cdx.json``, the
+build's ``audit.json``, ``build.json`` and ``build.log``, and any number of
+attestations:
 ``*.dsse.json`` (key-based DSSE envelopes) and ``*.sigstore.json`` (Sigstore
 bundles). Every name read from ``labels.json`` is untrusted until verified, so
 the disk's name must be a plain file name inside the directory.
@@ -20,6 +22,10 @@ from imagefactory.vocab import DiskFormat
 
 LABELS_NAME = "labels.json"
 SBOM_NAME = "sbom.cdx.json"
+AUDIT_NAME = "audit.json"
+#: The build's record (inputs, versions, timings) and its log.
+RECORD_NAME = "build.json"
+LOG_NAME = "build.log"
 DSSE_SUFFIX = ".dsse.json"
 SIGSTORE_SUFFIX = ".sigstore.json"
 

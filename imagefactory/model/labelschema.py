@@ -1,7 +1,7 @@
 """The labels JSON Schema and vocabularies, generated from :mod:`imagefactory.vocab`.
 
 The files under ``labels/schema/`` and ``labels/vocab/`` are the published
-form; :func:`write_files` regenerates them (``python -m imagefactory.labels.schema``)
+form; :func:`write_files` regenerates them (``python -m imagefactory.model.labelschema``)
 and a test checks they are current, so ``vocab.py`` stays the one source.
 """
 
