@@ -317,6 +317,8 @@ def _entry(path: str, st: dict[str, int]) -> Entry:
         gid=int(st["st_gid"]),
         size=int(st["st_size"]),
         mtime=int(st["st_mtime_sec"]),
+        ino=int(st["st_ino"]),
+        nlink=int(st["st_nlink"]),
     )
 
 

@@ -39,6 +39,10 @@ class Entry:
     gid: int
     size: int
     mtime: int
+    #: The inode number and its link count: hard links share one inode, and with
+    #: it one mode (setuid bits are per inode, not per name).
+    ino: int
+    nlink: int
 
     @property
     def is_file(self) -> bool:

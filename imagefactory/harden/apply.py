@@ -107,24 +107,51 @@ def harden_filesystems(guest: GuestEditor, profile: Profile) -> list[str]:
     guest.write("/etc/fstab", ("\n".join(keep) + "\n").encode(), 0o644)
     guest.mkdir(profile.scratch, 0o1777)
     actions = [f"fs: {', '.join(profile.mounts)} mounted nodev,nosuid; {profile.scratch} created"]
-    stripped, fixed = 0, 0
-    for entry in guest.walk("/"):
-        if entry.is_symlink:
-            continue
+    entries = [e for e in guest.walk("/") if not e.is_symlink]
+    # Setuid bits belong to the inode, not the name: a hard link to an
+    # allowlisted binary under another name shares its mode, so stripping the
+    # bit there would strip it from the allowlisted name too. That other name
+    # is removed instead, and a setuid inode keeps only its allowlisted names.
+    allowed = {e.ino for e in entries if e.is_file and e.path in profile.setuid_allowlist}
+    stripped: list[str] = []
+    unlinked: list[str] = []
+    fixed: list[str] = []
+    for entry in entries:
         mode = stat.S_IMODE(entry.mode)
         new = mode
         special = mode & (stat.S_ISUID | stat.S_ISGID)
         if entry.is_file and special and entry.path not in profile.setuid_allowlist:
+            if entry.ino in allowed:
+                guest.remove(entry.path)
+                unlinked.append(entry.path)
+                continue
             new &= ~(stat.S_ISUID | stat.S_ISGID)
-            stripped += 1
+            stripped.append(entry.path)
         if world_writable(entry):
             new &= ~stat.S_IWOTH
-            fixed += 1
+            fixed.append(entry.path)
         if new != mode:
             guest.chmod(entry.path, new)
-    actions.append(f"fs: removed setuid/setgid from {stripped} file(s) off the allowlist")
-    actions.append(f"fs: removed world write from {fixed} file(s)")
+    actions.append(
+        f"fs: removed setuid/setgid from {len(stripped)} file(s) off the allowlist"
+        f"{_named(stripped)}"
+    )
+    if unlinked:
+        actions.append(
+            f"fs: removed {len(unlinked)} extra hard link(s) to allowlisted setuid files"
+            f"{_named(unlinked)}"
+        )
+    actions.append(f"fs: removed world write from {len(fixed)} file(s){_named(fixed)}")
     return actions
+
+
+def _named(paths: list[str], limit: int = 20) -> str:
+    """``: a, b, c`` (at most ``limit`` names, then a count), or nothing."""
+    if not paths:
+        return ""
+    shown = ", ".join(paths[:limit])
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return f": {shown}{more}"
 
 
 def harden_kernel(guest: GuestEditor, profile: Profile) -> list[str]:

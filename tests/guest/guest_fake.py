@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from imagefactory.guest.view import MAX_READ, Entry
 
@@ -43,6 +43,11 @@ class FakeGuest:
         self._parents(path)
         self.nodes[path] = Node(stat.S_IFLNK | 0o777, target=target)
 
+    def add_hardlink(self, path: str, existing: str) -> None:
+        """A second name for the inode at ``existing``."""
+        self._parents(path)
+        self.nodes[path] = self.nodes[existing]
+
     def add_device(self, path: str, mode: int = 0o666) -> None:
         self._parents(path)
         self.nodes[path] = Node(stat.S_IFCHR | mode)
@@ -69,7 +74,8 @@ class FakeGuest:
         node = self.nodes.get(path)
         if node is None:
             return None
-        return Entry(path, node.mode, node.uid, node.gid, len(node.data), 0)
+        links = sum(1 for other in self.nodes.values() if other is node)
+        return Entry(path, node.mode, node.uid, node.gid, len(node.data), 0, id(node), links)
 
     def read(self, path: str, limit: int = MAX_READ) -> bytes | None:
         self.reads.append(path)
@@ -103,8 +109,9 @@ class FakeGuest:
             del self.nodes[p]
 
     def chmod(self, path: str, mode: int) -> None:
+        # In place: every hard link to the inode sees the change, as on a real file system.
         node = self.nodes[path]
-        self.nodes[path] = replace(node, mode=stat.S_IFMT(node.mode) | mode)
+        node.mode = stat.S_IFMT(node.mode) | mode
 
     def truncate(self, path: str) -> None:
         self.nodes[path].data = b""

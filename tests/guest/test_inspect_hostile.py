@@ -316,7 +316,7 @@ class _TreeG:
         if path not in self.TREE:
             raise RuntimeError(f"{path}: No such file or directory")
         return {"st_mode": self.TREE[path], "st_uid": 0, "st_gid": 0, "st_size": 1,
-                "st_mtime_sec": 0, "st_ino": 1}  # fmt: skip
+                "st_mtime_sec": 0, "st_ino": 1, "st_nlink": 1}  # fmt: skip
 
     def lstatns(self, path: str) -> dict[str, int]:
         self.calls.append("lstatns")
@@ -350,7 +350,7 @@ class _TreeG:
         prefix = parent.rstrip("/")
         return [
             {"st_mode": self.TREE[f"{prefix}/{n}"], "st_uid": 0, "st_gid": 0, "st_size": 1,
-             "st_mtime_sec": 0, "st_ino": 1}
+             "st_mtime_sec": 0, "st_ino": 1, "st_nlink": 1}
             for n in names
         ]  # fmt: skip
 
@@ -438,7 +438,7 @@ class _VanishingG(_TreeG):
         if self.second_try_fails:
             raise RuntimeError(f"lstatns: {path}: No such file or directory")
         return {"st_mode": self.TREE[path], "st_uid": 0, "st_gid": 0, "st_size": 1,
-                "st_mtime_sec": 0, "st_ino": 7}  # fmt: skip
+                "st_mtime_sec": 0, "st_ino": 7, "st_nlink": 1}  # fmt: skip
 
 
 def test_an_entry_that_cannot_be_examined_stops_the_walk() -> None:
