@@ -9,15 +9,6 @@ from pathlib import Path
 
 import pytest
 
-# Session fixtures that build real images (tests/integration_images.py).
-from tests.integration_images import (  # noqa: F401
-    build_recipe,
-    build_settings,
-    built_image,
-    example_build,
-    frozen_archive,
-)
-
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"
 

@@ -11,7 +11,7 @@ from imagefactory.audit import run_audit
 from imagefactory.harden.apply import SSHD_DROPIN, SYSCTL_FILE, apply_profile
 from imagefactory.profiles import load_profile
 from imagefactory.vocab import RootPolicy
-from tests.guest.guest_fake import FakeGuest, unhardened_tree
+from tests.fakes.guest import FakeGuest, unhardened_tree
 
 PROFILE = load_profile("worker-node-default")
 

@@ -20,8 +20,8 @@ from imagefactory.profiles import load_profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import DEFAULT_LIMITS, load_recipe
 from imagefactory.settings import Settings
-from tests.diskformat import diskformat_fixturegen as fx
-from tests.guest.guest_fake import FakeGuest, unhardened_tree
+from tests.fakes import diskimages as fx
+from tests.fakes.guest import FakeGuest, unhardened_tree
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """Threat tests for imagefactory.diskformat (THREATS.md, "Disk formats").
 
 Each test is named after the threat it covers and asserts the specific reason
-code and text. Hand-built headers (diskformat_fixturegen) cover every case without
+code and text. Hand-built headers (tests/fakes/diskimages.py) cover every case without
 qemu-img; tests marked ``needs_qemu_img`` repeat key cases on real images.
 """
 
@@ -23,8 +23,8 @@ from imagefactory.diskformat import (
     detect,
 )
 from imagefactory.errors import InputError
-from tests.diskformat import diskformat_fixturegen as fx
-from tests.diskformat.diskformat_fixturegen import GiB, needs_qemu_img
+from tests.fakes import diskimages as fx
+from tests.fakes.diskimages import GiB, needs_qemu_img
 
 
 def refuse(path: Path, **kwargs: object) -> UnsafeImageError:

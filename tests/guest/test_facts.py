@@ -12,7 +12,7 @@ from imagefactory.guest.facts import (
     package_facts,
 )
 from imagefactory.guest.view import MAX_STRING, cap_text, guest_glob
-from tests.guest.guest_fake import FakeGuest, unhardened_tree
+from tests.fakes.guest import FakeGuest, unhardened_tree
 
 
 def test_os_facts_come_from_the_image() -> None:

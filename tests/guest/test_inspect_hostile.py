@@ -15,8 +15,8 @@ from imagefactory.diskformat import UnsafeImageError
 from imagefactory.guest import handle
 from imagefactory.host import accel
 from imagefactory.profiles import load_profile
-from tests.diskformat import diskformat_fixturegen as fx
-from tests.guest.guest_fake import unhardened_tree
+from tests.fakes import diskimages as fx
+from tests.fakes.guest import unhardened_tree
 
 PROFILE = load_profile("worker-node-default")
 

@@ -8,7 +8,7 @@ from imagefactory.audit import run_audit
 from imagefactory.harden.apply import apply_profile
 from imagefactory.profiles import load_profile
 from imagefactory.vocab import RootPolicy
-from tests.guest.guest_fake import unhardened_tree
+from tests.fakes.guest import unhardened_tree
 
 PROFILE = load_profile("worker-node-default")
 

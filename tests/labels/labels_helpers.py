@@ -13,7 +13,7 @@ from imagefactory.labels.make import DiskFacts, make_labels
 from imagefactory.profiles import load_profile
 from imagefactory.recipe import DEFAULT_LIMITS, Recipe, load_recipe
 from imagefactory.sbom import make_sbom, sbom_ref
-from tests.guest.guest_fake import FakeGuest, unhardened_tree
+from tests.fakes.guest import FakeGuest, unhardened_tree
 
 REPO = Path(__file__).resolve().parents[2]
 CREATED = dt.datetime(2026, 11, 25, 9, 0, 0, tzinfo=dt.UTC)

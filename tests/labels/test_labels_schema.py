@@ -88,7 +88,7 @@ def test_the_same_disk_gets_the_same_uuid() -> None:
 
 
 def test_an_image_other_than_the_recipe_says_is_an_error() -> None:
-    from tests.guest.guest_fake import unhardened_tree
+    from tests.fakes.guest import unhardened_tree
 
     g = unhardened_tree()
     g.add("/etc/os-release", 'ID=ubuntu\nVERSION_ID="24.04"\nVERSION_CODENAME=noble\n')

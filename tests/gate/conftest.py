@@ -9,7 +9,7 @@ import pytest
 from imagefactory.gate.check import GateConfig
 from imagefactory.trust import load_policy
 from imagefactory.verify.cache import VerifiedCache
-from tests.sign.imagedirs import key_sign, key_signer, make_image, new_key, vo_rules, write_policy
+from tests.fakes.imagedirs import key_sign, key_signer, make_image, new_key, vo_rules, write_policy
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 from imagefactory.gate.disks import DiskRequest
 from imagefactory.gate.libvirt import run_hook
 from imagefactory.gate.xl import parse_disk_spec, xl_disks
-from tests.sign.conftest import config
-from tests.sign.test_gate import RAW, _gate_cli
+from tests.gate.conftest import config
+from tests.gate.test_gate_qemu import RAW, _gate_cli
 
 XEN_DOMAIN = """<domain type='xen'><name>wn</name><memory>1048576</memory>
 <os><type>hvm</type></os><devices>

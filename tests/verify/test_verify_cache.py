@@ -13,7 +13,7 @@ import pytest
 from imagefactory.trust import TrustPolicy, load_policy
 from imagefactory.verify import Verdict, VerifyOptions, pipeline
 from imagefactory.verify.cache import VerifiedCache, verify_cached
-from tests.sign.imagedirs import (
+from tests.fakes.imagedirs import (
     NOW,
     key_sign,
     key_signer,

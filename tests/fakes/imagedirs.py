@@ -1,4 +1,4 @@
-"""Small, real image directories following notes/labels-contract.md, for sign/verify tests.
+"""Small, real image directories (imagefactory/model/imagedir.py) for sign/verify/gate tests.
 
 The disk is a raw file of a few KiB (or a qcow2 made by qemu-img when the test
 asks), labels.json carries its real digests, sbom.cdx.json is a tiny valid

@@ -17,9 +17,9 @@ from imagefactory.gate.libvirt import domain_disks, run_hook
 from imagefactory.gate.qemu import qemu_disks, split_options
 from imagefactory.vocab import Arch
 from tests.conftest import REPO
-from tests.diskformat import diskformat_fixturegen as fx
-from tests.sign.conftest import config
-from tests.sign.imagedirs import make_image
+from tests.fakes import diskimages as fx
+from tests.fakes.imagedirs import make_image
+from tests.gate.conftest import config
 
 RAW = "atlas-wn-debian12-1.0.raw"
 needs_qemu_img = pytest.mark.skipif(fx.QEMU_IMG is None, reason="qemu-img is not installed")

@@ -15,7 +15,7 @@ import pytest
 from imagefactory.attest.sign import sign_keyless
 from imagefactory.trust import TrustPolicy, load_policy
 from imagefactory.verify import Verdict, VerifyOptions, verify_image
-from tests.sign.imagedirs import (
+from tests.fakes.imagedirs import (
     IDENTITY,
     ISSUER,
     NOW,
@@ -24,7 +24,7 @@ from tests.sign.imagedirs import (
     vo_rules,
     write_policy,
 )
-from tests.sign.sigstore_instance import PrivateSigstore
+from tests.fakes.sigstore_instance import PrivateSigstore
 
 
 @pytest.fixture(scope="module")

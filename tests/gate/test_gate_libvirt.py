@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, require_or_skip
-from tests.sign.imagedirs import key_sign, key_signer, make_image, new_key, vo_rules, write_policy
+from tests.fakes.imagedirs import key_sign, key_signer, make_image, new_key, vo_rules, write_policy
 
 pytestmark = pytest.mark.integration
 

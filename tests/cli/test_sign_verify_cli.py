@@ -10,7 +10,7 @@ import pytest
 
 from imagefactory.cli import main
 from imagefactory.errors import EXIT_ERROR, EXIT_OK, EXIT_VERDICT
-from tests.sign.imagedirs import make_image, vo_rules, write_policy
+from tests.fakes.imagedirs import make_image, vo_rules, write_policy
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

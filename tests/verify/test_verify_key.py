@@ -20,8 +20,8 @@ from imagefactory.diskformat import UnsafeImageError
 from imagefactory.model.imagedir import LayoutError
 from imagefactory.trust import TrustPolicy, load_policy
 from imagefactory.verify import Verdict, VerifyOptions, verify_image
-from tests.diskformat import diskformat_fixturegen as fx
-from tests.sign.imagedirs import (
+from tests.fakes import diskimages as fx
+from tests.fakes.imagedirs import (
     NOW,
     key_sign,
     key_signer,
