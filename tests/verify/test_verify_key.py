@@ -17,6 +17,7 @@ import pytest
 from imagefactory.attest.keys import load_signer, sign_envelope
 from imagefactory.attest.statement import PAYLOAD_TYPE
 from imagefactory.diskformat import UnsafeImageError
+from imagefactory.errors import InspectionError
 from imagefactory.model.imagedir import LayoutError
 from imagefactory.trust import TrustPolicy, load_policy
 from imagefactory.verify import Verdict, VerifyOptions, verify_image
@@ -418,6 +419,20 @@ def test_user_defined_inspection_must_match_labels(tmp_path: Path, keys: dict[st
     verdict = verify(image, trust, inspector=lying)
     assert_denied(verdict, "inspection-mismatch")
     assert "os.distro" in verdict.denials[0].message
+
+
+def test_an_inspection_that_cannot_read_the_disk_is_a_refusal(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    image = signed(tmp_path, keys, user_defined)
+    trust = policy(tmp_path, keys, user_defined={"accept": True})
+
+    def failing(disk: Path, disk_format: str, labels: Mapping[str, Any]) -> dict[str, Any]:
+        raise InspectionError("the labels name no profile this host knows")
+
+    verdict = verify(image, trust, inspector=failing)
+    assert_denied(verdict, "inspection-mismatch")
+    assert "no profile this host knows" in verdict.denials[0].message
 
 
 def test_verify_never_writes_into_the_image(tmp_path: Path, keys: dict[str, Path]) -> None:
