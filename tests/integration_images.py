@@ -6,8 +6,9 @@ cached by an earlier run. The debootstrap tarball cache (``<cache>/dib``) is
 shared with the host's normal cache: it is an input cache that
 diskimage-builder refreshes with a dist-upgrade on every build.
 
-Registered by ``tests/integration/conftest.py`` (unit tests never load them). They need root and the host tools; under CI
-(CI=true) a missing prerequisite fails instead of skipping.
+Registered by ``tests/integration/conftest.py`` (unit tests never load them).
+They need root and the host tools; under CI (CI=true) a missing prerequisite
+fails instead of skipping.
 """
 
 from __future__ import annotations
