@@ -108,8 +108,11 @@ class RecipeError(DiagnosticsError):
         super().__init__("invalid recipe", diagnostics)
 
 
-class SettingsError(InputError):
-    """The build host's imagefactory settings are invalid."""
+class SettingsError(DiagnosticsError):
+    """The build host's imagefactory settings file is invalid."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        super().__init__("invalid settings", diagnostics)
 
 
 class UsageError(InputError):

@@ -29,12 +29,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from imagefactory.errors import SettingsError
+from imagefactory.errors import InputError, SettingsError
+from imagefactory.fields import load_table
+from imagefactory.fields.types import Choice, Field, Flag, ListOf, Struct, Text
 from imagefactory.recipe import DEFAULT_ALLOWED_ELEMENTS, BuildLimits
+from imagefactory.recipe.fields import ELEMENT_PATTERN
+from imagefactory.vocab import Accel
 
 SYSTEM_SETTINGS = Path("/etc/imagefactory/settings.yaml")
 MIRROR_KEYS = ("debian", "debian-security", "ubuntu")
@@ -43,7 +44,7 @@ MIRROR_ENV = {
     "debian-security": "IMAGEFACTORY_DEBIAN_SECURITY_MIRROR",
     "ubuntu": "IMAGEFACTORY_UBUNTU_MIRROR",
 }
-ACCEL_CHOICES = ("auto", "kvm", "tcg")
+ACCEL_CHOICES = tuple(str(a) for a in Accel)
 
 
 def _default_cache_dir() -> Path:
@@ -78,6 +79,65 @@ class Settings:
         return self.cache_dir / "dib"
 
 
+_URL = Text("an http(s) URL", pattern=r"^https?://[^\s]+$", max_length=2048)
+_PATH = Text("a path", max_length=4096)
+
+#: The settings file's field table (checked like recipes: every problem at
+#: file:line:column, "did you mean" for misspelt keys).
+SETTINGS = Struct(
+    fields=(
+        Field(
+            "mirrors",
+            Struct(
+                fields=tuple(
+                    Field(key, _URL, f"The {key} archive mirror (default: the host's apt sources).")
+                    for key in MIRROR_KEYS
+                )
+            ),
+            "Package archive mirrors.",
+        ),
+        Field(
+            "keyrings",
+            Struct(
+                fields=(
+                    Field("debian", _PATH, "Keyring that signs the Debian archive."),
+                    Field("ubuntu", _PATH, "Keyring that signs the Ubuntu archive."),
+                )
+            ),
+            "Archive keyrings debootstrap checks with.",
+        ),
+        Field(
+            "build",
+            Struct(
+                fields=(
+                    Field("output_dir", _PATH, "Where builds are published.", default="images"),
+                    Field("cache_dir", _PATH, "Build, debootstrap and verdict caches."),
+                    Field(
+                        "allow_scripts",
+                        Flag(),
+                        "Whether recipes may carry scripts (they run as root in the chroot).",
+                        default=False,
+                    ),
+                    Field(
+                        "allowed_elements",
+                        ListOf(Text("an element name", pattern=ELEMENT_PATTERN, max_length=64)),
+                        "The diskimage-builder elements recipes may add.",
+                        default=sorted(DEFAULT_ALLOWED_ELEMENTS),
+                    ),
+                    Field(
+                        "accel",
+                        Choice(Accel),
+                        "qemu's accelerator: auto probes KVM and falls back to TCG.",
+                        default="auto",
+                    ),
+                )
+            ),
+            "Build host limits and paths.",
+        ),
+    )
+)
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """Load the settings file that applies (see the module docstring)."""
     if path is None and os.environ.get("IMAGEFACTORY_SETTINGS"):
@@ -86,99 +146,40 @@ def load_settings(path: Path | None = None) -> Settings:
         path = SYSTEM_SETTINGS
     if path is not None:
         path = path.absolute()
-    data: Mapping[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise SettingsError(f"{path}: cannot read settings: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise SettingsError(f"{path}: the top level must be a mapping")
-        data = loaded
-    settings = _parse(data, path)
+    settings = _from_file(path) if path is not None else Settings(output_dir=Path.cwd() / "images")
     env_mirrors = {k: os.environ[v] for k, v in MIRROR_ENV.items() if os.environ.get(v)}
     if env_mirrors:
         merged = dict(settings.mirrors)
-        merged.update(_check_mirrors(env_mirrors, "environment"))
+        merged.update(_check_env_mirrors(env_mirrors))
         settings = replace(settings, mirrors=merged)
     return settings
 
 
-def _parse(data: Mapping[str, Any], path: Path | None) -> Settings:
-    where = str(path) if path else "settings"
-    _only_keys(data, {"mirrors", "keyrings", "build"}, where, "")
-    mirrors = _check_mirrors(_mapping(data.get("mirrors", {}), where, ".mirrors"), where)
-    keyrings_raw = _mapping(data.get("keyrings", {}), where, ".keyrings")
-    _only_keys(keyrings_raw, {"debian", "ubuntu"}, where, ".keyrings")
+def _from_file(path: Path) -> Settings:
+    values = load_table(path, SETTINGS, SettingsError, empty_ok=True)
     # Relative paths in a settings file are relative to that file; the defaults
     # to the working directory. Either way they are made absolute here, once.
-    here = path.parent if path is not None else Path.cwd()
-    keyrings = {k: here / str(v) for k, v in keyrings_raw.items()}
-    build = _mapping(data.get("build", {}), where, ".build")
-    _only_keys(
-        build,
-        {"output_dir", "cache_dir", "allow_scripts", "allowed_elements", "accel"},
-        where,
-        ".build",
-    )
-    defaults = Settings()
-    accel = str(build.get("accel", defaults.accel))
-    if accel not in ACCEL_CHOICES:
-        raise SettingsError(
-            f"{where}: .build.accel: expected one of {', '.join(ACCEL_CHOICES)}, got {accel!r}"
-        )
-    allow_scripts = build.get("allow_scripts", False)
-    if not isinstance(allow_scripts, bool):
-        raise SettingsError(f"{where}: .build.allow_scripts: expected true or false")
-    elements = build.get("allowed_elements")
-    if elements is not None and not (
-        isinstance(elements, list) and all(isinstance(e, str) for e in elements)
-    ):
-        raise SettingsError(f"{where}: .build.allowed_elements: expected a list of names")
+    here = path.parent
+    mirrors, keyrings, build = values["mirrors"], values["keyrings"], values["build"]
     return Settings(
         source=path,
-        mirrors=mirrors,
-        keyrings=keyrings,
-        output_dir=here / str(build.get("output_dir", defaults.output_dir)),
-        cache_dir=here / str(build["cache_dir"]) if "cache_dir" in build else defaults.cache_dir,
-        allow_scripts=allow_scripts,
-        allowed_elements=(
-            frozenset(elements) if elements is not None else defaults.allowed_elements
-        ),
-        accel=accel,
+        mirrors={k: str(v).rstrip("/") for k, v in mirrors.items() if v is not None},
+        keyrings={k: here / str(v) for k, v in keyrings.items() if v is not None},
+        output_dir=here / str(build["output_dir"]),
+        cache_dir=here / str(build["cache_dir"]) if build["cache_dir"] else _default_cache_dir(),
+        allow_scripts=bool(build["allow_scripts"]),
+        allowed_elements=frozenset(build["allowed_elements"]),
+        accel=str(build["accel"]),
     )
 
 
-def _mapping(value: Any, where: str, key: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SettingsError(f"{where}: {key}: expected a mapping")
-    return value
-
-
-def _only_keys(data: Mapping[str, Any], allowed: set[str], where: str, prefix: str) -> None:
-    unknown = sorted(set(map(str, data)) - allowed)
-    if unknown:
-        raise SettingsError(
-            f"{where}: {prefix or '.'}: unknown key(s) {', '.join(unknown)}; "
-            f"expected {', '.join(sorted(allowed))}"
-        )
-
-
-def _check_mirrors(mirrors: Mapping[str, Any], where: str) -> dict[str, str]:
+def _check_env_mirrors(mirrors: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in mirrors.items():
-        if key not in MIRROR_KEYS:
-            raise SettingsError(
-                f"{where}: .mirrors.{key}: unknown mirror; expected {', '.join(MIRROR_KEYS)}"
-            )
-        url = str(value).rstrip("/")
+        url = value.rstrip("/")
         if not url.startswith(("http://", "https://")):
-            raise SettingsError(f"{where}: .mirrors.{key}: expected an http(s) URL, got {url!r}")
+            raise InputError(
+                f"environment variable {MIRROR_ENV[key]}: expected an http(s) URL, got {url!r}"
+            )
         out[key] = url
     return out

@@ -189,3 +189,11 @@ class Contextualisation(StrEnum):
 
     NONE = "none"
     CLOUD_INIT = "cloud-init"
+
+
+class Accel(StrEnum):
+    """How qemu (the boot test, the libguestfs appliance) is accelerated on this host."""
+
+    AUTO = "auto"  #: KVM where a probe shows it really works, TCG otherwise
+    KVM = "kvm"
+    TCG = "tcg"

@@ -136,11 +136,14 @@ def describe(node: Node) -> str:
     return f"{article} {node.kind} ({node.raw})"
 
 
-def load_document(path: Path, origin: Origin) -> tuple[Node | None, list[Diagnostic]]:
+def load_document(
+    path: Path, origin: Origin, *, empty_ok: bool = False
+) -> tuple[Node | None, list[Diagnostic]]:
     """Read and compose one YAML document; problems come back as diagnostics.
 
     The tree is ``None`` when nothing usable could be read (unreadable file,
-    syntax error, empty document).
+    syntax error, empty document). An empty document is a problem unless
+    ``empty_ok``, when it comes back as ``None`` with no diagnostics.
     """
     top = Mark(origin, 1, 1, "")
     try:
@@ -169,7 +172,9 @@ def load_document(path: Path, origin: Origin) -> tuple[Node | None, list[Diagnos
     finally:
         loader.dispose()
     if root is None:
-        return None, [top.diagnostic("the document is empty; expected a mapping of recipe keys")]
+        return None, [] if empty_ok else [
+            top.diagnostic("the document is empty; expected a mapping")
+        ]
     builder = _Builder(origin, loader.anchored)
     tree = builder.build(root, "")
     return tree, builder.diagnostics

@@ -1,8 +1,7 @@
 """A site's trust policy: who may sign which VO's images, and what those images must be.
 
-:func:`load_policy` reads the YAML policy file with the recipe machinery
-(:mod:`imagefactory.fields.yamlsource` for file:line:column marks,
-:mod:`imagefactory.fields.types` for checking), so a wrong policy is
+:func:`load_policy` reads the YAML policy file with the field-table engine
+(:mod:`imagefactory.fields`) that also reads recipes, so a wrong policy is
 reported like a wrong recipe: every problem at once, each at its place, with
 "did you mean" for misspelt keys and values. Public keys and trusted roots the
 policy names are read and checked while loading.
@@ -15,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imagefactory.errors import DiagnosticsError
-from imagefactory.fields.types import Checker
-from imagefactory.fields.yamlsource import Origin, load_document
+from imagefactory.fields import load_table
 from imagefactory.trust.example import EXAMPLE_POLICY
 from imagefactory.trust.fields import POLICY, LoadedFile
 from imagefactory.trust.model import (
@@ -54,16 +52,7 @@ def load_policy(path: Path, display: str | None = None) -> TrustPolicy:
     Raises :class:`PolicyError` listing every problem, sorted by place.
     """
     path = Path(path)
-    origin = Origin(display or str(path), path)
-    tree, diagnostics = load_document(path, origin)
-    ck = Checker()
-    values: Any = None
-    if tree is not None:
-        values = POLICY.parse(tree, ck, partial=False)
-        diagnostics += ck.diagnostics
-    if diagnostics or not isinstance(values, dict):
-        unique = sorted(set(diagnostics), key=lambda d: (d.line, d.column, d.path, d.message))
-        raise PolicyError(unique)
+    values = load_table(path, POLICY, PolicyError, display=display)
     return _build(path, values)
 
 

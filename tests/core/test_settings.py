@@ -47,21 +47,35 @@ def test_environment_mirror_wins_over_the_file(
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("mirors: {}\n", "unknown key(s) mirors"),
-        ("mirrors: {debian: ftp://x}\n", ".mirrors.debian: expected an http(s) URL"),
-        ("mirrors: {fedora: http://x}\n", ".mirrors.fedora: unknown mirror"),
-        ("build: {accel: fast}\n", ".build.accel: expected one of auto, kvm, tcg"),
+        ("mirors: {}\n", ":1:1: .mirors: unknown key 'mirors' (did you mean 'mirrors'?)"),
+        ("mirrors: {debian: ftp://x}\n", ":1:19: .mirrors.debian: expected an http(s) URL"),
+        ("mirrors:\n  fedora: http://x\n", ":2:3: .mirrors.fedora: unknown key 'fedora'"),
+        ("build: {accel: fast}\n", ":1:16: .build.accel: expected one of auto, kvm, tcg"),
         ("build: {allow_scripts: 'yes'}\n", ".build.allow_scripts: expected true or false"),
-        ("- a list\n", "the top level must be a mapping"),
-        ("build: [\n", "not valid YAML"),
+        ("build: {alow_scripts: true}\n", "did you mean 'allow_scripts'?"),
+        ("- a list\n", ":1:1: .: expected a mapping, found a list"),
+        ("build: [\n", ":2:1: .: YAML syntax error"),
     ],
 )
-def test_errors_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+def test_errors_name_the_file_line_column_and_key(tmp_path: Path, text: str, message: str) -> None:
     path = _write(tmp_path, text)
     with pytest.raises(SettingsError) as info:
         load_settings(path)
-    assert str(path) in info.value.render()
+    assert f"{path}:" in info.value.render()
     assert message in info.value.render()
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = _write(tmp_path, "build: {accel: fast, allow_scripts: 1}\nmirors: {}\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    assert len(info.value.diagnostics) == 3
+
+
+def test_an_empty_settings_file_means_the_defaults(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, "# nothing set yet\n"))
+    assert settings.accel == "auto"
+    assert settings.output_dir == tmp_path / "images"
 
 
 def test_relative_paths_are_made_absolute_once(

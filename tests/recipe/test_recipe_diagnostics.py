@@ -235,7 +235,7 @@ def test_document_size_limit(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("", "the document is empty; expected a mapping of recipe keys"),
+        ("", "the document is empty; expected a mapping"),
         ("- a\n- b\n", "expected a mapping of recipe keys, found a list"),
         ("just text\n", "expected a mapping of recipe keys, found 'just text'"),
     ],
