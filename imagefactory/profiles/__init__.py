@@ -14,10 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from imagefactory.data import PROFILES_DIR
-from imagefactory.errors import HardenError
+from imagefactory.errors import DiagnosticsError, HardenError
+from imagefactory.fields import load_table
+from imagefactory.fields.types import (
+    INVALID,
+    Checker,
+    Count,
+    Field,
+    FieldType,
+    ListOf,
+    MapOf,
+    Problem,
+    Struct,
+    Text,
+)
+from imagefactory.fields.yamlsource import Node, Scalar, Seq, describe, reported
 from imagefactory.vocab import RootPolicy
 
 PROFILE_DIR = PROFILES_DIR
@@ -72,77 +84,119 @@ class Profile:
     digest: str
 
 
-def _need(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
-    value = data.get(key)
-    if not isinstance(value, kind):
-        raise HardenError(f"{where}: .{key}: expected a {kind.__name__}, got {value!r:.80}")
+class _SysctlSpec(FieldType):
+    """``[value, comparison]``: a whole number and ``eq`` or ``ge``."""
+
+    label = "[integer, eq|ge]"
+
+    def parse(self, node: Node, ck: Checker, partial: bool) -> Any:
+        if isinstance(node, Seq) and len(node.items) == 2:
+            value = Count(0, 2**31 - 1).parse(node.items[0], ck, partial)
+            compare = Text("eq or ge", pattern=r"^(eq|ge)$").parse(node.items[1], ck, partial)
+            if value is INVALID or compare is INVALID:
+                return INVALID
+            return (value, compare)
+        if not reported(node):
+            ck.error(node.mark, f"expected [integer, eq|ge], found {describe(node)}")
+        return INVALID
+
+
+def _guest_path(value: str, node: Scalar, ck: Checker) -> str:
+    if not value.startswith("/") or "/../" in f"{value}/" or "//" in value:
+        raise Problem(f"expected an absolute, normalised guest path, found {value!r}")
     return value
 
 
-def _strings(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
-    value = _need(data, key, list, where)
-    if not all(isinstance(v, str) and v for v in value):
-        raise HardenError(f"{where}: .{key}: expected a list of non-empty strings")
-    return tuple(value)
+_NAME = Text("a name", max_length=256)
+_PATHS = ListOf(Text("an absolute guest path", max_length=4096, check=_guest_path))
+_NAMES = ListOf(_NAME)
+
+#: The hardening profile's field table.
+PROFILE = Struct(
+    fields=(
+        Field("id", Text("a profile id", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$"), "", required=True),
+        Field("version", Text("a version", max_length=32, numbers=True), "", required=True),
+        Field("description", Text("a description", max_length=1024), "", required=True),
+        Field(
+            "ssh",
+            Struct(
+                fields=(Field("settings", MapOf(_NAME, _NAME), "sshd settings", required=True),)
+            ),
+            "sshd settings written as a drop-in when sshd is installed.",
+            required=True,
+        ),
+        Field("mounts", MapOf(_NAME, _NAME), "fstab entries: mount point -> spec", required=True),
+        Field("required_mount_options", _NAMES, "Options every listed mount must have."),
+        Field("scratch", Text("a guest path", check=_guest_path), "", required=True),
+        Field("sysctl", MapOf(_NAME, _SysctlSpec()), "sysctl key -> [value, eq|ge]", required=True),
+        Field("sysctl_keep_enabled", _NAMES, "sysctls that must not be switched off."),
+        Field("keep_modules", _NAMES, "Kernel modules that must stay loadable."),
+        Field("setuid_allowlist", _PATHS, "The only files that may stay setuid/setgid."),
+        Field(
+            "services",
+            Struct(
+                fields=(
+                    Field("remove", _NAMES, "Units disabled and masked."),
+                    Field("required", _NAMES, "Units that must be enabled."),
+                )
+            ),
+            "systemd units.",
+            required=True,
+        ),
+        Field(
+            "seal",
+            Struct(
+                fields=(
+                    Field("truncate_under", _PATHS, "Files emptied under these trees."),
+                    Field("remove", _PATHS, "Files removed."),
+                )
+            ),
+            "What sealing the image clears.",
+            required=True,
+        ),
+        Field(
+            "credentials",
+            Struct(fields=(Field("forbidden", _PATHS, "Files that must not exist."),)),
+            "Credentials that must not be baked in.",
+            required=True,
+        ),
+    )
+)
 
 
-def _abs_paths(values: tuple[str, ...], key: str, where: str) -> tuple[str, ...]:
-    for value in values:
-        if not value.startswith("/") or "/../" in f"{value}/":
-            raise HardenError(f"{where}: .{key}: {value!r} is not an absolute guest path")
-    return values
+class ProfileError(DiagnosticsError):
+    """A hardening profile file is invalid."""
+
+    def __init__(self, diagnostics: list[Any]) -> None:
+        super().__init__("invalid hardening profile", diagnostics)
 
 
-def parse_profile(data: Any, where: str) -> Profile:
-    """Check a profile document and return it as a :class:`Profile`."""
-    if not isinstance(data, dict):
-        raise HardenError(f"{where}: a profile is a mapping")
-    known = {
-        "id", "version", "description", "ssh", "mounts", "required_mount_options", "scratch",
-        "sysctl", "sysctl_keep_enabled", "keep_modules", "setuid_allowlist", "services",
-        "seal", "credentials",
-    }  # fmt: skip
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise HardenError(f"{where}: unknown keys: {', '.join(map(str, unknown))}")
-    rules = []
-    for key, spec in _need(data, "sysctl", dict, where).items():
-        ok = isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], int)
-        if not ok or spec[1] not in COMPARISONS:
-            raise HardenError(f"{where}: .sysctl.{key}: expected [integer, eq|ge]")
-        rules.append(SysctlRule(str(key), int(spec[0]), str(spec[1])))
-    ssh = _need(data, "ssh", dict, where)
-    settings = _need(ssh, "settings", dict, f"{where}: .ssh")
-    mounts = _need(data, "mounts", dict, where)
-    services = _need(data, "services", dict, where)
-    seal = _need(data, "seal", dict, where)
-    credentials = _need(data, "credentials", dict, where)
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+def _profile(values: dict[str, Any]) -> Profile:
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":")).encode()
     return Profile(
-        id=_need(data, "id", str, where),
-        version=str(_need(data, "version", str, where)),
-        description=_need(data, "description", str, where),
-        ssh_settings={str(k): str(v) for k, v in settings.items()},
-        mounts={str(k): str(v) for k, v in mounts.items()},
-        required_mount_options=_strings(data, "required_mount_options", where),
-        scratch=_need(data, "scratch", str, where),
-        sysctl=tuple(rules),
-        sysctl_keep_enabled=_strings(data, "sysctl_keep_enabled", where),
-        keep_modules=_strings(data, "keep_modules", where),
-        setuid_allowlist=frozenset(
-            _abs_paths(_strings(data, "setuid_allowlist", where), "setuid_allowlist", where)
-        ),
-        services_remove=_strings(services, "remove", f"{where}: .services"),
-        services_required=_strings(services, "required", f"{where}: .services"),
-        seal_truncate_under=_abs_paths(
-            _strings(seal, "truncate_under", f"{where}: .seal"), "seal", where
-        ),
-        seal_remove=_abs_paths(_strings(seal, "remove", f"{where}: .seal"), "seal", where),
-        credentials=_abs_paths(
-            _strings(credentials, "forbidden", f"{where}: .credentials"), "credentials", where
-        ),
+        id=values["id"],
+        version=str(values["version"]),
+        description=values["description"],
+        ssh_settings=dict(values["ssh"]["settings"]),
+        mounts=dict(values["mounts"]),
+        required_mount_options=tuple(values["required_mount_options"]),
+        scratch=values["scratch"],
+        sysctl=tuple(SysctlRule(k, v, c) for k, (v, c) in values["sysctl"].items()),
+        sysctl_keep_enabled=tuple(values["sysctl_keep_enabled"]),
+        keep_modules=tuple(values["keep_modules"]),
+        setuid_allowlist=frozenset(values["setuid_allowlist"]),
+        services_remove=tuple(values["services"]["remove"]),
+        services_required=tuple(values["services"]["required"]),
+        seal_truncate_under=tuple(values["seal"]["truncate_under"]),
+        seal_remove=tuple(values["seal"]["remove"]),
+        credentials=tuple(values["credentials"]["forbidden"]),
         digest="sha256:" + hashlib.sha256(canonical).hexdigest(),
     )
+
+
+def parse_profile(path: Path) -> Profile:
+    """Check the profile file at ``path`` (every problem at file:line:column)."""
+    return _profile(load_table(path, PROFILE, ProfileError))
 
 
 def available_profiles(directory: Path = PROFILE_DIR) -> list[str]:
@@ -157,11 +211,7 @@ def load_profile(profile_id: str, directory: Path = PROFILE_DIR) -> Profile:
         raise HardenError(
             f"unknown hardening profile {profile_id!r}", hint=f"known profiles: {known}"
         )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise HardenError(f"{path}: cannot read the profile: {exc}") from exc
-    profile = parse_profile(data, str(path))
+    profile = parse_profile(path)
     if profile.id != profile_id:
         raise HardenError(f"{path}: .id is {profile.id!r}, but the file is named {profile_id!r}")
     return profile

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from imagefactory.errors import HardenError
-from imagefactory.profiles import PROFILE_DIR, load_profile, parse_profile
+from imagefactory.profiles import PROFILE_DIR, ProfileError, load_profile, parse_profile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,27 +55,40 @@ def _data() -> dict[str, object]:
     return data
 
 
-def test_profile_digest_changes_with_content() -> None:
+def _write(tmp_path: Path, data: dict[str, object]) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_profile_digest_changes_with_content(tmp_path: Path) -> None:
     data = _data()
-    before = parse_profile(data, "p").digest
+    before = parse_profile(_write(tmp_path, data)).digest
+    assert parse_profile(_write(tmp_path, data)).digest == before
     data["scratch"] = "/scratch2"
-    assert parse_profile(data, "p").digest != before
+    assert parse_profile(_write(tmp_path, data)).digest != before
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"sysctl": {"kernel.x": [1, "lt"]}}, ".sysctl.kernel.x: expected [integer, eq|ge]"),
-        ({"setuid_allowlist": ["usr/bin/su"]}, "is not an absolute guest path"),
-        ({"bogus": 1}, "unknown keys: bogus"),
-        ({"seal": {"remove": [], "truncate_under": ["/../etc"]}}, "not an absolute guest path"),
+        ({"sysctl": {"kernel.x": [1, "lt"]}}, ".sysctl.kernel.x[1]: expected eq or ge"),
+        ({"sysctl": {"kernel.x": 1}}, ".sysctl.kernel.x: expected [integer, eq|ge]"),
+        ({"setuid_allowlist": ["usr/bin/su"]}, "expected an absolute, normalised guest path"),
+        ({"bogus": 1}, "unknown key 'bogus'"),
+        ({"setuid_alowlist": []}, "did you mean 'setuid_allowlist'?"),
+        ({"seal": {"remove": [], "truncate_under": ["/../etc"]}}, "normalised guest path"),
     ],
 )
-def test_bad_profiles_are_refused(change: dict[str, object], message: str) -> None:
-    data = {**_data(), **change}
-    with pytest.raises(HardenError) as exc:
-        parse_profile(data, "p.yaml")
-    assert message in exc.value.message
+def test_bad_profiles_are_refused_at_their_place(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    path = _write(tmp_path, {**_data(), **change})
+    with pytest.raises(ProfileError) as exc:
+        parse_profile(path)
+    text = exc.value.render()
+    assert f"{path}:" in text
+    assert message in text, text
 
 
 def test_unknown_profile_names_the_known_ones() -> None:
