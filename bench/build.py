@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 
 from imagefactory.builder import dib
+from imagefactory.builder.context import BuildOptions
 from imagefactory.builder.element import write_element
-from imagefactory.builder.pipeline import BuildOptions, build
+from imagefactory.builder.pipeline import build
 from imagefactory.mirrors import resolve_archive
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe, load_recipe

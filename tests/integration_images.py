@@ -23,7 +23,8 @@ import pytest
 
 from imagefactory import mirrors
 from imagefactory.builder import pipeline
-from imagefactory.builder.pipeline import BuildOptions, BuildResult, build
+from imagefactory.builder.context import BuildOptions
+from imagefactory.builder.pipeline import BuildResult, build
 from imagefactory.errors import ArchiveError
 from imagefactory.progress import Progress
 from imagefactory.recipe import load_recipe

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from imagefactory.audit import run_audit
 from imagefactory.builder.cache import file_digest
+from imagefactory.builder.context import BuildContext
 from imagefactory.diskformat import check_safe
 from imagefactory.errors import AuditError
 from imagefactory.guest.facts import os_facts, package_facts
@@ -36,9 +37,6 @@ from imagefactory.labels.make import (
 from imagefactory.model.imagedir import AUDIT_NAME
 from imagefactory.run import run
 from imagefactory.sbom import SBOM_FILE, make_sbom, sbom_ref
-
-if TYPE_CHECKING:
-    from imagefactory.builder.pipeline import BuildContext
 
 AUDIT_FILE = AUDIT_NAME
 #: What the audit and label steps write next to the disk; cached with it.

@@ -16,18 +16,18 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from imagefactory.audit import AuditReport
-from imagefactory.boot.qemu import DEFAULT_TIMEOUT, BootResult, boot_test
+from imagefactory.boot.qemu import BootResult, boot_test
 from imagefactory.builder import assemble as assembler
 from imagefactory.builder import dib
-from imagefactory.builder.cache import BuildCache, CacheEntry, cache_key, file_digest
+from imagefactory.builder.cache import cache_key, file_digest
 from imagefactory.builder.cleanup import remove_tree
 from imagefactory.builder.codekey import code_digest
-from imagefactory.builder.element import GeneratedElement, write_element
+from imagefactory.builder.context import BuildContext, BuildOptions
+from imagefactory.builder.element import write_element
 from imagefactory.builder.label_steps import (
     AUDIT_FILE,
     METADATA_FILES,
@@ -46,14 +46,13 @@ from imagefactory.builder.slots import cache_slot
 from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
 from imagefactory.host.tools import require_build_host, tool_versions
 from imagefactory.mirrors import (
-    BaseArchive,
     check_indexes,
     fetch_releases,
     release_fingerprint,
     resolve_archive,
 )
 from imagefactory.model.imagedir import LABELS_NAME
-from imagefactory.profiles import Profile, load_profile
+from imagefactory.profiles import load_profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe
 from imagefactory.run import run
@@ -61,79 +60,9 @@ from imagefactory.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RECORD_SCHEMA = "imagefactory/builder-record/v1"
+RECORD_SCHEMA = "imagefactory/build-record/v1"
 BOOT_LOG = "boot-test.log"
 FAILED_DIR = ".failed"
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """What the user asked for on the command line."""
-
-    use_cache: bool = True
-    boot_test: bool = False
-    boot_timeout: float = DEFAULT_TIMEOUT
-    replace: bool = False
-    verbose: bool = False
-
-
-@dataclass
-class BuildContext:
-    """Everything the steps share; each step fills in its part."""
-
-    recipe: Recipe
-    settings: Settings
-    options: BuildOptions
-    progress: Progress
-    staging: Path
-    logfile: IO[str]
-    archive: BaseArchive | None = None
-    fingerprint: dict[str, str] = field(default_factory=dict)
-    element: GeneratedElement | None = None
-    versions: dict[str, str] = field(default_factory=dict)
-    key: str = ""
-    key_inputs: dict[str, Any] = field(default_factory=dict)
-    hit: CacheEntry | None = None
-    images: dict[str, Path] = field(default_factory=dict)  # file name -> path
-    digests: dict[str, str] = field(default_factory=dict)  # file name -> sha256:...
-    disk: dict[str, Any] = field(default_factory=dict)
-    packages: list[dict[str, str]] = field(default_factory=list)
-    boot: dict[str, Any] | None = None
-    profile: Profile | None = None
-    hardening: dict[str, Any] = field(default_factory=dict)
-    audit: AuditReport | None = None
-    #: What the audit step read from the image (facts for the labels).
-    observed: dict[str, Any] = field(default_factory=dict)
-    #: When this build started (UTC): the image's creation time unless the cache had it.
-    started: dt.datetime = field(
-        default_factory=lambda: dt.datetime.now(dt.UTC).replace(microsecond=0)
-    )
-
-    @property
-    def basename(self) -> str:
-        return f"{self.recipe.name}-{self.recipe.version}"
-
-    def need_archive(self) -> BaseArchive:
-        """The resolved archive; a step that runs before ``archive`` is a bug."""
-        if self.archive is None:
-            raise BuildError("internal error: the archive step has not run")
-        return self.archive
-
-    def need_element(self) -> GeneratedElement:
-        """The generated element; a step that runs before ``element`` is a bug."""
-        if self.element is None:
-            raise BuildError("internal error: the element step has not run")
-        return self.element
-
-    def need_profile(self) -> Profile:
-        """The hardening profile; loaded by the ``cache`` step."""
-        if self.profile is None:
-            raise BuildError("internal error: the hardening profile is not loaded")
-        return self.profile
-
-    @property
-    def cache(self) -> BuildCache:
-        return BuildCache(self.settings.cache_dir)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from imagefactory.settings import Settings
 
 
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
-    from imagefactory.builder.pipeline import BuildOptions, build
+    from imagefactory.builder.context import BuildOptions
+    from imagefactory.builder.pipeline import build
     from imagefactory.progress import Progress
     from imagefactory.recipe import load_recipe
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from imagefactory.builder import pipeline
+from imagefactory.builder.context import BuildContext, BuildOptions
 from imagefactory.builder.element import write_element
-from imagefactory.builder.pipeline import BuildContext, BuildOptions
 from imagefactory.mirrors import BaseArchive
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe, load_recipe

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from imagefactory.builder import label_steps
-from imagefactory.builder.pipeline import STEPS, BuildContext, BuildOptions
+from imagefactory.builder.context import BuildContext, BuildOptions
+from imagefactory.builder.pipeline import STEPS
 from imagefactory.errors import AuditError
 from imagefactory.harden.apply import apply_profile
 from imagefactory.model.labels import Labels

@@ -18,7 +18,8 @@ import pytest
 from imagefactory import cli
 from imagefactory.builder import pipeline
 from imagefactory.builder.cache import file_digest
-from imagefactory.builder.pipeline import BuildContext, BuildOptions, BuildResult
+from imagefactory.builder.context import BuildContext, BuildOptions
+from imagefactory.builder.pipeline import BuildResult
 from imagefactory.diskformat import check_safe
 from imagefactory.progress import Progress
 from imagefactory.recipe import load_recipe
