@@ -44,6 +44,7 @@ from imagefactory.builder.output import (
 )
 from imagefactory.builder.slots import cache_slot
 from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
+from imagefactory.host.accel import probe_in_background
 from imagefactory.host.tools import require_build_host, tool_versions
 from imagefactory.mirrors import (
     check_indexes,
@@ -94,6 +95,11 @@ class BuildResult:
 def check_host(ctx: BuildContext) -> None:
     require_build_host(ctx.recipe.base.arch)
     dib.check_keyring(ctx.recipe, dict(ctx.settings.keyrings))
+    # The appliance and the boot test need the accelerator only after
+    # diskimage-builder: a probe that has to time out costs nothing there.
+    probe_in_background(
+        ctx.settings.accel, "qemu-system-x86_64", ctx.settings.cache_dir / "accel.json"
+    )
 
 
 def resolve_base(ctx: BuildContext) -> None:

@@ -18,9 +18,12 @@ import logging
 import os
 import re
 import shutil
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 from imagefactory.errors import CommandError, MissingToolError
+from imagefactory.fsutil import atomic_write
 from imagefactory.run import run
 
 log = logging.getLogger(__name__)
@@ -82,8 +85,48 @@ def _cache_key(qemu: str) -> str | None:
     return f"{boot_id}:{path}:{st.st_size}:{st.st_mtime_ns}"
 
 
+_probes: dict[tuple[str, Path | None], Future[bool]] = {}
+_probes_lock = threading.Lock()
+
+
 def kvm_works(qemu: str, cache_file: Path | None = None) -> bool:
-    """True when a Linux guest really runs under KVM on this host."""
+    """True when a Linux guest really runs under KVM on this host.
+
+    A probe already running for the same qemu and cache (started by
+    :func:`probe_in_background`) is waited for, not started again.
+    """
+    with _probes_lock:
+        pending = _probes.get((qemu, cache_file))
+    if pending is not None:
+        return pending.result()
+    return _kvm_works(qemu, cache_file)
+
+
+def probe_in_background(setting: str, qemu: str, cache_file: Path) -> None:
+    """Start deciding the accelerator now, so a later :func:`choose_accel` does not wait.
+
+    A probe on a host where KVM hangs costs its whole timeout; the build starts
+    it before diskimage-builder, which takes far longer, so it is free there.
+    Nothing starts when the setting or the cached verdict already decides.
+    """
+    if setting != "auto" or not kvm_device_usable():
+        return
+    with _probes_lock:
+        if (qemu, cache_file) in _probes:
+            return
+        future: Future[bool] = Future()
+        _probes[(qemu, cache_file)] = future
+
+    def probe() -> None:
+        try:
+            future.set_result(_kvm_works(qemu, cache_file))
+        except BaseException as exc:  # handed to the waiter, which raises it
+            future.set_exception(exc)
+
+    threading.Thread(target=probe, name="kvm-probe", daemon=True).start()
+
+
+def _kvm_works(qemu: str, cache_file: Path | None) -> bool:
     if not kvm_device_usable():
         return False
     key = _cache_key(qemu)
@@ -103,10 +146,11 @@ def kvm_works(qemu: str, cache_file: Path | None = None) -> bool:
     if not works:
         log.warning("KVM is present but a guest does not run under it here; using TCG")
     if cache_file is not None and key is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({key: works}))
-        tmp.replace(cache_file)
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(cache_file, json.dumps({key: works}), durable=False)
+        except OSError as exc:  # a cache that cannot be written only costs a probe later
+            log.warning("cannot cache the KVM verdict in %s: %s", cache_file, exc)
     return works
 
 
