@@ -36,18 +36,27 @@ def hash_file(
     path: os.PathLike[str] | str,
     algorithms: Collection[str] = ("sha256",),
     on_progress: ProgressFn | None = None,
+    *,
+    fd: int | None = None,
 ) -> FileDigest:
     """Digest the regular file at ``path`` with every algorithm in one pass.
 
     Raises :class:`OSError` when the file cannot be opened (including a
-    symlink, ``ELOOP``) or is not a regular file.
+    symlink, ``ELOOP``) or is not a regular file. With ``fd``, the file is read
+    from its start through that open descriptor (``pread``: its offset is left
+    alone) and ``path`` only names it, so what is digested is what the caller
+    holds open and hands on.
     """
     names = list(dict.fromkeys(algorithms))
     if not names:
         raise ValueError("no digest algorithm requested")
     hashes = {name: hashlib.new(name) for name in names}
     first, *others = (hashes[name] for name in names)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY)
+    own = fd is None
+    if fd is None:
+        # O_NONBLOCK: a FIFO put in its place must not hang us before fstat refuses it.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+        fd = os.open(path, flags)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -57,7 +66,7 @@ def hash_file(
         pool = ThreadPoolExecutor(max_workers=1) if others else None
         pending: Future[None] | None = None
         try:
-            while chunk := os.read(fd, CHUNK):
+            while chunk := os.pread(fd, CHUNK, done):
                 if pending is not None:
                     pending.result()
                 if pool is not None:
@@ -73,7 +82,8 @@ def hash_file(
             if pool is not None:
                 pool.shutdown(wait=True)
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
     return FileDigest({name: h.hexdigest() for name, h in hashes.items()}, done, st)
 
 

@@ -276,6 +276,22 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return b"".join(chunks)
 
 
+def _read_fd(path: Path, fd: int) -> tuple[bytes, bytes, int]:
+    """(head, tail, file size) through an open descriptor (``path`` names it in messages)."""
+    fix_path = "pass the path of the image file itself (not a link, device or pipe)"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = _file_kind(st.st_mode)
+            raise _refuse(path, "not-regular-file", f"is {kind}, not a regular file", fix_path)
+        size = st.st_size
+        head = _pread(fd, min(size, HEADER_CAP), 0)
+        tail = _pread(fd, TAIL_SIZE, size - TAIL_SIZE) if size >= TAIL_SIZE else b""
+    except OSError as exc:
+        raise _refuse(path, "cannot-open", f"cannot read: {exc.strerror}", fix_path) from exc
+    return head, tail, size
+
+
 def _read_capped(path: Path) -> tuple[bytes, bytes, int]:
     """(head, tail, file size) of a regular file, never following a symlink."""
     fix_path = "pass the path of the image file itself (not a link, device or pipe)"
@@ -948,7 +964,7 @@ def _parse_other(fmt: str, head: bytes, tail: bytes, out: _Parsed, f: _Findings)
 # --------------------------------------------------------------------------- API
 
 
-def detect(path: Path) -> DiskInfo:
+def detect(path: Path, *, fd: int | None = None) -> DiskInfo:
     """Name the format of the image at ``path`` from its headers, without trusting it.
 
     Never follows a backing file, extent or data file; reads at most
@@ -956,9 +972,12 @@ def detect(path: Path) -> DiskInfo:
     Raises :class:`UnsafeImageError` when the path is not a regular file
     (symlink, fifo, device node, directory, socket) or cannot be read. Header
     problems do not raise; they are returned in :attr:`DiskInfo.problems`.
+
+    With ``fd``, the bytes are read (``pread``) through that open descriptor
+    and ``path`` only names it: the caller checks exactly what it will hand on.
     """
     path = Path(path)
-    head, tail, file_size = _read_capped(path)
+    head, tail, file_size = _read_capped(path) if fd is None else _read_fd(path, fd)
     fmt = _probe(head, tail)
     out = _Parsed()
     findings = _Findings(path)
@@ -993,6 +1012,7 @@ def check_safe(
     declared_format: str | None = None,
     max_virtual_size: int = DEFAULT_MAX_VIRTUAL_SIZE,
     max_ratio: float | None = None,
+    fd: int | None = None,
 ) -> DiskInfo:
     """Return the :class:`DiskInfo` of a safe image, or raise :class:`UnsafeImageError`.
 
@@ -1000,13 +1020,14 @@ def check_safe(
     the policy: allowed formats, declared vs detected format, size caps).
     ``max_ratio``, if given, also caps virtual size / file size for non-raw
     formats (off by default: sparse qcow2 images are legitimately large).
+    ``fd``: read through this open descriptor (see :func:`detect`).
     """
     allowed = {_normalise_format(name) for name in allowed_formats}
     unknown_allowed = allowed - KNOWN_FORMATS
     if unknown_allowed:
         raise ValueError(f"allowed_formats names unknown formats: {sorted(unknown_allowed)}")
     path = Path(path)
-    info = detect(path)
+    info = detect(path, fd=fd)
     f = _Findings(path)
     f.items.extend(info.problems)
     detected = info.format

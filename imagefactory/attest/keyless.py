@@ -72,7 +72,7 @@ def load_trusted_root(path: Path) -> TrustedRoot:
         if "clienttrustconfig" in media_type:
             return ClientTrustConfig.from_json(text).trusted_root
         return TrustedRoot.from_file(str(path))
-    except (OSError, ValueError, AttributeError, SigstoreError) as exc:
+    except (OSError, ValueError, AttributeError, RecursionError, SigstoreError) as exc:
         raise KeylessError(f"{path}: not a usable Sigstore trusted root: {exc}") from exc
 
 

@@ -162,10 +162,15 @@ def verify_envelope(data: bytes, keys: list[SSlibKey]) -> VerifiedEnvelope:
     try:
         raw = json.loads(data)
         envelope = Envelope.from_dict(raw) if isinstance(raw, dict) else None
-    except (ValueError, TypeError, KeyError, FormatError) as exc:
+    # RecursionError: deeply nested JSON; AttributeError: a field of the wrong type.
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, FormatError) as exc:
         raise EnvelopeError("envelope-invalid", f"not a DSSE envelope: {exc}") from exc
     if envelope is None:
         raise EnvelopeError("envelope-invalid", "not a DSSE envelope: not a JSON object")
+    # from_dict copies fields without checking their types; the signature check
+    # below would trip over a list where a string belongs.
+    if not isinstance(envelope.payload_type, str) or not isinstance(envelope.payload, bytes):
+        raise EnvelopeError("envelope-invalid", "not a DSSE envelope: payloadType is not a string")
     by_id = {key.keyid: key for key in keys}
     named = [keyid for keyid in envelope.signatures if keyid in by_id]
     if not named:

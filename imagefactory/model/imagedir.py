@@ -81,7 +81,8 @@ def read_small(path: Path, what: str) -> bytes:
 def parse_json_object(data: bytes, path: Path, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: nesting deeper than the parser's stack, a refusal like any other.
         raise LayoutError(f"{path}: {what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise LayoutError(f"{path}: {what} is not a JSON object")

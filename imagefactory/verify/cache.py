@@ -105,7 +105,7 @@ class VerifiedCache:
         try:
             with self.file.open("rb") as stream:
                 data = json.loads(stream.read(64 * 1024 * 1024))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             return {}

@@ -3,15 +3,18 @@
 1. ``layout``     -- the image directory and its labels.json can be read;
 2. ``format``     -- :func:`imagefactory.diskformat.check_safe` on the disk's raw
    bytes, before anything else opens it;
-3. ``digests``    -- every subject streamed and digested (disk: sha256, and
+3. ``signatures`` -- every attestation against the policy's signers (before any
+   hashing: an unsigned directory with a huge sparse disk costs nothing);
+4. ``size``       -- the disk's size against the size every valid attestation's
+   predicate signs, and the policy's cap, still before hashing;
+5. ``digests``    -- every subject streamed and digested (disk: sha256, and
    sha512 if the labels carry it), compared with labels.json;
-4. ``signatures`` -- every attestation against the policy's signers;
-5. ``statement``  -- payload type, statement type, predicate type, every subject
+6. ``statement``  -- payload type, statement type, predicate type, every subject
    against the digests of step 3, the predicate against labels.json;
-6. ``authority``  -- per VO named by the labels: enough of its own trusted
+7. ``authority``  -- per VO named by the labels: enough of its own trusted
    signers signed; the endorser the labels name is among them;
-7. ``labels``     -- the signed labels against each VO's rules;
-8. ``inspection`` -- where the policy asks (user-defined images, or every image
+8. ``labels``     -- the signed labels against each VO's rules;
+9. ``inspection`` -- where the policy asks (user-defined images, or every image
    of a VO), a fresh read-only inspection of the disk whose observed facts
    must match the labels. The inspection itself is a seam: an
    :class:`Inspector` passed in by the caller.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +41,7 @@ from imagefactory.digest import ProgressFn, hash_file
 from imagefactory.diskformat import UnsafeImageError, check_safe
 from imagefactory.errors import ImageFactoryError
 from imagefactory.model.imagedir import ImageDir, LayoutError, load_image_dir
-from imagefactory.trust.model import TrustPolicy
+from imagefactory.trust.model import KeySigner, TrustPolicy, VoPolicy
 from imagefactory.verify.labels import check_labels, label, now_utc, valid_until
 from imagefactory.verify.signatures import (
     Attestation,
@@ -72,6 +76,10 @@ class VerifyOptions:
     #: The time the verdict is for (tests pin it).
     now: datetime | None = None
     verifiers: Verifiers = field(default_factory=Verifiers)
+    #: An open descriptor of the disk: the format check, the digests and the
+    #: inspection read through it, not the path, so that what is verified is
+    #: what the caller (the boot gate) hands to the hypervisor.
+    disk_fd: int | None = None
 
 
 class _Stop(Exception):
@@ -128,6 +136,7 @@ def _format(run: _Run) -> list[Reason]:
             allowed_formats=[str(f) for f in run.policy.formats],
             declared_format=image.declared_format,
             max_virtual_size=run.policy.max_virtual_size,
+            fd=run.options.disk_fd,
         )
     except UnsafeImageError as exc:
         return [Reason("unsafe-disk", "format", p.message, detail=p.code) for p in exc.problems]
@@ -142,8 +151,9 @@ def _digests(run: _Run) -> list[Reason]:
     for path in image.subjects():
         algorithms = ("sha256", "sha512") if path == image.disk and want_sha512 else ("sha256",)
         progress = run.options.on_progress if path == image.disk else None
+        fd = run.options.disk_fd if path == image.disk else None
         try:
-            result = hash_file(path, algorithms, progress)
+            result = hash_file(path, algorithms, progress, fd=fd)
         except OSError as exc:
             out.append(Reason("layout", "digests", f"{path}: cannot read: {exc}"))
             continue
@@ -190,6 +200,44 @@ def _signatures(run: _Run) -> list[Reason]:
     return result.failures
 
 
+def _disk_size(run: _Run) -> int:
+    """The disk's size in bytes, through the descriptor when there is one."""
+    fd = run.options.disk_fd
+    return os.fstat(fd).st_size if fd is not None else os.stat(_image(run).disk).st_size
+
+
+def _signed_size(run: _Run) -> list[Reason]:
+    """Refuse a disk whose size no valid attestation signs, before hashing a byte of it."""
+    try:
+        size = _disk_size(run)
+    except OSError as exc:
+        return [Reason("layout", "size", f"{_image(run).disk}: cannot stat: {exc.strerror}")]
+    cap = run.policy.max_virtual_size
+    if size > cap:
+        return [Reason("disk-too-large", "size", f"the disk is {size} bytes, over the cap {cap}")]
+    signed: set[Any] = set()
+    for attestation in run.attestations:
+        if attestation.payload_type != PAYLOAD_TYPE:
+            continue  # the statement step names it
+        try:
+            statement = json.loads(attestation.payload)
+            signed.add(statement["predicate"]["disk"]["size"])
+        except (ValueError, RecursionError, KeyError, TypeError):
+            continue  # the statement step names what is wrong with it
+    # No readable signed statement at all: validly signed by a trusted signer, so
+    # the statement step (after hashing) reports exactly what is wrong.
+    if not signed or size in signed:
+        return []
+    shown = ", ".join(sorted(repr(v) for v in signed))
+    return [
+        Reason(
+            "labels-digest-mismatch",
+            "size",
+            f"the disk is {size} bytes; the signed size is {shown} (not hashed)",
+        )
+    ]
+
+
 def _as_note(reason: Reason) -> Reason:
     return Reason(reason.code, reason.step, reason.message, NOTE, reason.detail)
 
@@ -224,7 +272,7 @@ def _check_statement(
         return reason("payload-type", f"payload type {attestation.payload_type!r}")
     try:
         statement = json.loads(attestation.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         return reason("statement-invalid", f"payload is not JSON: {exc}")
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         return reason("statement-invalid", f"not an in-toto Statement v1 ({STATEMENT_TYPE})")
@@ -281,17 +329,33 @@ def _authority(run: _Run) -> list[Reason]:
                     f"VO {vo_name}: signed by {others}, none of them trusted for VO {vo_name}",
                 )
             )
-        elif len(mine) < vo.threshold:
+        elif len(principals := _principals(run, vo)) < vo.threshold:
+            # Counted by key (key id, from the key material) or certificate identity,
+            # never by policy entry: one key listed under two names is one signer.
             out.append(
                 Reason(
                     "threshold-not-met",
                     "authority",
-                    f"VO {vo_name}: {len(mine)} trusted signer(s) ({', '.join(mine)}),"
-                    f" threshold {vo.threshold}",
+                    f"VO {vo_name}: {len(principals)} distinct trusted key(s) or identities"
+                    f" ({', '.join(mine)}), threshold {vo.threshold}",
                 )
             )
         run.verdict.signers += [f"{vo_name}: {name}" for name in mine]
     out += _endorser(run)
+    return out
+
+
+def _principals(run: _Run, vo: VoPolicy) -> set[tuple[str, ...]]:
+    """The distinct keys and certificate identities that signed for ``vo``."""
+    keyids = {s.keyid for s in vo.signers if isinstance(s, KeySigner)}
+    out: set[tuple[str, ...]] = set()
+    for attestation in run.attestations:
+        if not any(v == vo.name for v, _ in attestation.signers):
+            continue
+        out |= {("key", k) for k in attestation.keyids & keyids}
+        who = attestation.identity
+        if who is not None:
+            out.add(("identity", who.issuer or "", *sorted(who.identities)))
     return out
 
 
@@ -307,7 +371,13 @@ def _endorser(run: _Run) -> list[Reason]:
     )
     if keyid is None and identity is None:
         return []
+    vos = label(run.signed_labels, "vo")
+    vos = set(vos) if isinstance(vos, list) else set()
     for attestation in run.attestations:
+        # Only an attestation that counts for a VO of this image can be the endorser's:
+        # a key trusted for another VO alone endorses nothing here.
+        if not any(v in vos for v, _ in attestation.signers):
+            continue
         if keyid is not None and keyid in attestation.keyids:
             return []
         who = attestation.identity
@@ -365,7 +435,11 @@ def _inspection(run: _Run) -> list[Reason]:
             )
         ]
     try:
-        observed = inspector(_image(run).disk, run.disk_format, labels)
+        disk = _image(run).disk
+        if run.options.disk_fd is not None:
+            # The same open file, reopened by the inspector's own processes: never the path.
+            disk = Path(f"/proc/{os.getpid()}/fd/{run.options.disk_fd}")
+        observed = inspector(disk, run.disk_format, labels)
     except (ImageFactoryError, OSError) as exc:  # an inspection that fails is a refusal
         return [Reason("inspection-mismatch", "inspection", f"inspection failed: {exc}")]
     return [
@@ -382,8 +456,9 @@ def _inspection(run: _Run) -> list[Reason]:
 _STEPS: tuple[tuple[str, Callable[[_Run], list[Reason]]], ...] = (
     ("layout", _layout),
     ("format", _format),
-    ("digests", _digests),
     ("signatures", _signatures),
+    ("size", _signed_size),
+    ("digests", _digests),
     ("statement", _statement),
     ("authority", _authority),
     ("labels", _labels),

@@ -110,7 +110,8 @@ def test_any_change_to_the_files_forces_a_full_verify(
     change(image)
     again = check(image, trust, cache)
     assert not again.cached
-    assert "digests" in again.steps
+    # A full verify ran: past the signatures (a changed size stops it before hashing).
+    assert again.steps[:3] == ["layout", "format", "signatures"]
 
 
 def test_modified_disk_is_not_smuggled_through_the_cache(
