@@ -251,17 +251,20 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
     )
 
 
-def replace_process(argv: Argv) -> NoReturn:
+def replace_process(argv: Argv, pass_fds: Sequence[int] = ()) -> NoReturn:
     """Become ``argv`` (``execvp``): for a gate that checks a command and then *is* it.
 
     The command keeps our pid, stdio, environment and signals, as if the user
-    had run it directly; nothing of ours runs after it. Raises
+    had run it directly; nothing of ours runs after it. ``pass_fds`` stay open
+    in it (every other descriptor of ours is close-on-exec). Raises
     :class:`MissingToolError` when the program does not exist.
     """
     args = [os.fspath(a) for a in argv]
     if not args:
         raise ValueError("empty argv")
     log.debug("+ exec %s", shlex.join(args))
+    for fd in pass_fds:
+        os.set_inheritable(fd, True)
     try:
         os.execvp(args[0], args)  # noqa: S606 -- an argv list, no shell
     except FileNotFoundError as exc:

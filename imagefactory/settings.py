@@ -21,6 +21,11 @@ Example::
       allow_scripts: false
       allowed_elements: [cloud-init, growroot]
       accel: auto            # auto | kvm | tcg
+    gate:
+      # The only programs 'imagefactory gate --' and 'run' start (absolute paths).
+      hypervisors: [/usr/bin/qemu-system-x86_64, /usr/sbin/xl]
+      # The packaged firmware a domain's <os><loader> may name (none by default).
+      firmware: [/usr/share/OVMF/OVMF_CODE_4M.fd]
 """
 
 from __future__ import annotations
@@ -45,6 +50,13 @@ MIRROR_ENV = {
     "ubuntu": "IMAGEFACTORY_UBUNTU_MIRROR",
 }
 ACCEL_CHOICES = tuple(str(a) for a in Accel)
+#: The hypervisor programs the boot gate runs unless the settings name others.
+DEFAULT_HYPERVISORS = (
+    Path("/usr/bin/qemu-system-x86_64"),
+    Path("/usr/bin/qemu-system-i386"),
+    Path("/usr/bin/qemu-system-aarch64"),
+    Path("/usr/sbin/xl"),
+)
 
 
 def _default_cache_dir() -> Path:
@@ -64,6 +76,10 @@ class Settings:
     allow_scripts: bool = False
     allowed_elements: frozenset[str] = DEFAULT_ALLOWED_ELEMENTS
     accel: str = "auto"
+    #: The only programs ``imagefactory gate --`` and ``imagefactory run`` start.
+    hypervisors: tuple[Path, ...] = DEFAULT_HYPERVISORS
+    #: The host's packaged firmware files a gated domain may load (``<os><loader>``).
+    firmware: tuple[Path, ...] = ()
 
     def build_limits(self, include_roots: tuple[Path, ...] = ()) -> BuildLimits:
         """The rules untrusted recipes are held to on this host."""
@@ -81,6 +97,7 @@ class Settings:
 
 _URL = Text("an http(s) URL", pattern=r"^https?://[^\s]+$", max_length=2048)
 _PATH = Text("a path", max_length=4096)
+_ABSOLUTE = Text("an absolute path", pattern=r"^/[^\0]*$", max_length=4096)
 
 #: The settings file's field table (checked like recipes: every problem at
 #: file:line:column, "did you mean" for misspelt keys).
@@ -134,6 +151,26 @@ SETTINGS = Struct(
             ),
             "Build host limits and paths.",
         ),
+        Field(
+            "gate",
+            Struct(
+                fields=(
+                    Field(
+                        "hypervisors",
+                        ListOf(_ABSOLUTE),
+                        "The only programs the boot gate and `run` start.",
+                        default=[str(h) for h in DEFAULT_HYPERVISORS],
+                    ),
+                    Field(
+                        "firmware",
+                        ListOf(_ABSOLUTE),
+                        "The host's packaged firmware files a domain's <os><loader> may name.",
+                        default=[],
+                    ),
+                )
+            ),
+            "The boot gate on a hypervisor host.",
+        ),
     )
 )
 
@@ -161,6 +198,7 @@ def _from_file(path: Path) -> Settings:
     # to the working directory. Either way they are made absolute here, once.
     here = path.parent
     mirrors, keyrings, build = values["mirrors"], values["keyrings"], values["build"]
+    gate = values["gate"]
     return Settings(
         source=path,
         mirrors={k: str(v).rstrip("/") for k, v in mirrors.items() if v is not None},
@@ -170,6 +208,8 @@ def _from_file(path: Path) -> Settings:
         allow_scripts=bool(build["allow_scripts"]),
         allowed_elements=frozenset(build["allowed_elements"]),
         accel=str(build["accel"]),
+        hypervisors=tuple(Path(str(h)) for h in gate["hypervisors"]),
+        firmware=tuple(Path(str(f)) for f in gate["firmware"]),
     )
 
 

@@ -41,10 +41,7 @@ def _gate_config(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
-    from imagefactory.gate.check import check_disks
-    from imagefactory.gate.qemu import qemu_disks
-    from imagefactory.gate.xl import xl_disks
-    from imagefactory.run import replace_process
+    from imagefactory.gate.command import gate_command
 
     command = list(args.command)
     if command[:1] == ["--"]:
@@ -53,12 +50,9 @@ def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(
             "imagefactory gate: no command given", hint="gate [OPTIONS] -- qemu-system-x86_64 ..."
         )
-    disks, refusals = (xl_disks if Path(command[0]).name == "xl" else qemu_disks)(command)
-    result = check_disks(disks, _gate_config(args, settings), refusals)
-    if not result.allowed:
-        sys.stderr.write(result.render(f"command {command[0]}") + "\n")
-        return EXIT_VERDICT
-    return replace_process(command)  # never returns: the command replaces us
+    refusal = gate_command(command, _gate_config(args, settings), settings.hypervisors)
+    sys.stderr.write(refusal.message + "\n")  # gate_command returns only to refuse
+    return EXIT_VERDICT
 
 
 def cmd_gate_libvirt_hook(args: argparse.Namespace, settings: Settings) -> int:

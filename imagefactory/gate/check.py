@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imagefactory.gate.dirs import untrusted_dir
 from imagefactory.gate.disks import DiskRequest, Refused, map_disk
 from imagefactory.trust import TrustPolicy
 from imagefactory.verify.cache import VerifiedCache, verify_cached
@@ -56,6 +57,12 @@ def check_disks(
             mapped = map_disk(request, config.store)
         except Refused as exc:
             result.refusals.append(exc.reason)
+            continue
+        # libvirt and xl open the disk again by path after we return: only a store
+        # whose directories nobody but root can change keeps that path meaning this file.
+        problem = untrusted_dir(mapped.image_dir, config.store)
+        if problem is not None:
+            result.refusals.append(Reason("gate-untrusted-dir", "gate", problem))
             continue
         if mapped.image_dir in result.verdicts:
             continue

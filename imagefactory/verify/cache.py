@@ -47,15 +47,19 @@ MAX_ENTRIES = 4096
 _FORMAT = "imagefactory-verified-cache-v1"
 
 
-def image_key(path: Path, policy: TrustPolicy) -> str | None:
-    """The cache key of the image directory at ``path`` under ``policy``; ``None`` if unusable."""
+def image_key(path: Path, policy: TrustPolicy, disk_fd: int | None = None) -> str | None:
+    """The cache key of the image directory at ``path`` under ``policy``; ``None`` if unusable.
+
+    With ``disk_fd``, the disk's part of the key comes from that open
+    descriptor: the entry found is for the very file the caller holds.
+    """
     try:
         image = load_image_dir(path)
         files = [image.disk, image.path / LABELS_NAME, image.path / SBOM_NAME]
         files += image.attestations()
         stats = []
         for file in files:
-            st = os.lstat(file)
+            st = os.fstat(disk_fd) if disk_fd is not None and file == image.disk else os.lstat(file)
             if not stat.S_ISREG(st.st_mode):
                 return None
             stats.append(
@@ -149,7 +153,7 @@ def verify_cached(
     """:func:`verify_image`, answered from ``cache`` when the image is unchanged since it passed."""
     options = options or VerifyOptions()
     now = options.now or now_utc()
-    before = image_key(path, policy)
+    before = image_key(path, policy, options.disk_fd)
     if before is not None:
         entry = cache.lookup(before, now)
         if entry is not None:
@@ -162,6 +166,15 @@ def verify_cached(
                 valid_until=datetime.fromisoformat(until) if until else None,
             )
     verdict = verify_image(path, policy, options)
-    if verdict.allowed and before is not None and image_key(path, policy) == before:
-        cache.store(before, verdict, now)
+    if (
+        verdict.allowed
+        and before is not None
+        and image_key(path, policy, options.disk_fd) == before
+    ):
+        try:
+            cache.store(before, verdict, now)
+        except OSError as exc:
+            # A full or read-only cache file system costs the next verify its speed-up,
+            # never this verdict.
+            log.warning("verified cache %s: cannot store: %s", cache.directory, exc)
     return verdict

@@ -58,6 +58,11 @@ REASONS: Mapping[str, str] = MappingProxyType(
         "gate-direct-kernel": "a kernel or initrd outside any verified disk would boot",
         "gate-invalid-request": "the domain XML or command line cannot be read safely",
         "gate-error": "the gate could not decide (bad policy, unreadable store); refused",
+        "gate-unknown-option": "the command line has an option the gate does not know",
+        "gate-refused-option": "an option or value outside the gate's allowlist",
+        "gate-untrusted-dir": "the store or a directory above an image is writable by others",
+        "gate-not-hypervisor": "the command is not a hypervisor named in the settings",
+        "disk-too-large": "the disk file is larger than the policy's cap",
     }
 )
 """Every reason code a verdict can carry, with its one-line meaning."""

@@ -13,8 +13,9 @@ import pytest
 from imagefactory.boot.qemu import qemu_argv
 from imagefactory.gate.check import GateConfig, GateResult, check_disks
 from imagefactory.gate.disks import DiskRequest
+from imagefactory.gate.keyval import parse_keyval
 from imagefactory.gate.libvirt import domain_disks, run_hook
-from imagefactory.gate.qemu import qemu_disks, split_options
+from imagefactory.gate.qemu import qemu_disks
 from imagefactory.vocab import Arch
 from tests.conftest import REPO
 from tests.fakes import diskimages as fx
@@ -193,35 +194,22 @@ def test_qemu_options_that_probe_or_bypass_are_refused() -> None:
     assert [r.code for r in refusals] == [
         "gate-format-mismatch",
         "gate-direct-kernel",
-        "gate-invalid-request",
+        "gate-refused-option",
     ]
 
 
-def test_qemu_blockdev_forms() -> None:
+def test_qemu_blockdev_is_refused() -> None:
+    """-blockdev graphs are not bound to descriptors by the gate: refused by name, use -drive."""
     file_node = {"driver": "file", "filename": "/s/a.raw", "node-name": "f1"}
-    argv = [
-        "qemu",
-        "-blockdev",
-        json.dumps(file_node),
-        "-blockdev",
-        '{"node-name":"fmt1","driver":"raw","file":"f1"}',
-        "-blockdev",
-        "driver=file,filename=/s/b.qcow2,node-name=f2",
-        "--blockdev",
-        "driver=qcow2,file=f2,node-name=fmt2",
-        "-drive",
-        "file=json:{},format=raw",
-    ]
+    argv = ["qemu", "-blockdev", json.dumps(file_node), "--blockdev", "driver=raw,file=f1"]
+    argv += ["-drive", "file=json:{},format=raw"]
     disks, refusals = qemu_disks(argv)
-    assert disks == [
-        DiskRequest("/s/a.raw", "raw", "-blockdev f1"),
-        DiskRequest("/s/b.qcow2", "qcow2", "-blockdev f2"),
-    ]
-    assert [r.code for r in refusals] == ["gate-unverifiable-disk"]
+    assert disks == []
+    assert [r.code for r in refusals] == ["gate-refused-option"] * 3
 
 
 def test_split_options_escaped_comma() -> None:
-    assert split_options("file=/a,,b.raw,format=raw,readonly") == {
+    assert parse_keyval("file=/a,,b.raw,format=raw,readonly=on") == {
         "file": "/a,b.raw",
         "format": "raw",
         "readonly": "on",
@@ -229,30 +217,46 @@ def test_split_options_escaped_comma() -> None:
 
 
 def _gate_cli(store: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """``imagefactory gate -- COMMAND``, with settings naming COMMAND's program as a hypervisor."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    argv = [
-        sys.executable,
-        "-m",
-        "imagefactory",
-        "gate",
-        "--policy",
-        str(store.parent / "site.yaml"),
-    ]
+    settings = store.parent / "settings.yaml"
+    settings.write_text(json.dumps({"gate": {"hypervisors": [command[0]]}}))
+    argv = [sys.executable, "-m", "imagefactory", "gate", "--settings", str(settings)]
+    argv += ["--policy", str(store.parent / "site.yaml")]
     argv += ["--store", str(store), "--cache", str(store.parent / "cache"), "--", *command]
     return subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
 
 
 def test_gate_cli_runs_the_command_when_its_disks_pass(store: Path) -> None:
-    drive = f"file={store / 'good' / RAW},format=raw"
+    """The command runs with the disk as a descriptor it inherited, not the path."""
+    drive = f"file={store / 'good' / RAW},format=raw,readonly=on"
     done = _gate_cli(store, "/bin/echo", "-drive", drive)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"-drive {drive}\n"
+    words = done.stdout.split()
+    assert words[:3] == ["-nodefaults", "-no-user-config", "-add-fd"]
+    assert words[3].startswith("fd=")
+    assert words[3].endswith(",set=1,opaque=rdonly")
+    assert words[4:] == ["-drive", "file=/dev/fdset/1,format=raw,readonly=on"]
 
 
 def test_gate_cli_refuses_without_running_the_command(store: Path, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    drive = f"file={store / 'bad' / RAW},format=raw"
-    done = _gate_cli(store, "/bin/touch", str(marker), "-drive", drive)
+    drive = f"file={store / 'bad' / RAW},format=raw,readonly=on"
+    done = _gate_cli(store, "/bin/touch", "-drive", drive)
     assert done.returncode == 1
     assert "unsigned" in done.stderr
+    assert not marker.exists()
+
+
+def test_gate_cli_runs_only_hypervisors_named_in_settings(store: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(json.dumps({"gate": {"hypervisors": ["/usr/bin/qemu-system-x86_64"]}}))
+    marker = tmp_path / "ran"
+    argv = [sys.executable, "-m", "imagefactory", "gate", "--settings", str(settings)]
+    argv += ["--policy", str(store.parent / "site.yaml"), "--store", str(store)]
+    argv += ["--", "touch", str(marker)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "not a hypervisor the settings name" in done.stderr
     assert not marker.exists()
