@@ -67,6 +67,8 @@ class _Binder:
     config: GateConfig
     result: GateResult = field(default_factory=GateResult)
     opened: list[Opened] = field(default_factory=list)
+    #: fdsets handed out so far.
+    sets: int = 0
 
     def open(self, path: Path, name: str, *, writable: bool) -> Opened:
         flags = (os.O_RDWR if writable else os.O_RDONLY) | _FLAGS
@@ -74,10 +76,20 @@ class _Binder:
             fd = os.open(path, flags)
         except OSError as exc:
             raise Refused("gate-unverifiable-disk", f"{name}: cannot open: {exc.strerror}") from exc
-        opened = Opened(fd, path, len(self.opened) + 1, writable)
+        self.sets += 1
+        opened = Opened(fd, path, self.sets, writable)
         self.opened.append(opened)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise Refused("gate-unverifiable-disk", f"{name}: not a regular file")
+        if writable:
+            # qemu opens an image read-only first and takes from the set only a
+            # descriptor of the access mode it asks for: add a read-only one of the
+            # same open file (through /proc, never the name again).
+            again = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+            self.opened.append(Opened(again, path, self.sets, writable=False))
+            if not os.path.samestat(os.fstat(again), st):
+                raise Refused("gate-unverifiable-disk", f"{name}: changed while being opened")
         return opened
 
     def verify(self, image_dir: Path, opened: Opened) -> Verdict:
