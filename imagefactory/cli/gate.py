@@ -37,7 +37,14 @@ def _gate_config(args: argparse.Namespace, settings: Settings) -> Any:
 
     cache = None if args.no_cache else VerifiedCache(args.cache)
     options = VerifyOptions(inspector=inspector(settings))
-    return GateConfig(load_policy(args.policy), args.store, cache, options)
+    return GateConfig(
+        load_policy(args.policy),
+        args.store,
+        cache,
+        options,
+        hypervisors=tuple(str(h) for h in settings.hypervisors),
+        firmware=tuple(str(f) for f in settings.firmware),
+    )
 
 
 def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:

@@ -23,6 +23,10 @@ class GateConfig:
     cache: VerifiedCache | None = None
     #: How to verify: the inspector for images the policy wants inspected.
     options: VerifyOptions = field(default_factory=VerifyOptions)
+    #: The hypervisor programs a domain's ``<emulator>`` may name (settings).
+    hypervisors: tuple[str, ...] = ()
+    #: The host's packaged firmware files an ``<os><loader>`` may name (settings).
+    firmware: tuple[str, ...] = ()
 
 
 @dataclass

@@ -5,19 +5,22 @@ the domain XML on stdin, as root; at ``prepare begin`` a non-zero exit refuses
 the start and libvirt shows the hook's stderr in its error. Every other
 operation is let through untouched.
 
-Refused outright: network, volume, directory and other non-file/block disk
-sources (they cannot be mapped to a signed image), a kernel or initrd booted
-directly (``<os><kernel>``: code outside any verified disk), an XML document
-with a DTD (entity expansion), and anything unparsable.
+Every element and attribute must be in the gate's allowlist
+(:mod:`.domainxml`: no loader, kernel, network boot, passthrough or
+``qemu:commandline``). Refused outright besides: network, volume, directory and
+other non-file/block disk sources (they cannot be mapped to a signed image), an
+XML document with a DTD (entity expansion), and anything unparsable.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from imagefactory.gate.check import GateConfig, GateResult, check_disks
 from imagefactory.gate.disks import DiskRequest
+from imagefactory.gate.domainxml import domain_problems
+from imagefactory.gate.text import shown
 from imagefactory.verify.verdict import Reason
 
 #: Largest domain XML read from stdin.
@@ -26,8 +29,15 @@ MAX_XML_BYTES = 16 * 1024 * 1024
 STEP = "gate"
 
 
-def domain_disks(xml_text: str) -> tuple[list[DiskRequest], list[Reason]]:
-    """The disks a domain would open, and what in it is refused outright."""
+def domain_disks(
+    xml_text: str, hypervisors: Collection[str] = (), firmware: Collection[str] = ()
+) -> tuple[list[DiskRequest], list[Reason]]:
+    """The disks a domain would open, and what in it is refused outright.
+
+    Every element and attribute must be in :data:`.domainxml.SCHEMA`;
+    ``hypervisors`` and ``firmware`` are what ``<emulator>`` and ``<os><loader>``
+    may name (the settings' lists).
+    """
     if "<!DOCTYPE" in xml_text or "<!ENTITY" in xml_text:
         return [], [Reason("gate-invalid-request", STEP, "domain XML with a DTD is refused")]
     try:
@@ -37,14 +47,7 @@ def domain_disks(xml_text: str) -> tuple[list[DiskRequest], list[Reason]]:
     if root.tag != "domain":
         return [], [Reason("gate-invalid-request", STEP, f"not a domain XML (<{root.tag}>)")]
     refusals = [
-        Reason(
-            "gate-direct-kernel",
-            STEP,
-            f"<os><{element.tag}> {element.text!r}: direct kernel boot runs code that no"
-            " verified image vouches for",
-        )
-        for element in root.findall("./os/*")
-        if element.tag in ("kernel", "initrd") and (element.text or "").strip()
+        Reason(p.code, STEP, p.message) for p in domain_problems(root, hypervisors, firmware)
     ]
     disks: list[DiskRequest] = []
     for disk in root.findall("./devices/disk"):
@@ -60,7 +63,7 @@ def domain_disks(xml_text: str) -> tuple[list[DiskRequest], list[Reason]]:
                 Reason(
                     "gate-unverifiable-disk",
                     STEP,
-                    f"disk {where}: type {kind!r} cannot be mapped to a signed image",
+                    f"disk {shown(where)}: type {shown(kind)} cannot be mapped to a signed image",
                 )
             )
             continue
@@ -89,8 +92,9 @@ def run_hook(
         text = stdin.decode("utf-8")
     except UnicodeDecodeError:
         return 1, f"imagefactory gate: refusing domain {name}: domain XML is not UTF-8\n"
-    disks, refusals = domain_disks(text)
-    result: GateResult = check_disks(disks, load_config(), refusals)
+    config = load_config()
+    disks, refusals = domain_disks(text, config.hypervisors, config.firmware)
+    result: GateResult = check_disks(disks, config, refusals)
     if result.allowed:
         return 0, ""
     return 1, result.render(f"domain {name}") + "\n"
