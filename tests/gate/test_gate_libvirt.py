@@ -214,3 +214,54 @@ def test_libvirt_refuses_a_disk_outside_the_store(libvirt: Libvirt) -> None:
     done = libvirt.create("gate-outside", outside / RAW)
     assert done.returncode != 0
     assert "gate-outside-store" in done.stderr
+
+
+def _create_xml(libvirt: Libvirt, name: str, xml: str) -> subprocess.CompletedProcess[str]:
+    path = libvirt.work / f"{name}.xml"
+    path.write_text(xml)
+    return libvirt.virsh("create", str(path))
+
+
+def _good_domain(name: str, path: Path) -> str:
+    return DOMAIN.format(name=name, fmt="raw", path=path, readonly="<readonly/>")
+
+
+def test_libvirt_refuses_qemu_commandline_passthrough(libvirt: Libvirt, tmp_path: Path) -> None:
+    """``<qemu:commandline>`` ran ``-incoming exec:`` in dom0; refused before qemu starts."""
+    marker = tmp_path / "pwned"
+    xml = _good_domain("gate-cmdline", libvirt.store / "good" / RAW)
+    xml = xml.replace(
+        "<domain type='qemu'>",
+        "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>",
+    ).replace(
+        "</domain>",
+        f"<qemu:commandline><qemu:arg value='-incoming'/><qemu:arg value='exec:touch {marker}'/>"
+        "</qemu:commandline></domain>",
+    )
+    done = _create_xml(libvirt, "gate-cmdline", xml)
+    assert done.returncode != 0
+    assert "commandline" in done.stderr
+    assert not marker.exists()
+
+
+def test_libvirt_refuses_a_loader_from_a_path(libvirt: Libvirt) -> None:
+    evil = libvirt.work / "evil.fd"
+    evil.write_bytes(b"\0" * 65536)
+    xml = _good_domain("gate-loader", libvirt.store / "good" / RAW).replace(
+        "</os>", f"<loader readonly='yes' type='rom'>{evil}</loader></os>"
+    )
+    done = _create_xml(libvirt, "gate-loader", xml)
+    assert done.returncode != 0
+    assert "<os><loader>" in done.stderr
+
+
+def test_libvirt_refuses_a_world_writable_store(libvirt: Libvirt) -> None:
+    """libvirt opens the disk by path after the hook: a store others can write is refused."""
+    image = libvirt.store / "good"
+    image.chmod(0o777)
+    try:
+        done = libvirt.create("gate-writable", image / RAW)
+    finally:
+        image.chmod(0o755)
+    assert done.returncode != 0
+    assert "writable by group or others" in done.stderr
