@@ -20,7 +20,7 @@ from imagefactory.gate.bind import bind_qemu
 from imagefactory.gate.check import GateConfig, check_disks
 from imagefactory.gate.qemu import parse_qemu
 from imagefactory.gate.text import shown
-from imagefactory.gate.xl import xl_disks
+from imagefactory.gate.xl import parse_xl, sealed_config
 from imagefactory.run import replace_process
 
 #: Exit code of a refusal (as verify's deny).
@@ -60,11 +60,14 @@ def gate_command(  # noqa: RET503 -- replace_process never returns
     argv = [str(program), *command[1:]]
     subject = f"command {program.name}"
     if program.name == "xl":
-        disks, refusals = xl_disks(argv)
-        result = check_disks(disks, config, refusals)
-        if not result.allowed:
+        xl = parse_xl(argv)
+        result = check_disks(xl.disks, config, xl.refusals)
+        if not result.allowed or xl.config is None:
             return Refusal(result.render(subject))
-        replace_process(argv)
+        # xl reads the bytes the gate checked, never the file again (a FIFO or a
+        # swapped file would give it others).
+        fd = sealed_config(xl.config)
+        replace_process([argv[0], "create", *xl.flags, "-f", f"/proc/self/fd/{fd}"], pass_fds=[fd])
     with bind_qemu(parse_qemu(argv), config) as bound:
         if not bound.result.allowed:
             return Refusal(bound.result.render(subject))
