@@ -37,7 +37,7 @@ def _re(pattern: str) -> Callable[[str], bool]:
 
 
 _ANY: Check = None
-_NAME = _re(r"[A-Za-z0-9_.:/+-]{1,128}")
+_NAME = _re(r"[A-Za-z0-9_.:+-]{1,128}")  # no "/": a name is never a path
 _NUM = _re(r"[0-9]{1,12}")
 _YES_NO = _one_of("yes", "no")
 _ON_OFF = _one_of("on", "off")
@@ -73,7 +73,7 @@ SCHEMA: dict[str, Element] = {
     "domain/currentMemory": _e(text=_NUM, unit=_NAME),
     "domain/vcpu": _e(text=_NUM, placement=_one_of("static", "auto"), current=_NUM),
     "domain/resource": _e(),
-    "domain/resource/partition": _e(text=_NAME),
+    "domain/resource/partition": _e(text=_re(r"/machine(/[A-Za-z0-9_.-]{1,64}){0,4}")),
     "domain/os": _e(firmware=_one_of("bios", "efi")),
     "domain/os/type": _e(text=_one_of("hvm", "xen", "xenpv", "xenpvh"), arch=_NAME, machine=_NAME),
     "domain/os/boot": _e(dev=_one_of("hd", "cdrom", "fd")),

@@ -188,3 +188,49 @@ def test_real_qemu_snapshot_mode_keeps_the_store_image_read_only(
         with started(bound.argv, bound.fds, tmp_path) as (_, qmp):
             block = next(b for b in qmp.call("query-block") if "inserted" in b)
             assert block["inserted"]["image"]["backing-image"]["filename"] == "/dev/fdset/1"
+
+
+def test_real_qemu_fuzzed_accepted_commands_hold_only_verified_files(
+    store: Store, tmp_path: Path
+) -> None:
+    """Accepted fuzzed command lines (tests/gate/test_fuzz.py's generator), run for real."""
+    import random
+
+    from tests.gate.test_fuzz import _qemu_argv
+
+    rng = random.Random(7)  # noqa: S311 -- a seeded test generator
+    good = os.stat(store.good)
+    ran = 0
+    for _ in range(3000):
+        argv = _qemu_argv(rng, str(store.good))
+        if "-S" not in argv or "-machine" in argv or "-M" in argv:
+            continue  # paused runs only; the machine is BASE's
+        argv = [argv[0], *BASE, *argv[1:]]
+        with bind_qemu(parse_qemu(argv), store.config) as bound:
+            if not bound.result.allowed:
+                continue
+            srv = socket.socket(socket.AF_UNIX)
+            path = tmp_path / f"q{ran}.sock"
+            srv.bind(str(path))
+            srv.listen(1)
+            full = [*bound.argv, "-chardev", f"socket,id=m,fd={srv.fileno()},server=on,wait=off"]
+            full += ["-mon", "chardev=m,mode=control"]
+            proc = subprocess.Popen(
+                full, pass_fds=[*bound.fds, srv.fileno()], stderr=subprocess.DEVNULL
+            )
+            srv.close()
+            try:
+                qmp = Qmp(path)
+            except (OSError, ValueError):
+                proc.wait()
+                continue  # qemu refused the combination itself (and exited)
+            try:
+                assert _disk_files(proc.pid, [good]) == [], argv
+                ran += 1
+            finally:
+                qmp.close()
+                proc.kill()
+                proc.wait()
+        if ran >= 6:
+            break
+    assert ran >= 3
