@@ -62,6 +62,19 @@ def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_VERDICT
 
 
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.gate.start import StartOptions, start_argv, start_node
+    from imagefactory.host.accel import choose_accel
+
+    qemu = start_argv(args.image, StartOptions())[0]
+    accel = choose_accel(settings.accel, qemu, settings.cache_dir / "accel.json")
+    options = StartOptions(accel, args.memory, args.cpus, not args.no_network, args.name)
+    config = _gate_config(args, settings)
+    refusal = start_node(args.image, config, list(settings.hypervisors), options)
+    sys.stderr.write(refusal.message + "\n")  # start_node returns only to refuse
+    return EXIT_VERDICT
+
+
 def cmd_gate_libvirt_hook(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.gate.libvirt import run_hook
 
@@ -112,6 +125,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- and the qemu command line")
     p.set_defaults(func=cmd_gate, error_exit=EXIT_ERROR)
+
+    p = sub.add_parser(
+        "run",
+        parents=[common, gate_options],
+        help="start a worker node from a verified store image (fixed qemu command, disk"
+        " through a verified descriptor, non-persistent)",
+    )
+    p.add_argument("image", type=user_path, help="the image directory in the store")
+    p.add_argument("--memory", type=int, default=2048, help="MiB of guest memory")
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--name", help="the guest's name")
+    p.add_argument("--no-network", action="store_true", help="no NIC at all")
+    p.set_defaults(func=cmd_run, error_exit=EXIT_ERROR)
 
     p = sub.add_parser(
         "gate-libvirt-hook",

@@ -81,14 +81,14 @@ def _paths_in(word: str) -> list[str]:
     return [v for v in re.split(r"(?<!,),(?!,)|=", word) if v.startswith("/")]
 
 
-def test_fuzz_qemu_accepted_argv_opens_only_verified_files(store: Store) -> None:
+def test_fuzz_qemu_accepted_argv_opens_only_verified_files(images: Store) -> None:
     rng = random.Random(10)
-    good = str(store.good)
+    good = str(images.good)
     good_stat = os.stat(good)
     accepted = 0
     for _ in range(ROUNDS):
         argv = _qemu_argv(rng, good)
-        with bind_qemu(parse_qemu(argv), store.config) as bound:
+        with bind_qemu(parse_qemu(argv), images.config) as bound:
             if not bound.result.allowed:
                 continue
             accepted += 1
@@ -122,11 +122,11 @@ def _domain(rng: random.Random, good: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def test_fuzz_domain_xml_accepted_opens_only_verified_files(store: Store) -> None:
+def test_fuzz_domain_xml_accepted_opens_only_verified_files(images: Store) -> None:
     rng = random.Random(11)
-    good = str(store.good)
+    good = str(images.good)
     hypervisors = ["/usr/bin/qemu-system-x86_64"]
-    config = dataclasses.replace(store.config, hypervisors=tuple(hypervisors))
+    config = dataclasses.replace(images.config, hypervisors=tuple(hypervisors))
     accepted = 0
     for _ in range(ROUNDS):
         text = _domain(rng, good)
@@ -143,9 +143,9 @@ def test_fuzz_domain_xml_accepted_opens_only_verified_files(store: Store) -> Non
     assert accepted > 50
 
 
-def test_fuzz_xl_accepted_config_opens_only_verified_files(store: Store, tmp_path: Path) -> None:
+def test_fuzz_xl_accepted_config_opens_only_verified_files(images: Store, tmp_path: Path) -> None:
     rng = random.Random(12)
-    good = str(store.good)
+    good = str(images.good)
     keys = [*SETTINGS, "kernel", "bootloader", "device_model_args", "pci"]
     accepted = 0
     config = tmp_path / "wn.cfg"
@@ -164,7 +164,7 @@ def test_fuzz_xl_accepted_config_opens_only_verified_files(store: Store, tmp_pat
             lines.append(f"{key} {rng.choice(['=', '=', '+='])} {value}")
         config.write_text(rng.choice(["\n", "; "]).join(lines) + "\n")
         command = parse_xl(["xl", "create", str(config)])
-        if command.refusals or not check_disks(command.disks, store.config).allowed:
+        if command.refusals or not check_disks(command.disks, images.config).allowed:
             continue
         accepted += 1
         for path in re.findall(r"/[^\"',\s\]]+", config.read_text()):

@@ -118,9 +118,9 @@ def test_disk_spec_keys_are_allowlisted(tmp_path: Path) -> None:
     assert codes(["xl", "create", str(path)]) == ["gate-unverifiable-disk"]
 
 
-def test_xl_gets_the_bytes_the_gate_checked(store: Store, tmp_path: Path) -> None:
+def test_xl_gets_the_bytes_the_gate_checked(images: Store, tmp_path: Path) -> None:
     """The stand-in xl reads its -f file: a sealed copy, not the (since replaced) path."""
-    path = cfg(tmp_path, GOOD.format(disk=store.good))
+    path = cfg(tmp_path, GOOD.format(disk=images.good))
     xl = tmp_path / "bin" / "xl"
     xl.parent.mkdir()
     # Replace the config the moment xl starts, then show what xl reads from its -f.
@@ -129,12 +129,12 @@ def test_xl_gets_the_bytes_the_gate_checked(store: Store, tmp_path: Path) -> Non
     settings = tmp_path / "settings.yaml"
     settings.write_text(json.dumps({"gate": {"hypervisors": [str(xl)]}}))
     argv = [sys.executable, "-m", "imagefactory", "gate", "--settings", str(settings)]
-    argv += ["--policy", str(store.root.parent / "site.yaml"), "--store", str(store.root)]
+    argv += ["--policy", str(images.root.parent / "site.yaml"), "--store", str(images.root)]
     argv += ["--cache", str(tmp_path / "cache"), "--", str(xl), "create", "-p", str(path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     first, _, rest = done.stdout.partition("\n")
     assert first.startswith("create -p -f /proc/self/fd/")
-    assert rest == GOOD.format(disk=store.good)
+    assert rest == GOOD.format(disk=images.good)
     assert "evil" in path.read_text()
