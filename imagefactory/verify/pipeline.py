@@ -2,7 +2,8 @@
 
 1. ``layout``     -- the image directory and its labels.json can be read;
 2. ``format``     -- :func:`imagefactory.diskformat.check_safe` on the disk's raw
-   bytes, before anything else opens it;
+   bytes, before anything else opens it, and OpenStack's format inspector as a
+   second opinion that must agree (:mod:`imagefactory.diskinspect`);
 3. ``signatures`` -- every attestation against the policy's signers (before any
    hashing: an unsigned directory with a huge sparse disk costs nothing);
 4. ``size``       -- the disk's size against the size every valid attestation's
@@ -39,6 +40,7 @@ from typing import Any, Protocol
 from imagefactory.attest.statement import PAYLOAD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE
 from imagefactory.digest import ProgressFn, hash_file
 from imagefactory.diskformat import UnsafeImageError, check_safe
+from imagefactory.diskinspect import second_opinion
 from imagefactory.errors import ImageFactoryError
 from imagefactory.model.imagedir import ImageDir, LayoutError, load_image_dir
 from imagefactory.trust.model import KeySigner, TrustPolicy, VoPolicy
@@ -140,6 +142,13 @@ def _format(run: _Run) -> list[Reason]:
         )
     except UnsafeImageError as exc:
         return [Reason("unsafe-disk", "format", p.message, detail=p.code) for p in exc.problems]
+    # A second, independent reader of the same bytes must agree (polyglots, MBR/GPT).
+    disagree = second_opinion(image.disk, info.format, run.options.disk_fd)
+    if disagree:
+        return [
+            Reason("unsafe-disk", "format", f"{image.disk}: {m}", detail="format-inspector")
+            for m in disagree
+        ]
     run.disk_format = info.format
     return []
 
