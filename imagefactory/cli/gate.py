@@ -18,6 +18,7 @@ from imagefactory.settings import Settings
 DEFAULT_TRUST_POLICY = Path("/etc/imagefactory/policy.yaml")
 DEFAULT_STORE = Path("/var/lib/imagefactory/images")
 DEFAULT_CACHE = Path("/var/cache/imagefactory/verified")
+DEFAULT_RUN_DIR = Path("/var/lib/imagefactory/run")
 
 HOOK_SCRIPT = """\
 #!/bin/sh
@@ -44,6 +45,7 @@ def _gate_config(args: argparse.Namespace, settings: Settings) -> Any:
         options,
         hypervisors=tuple(str(h) for h in settings.hypervisors),
         firmware=tuple(str(f) for f in settings.firmware),
+        run_dir=args.run_dir,
     )
 
 
@@ -90,6 +92,7 @@ def cmd_gate_hook_script(args: argparse.Namespace, settings: Settings) -> int:
 
     options = ["--policy", str(args.policy), "--store", str(args.store)]
     options += ["--no-cache"] if args.no_cache else ["--cache", str(args.cache)]
+    options += ["--run-dir", str(args.run_dir)]
     sys.stdout.write(
         HOOK_SCRIPT.format(python=shlex.quote(sys.executable), options=shlex.join(options))
     )
@@ -117,6 +120,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help=f"verified cache (default {DEFAULT_CACHE})",
     )
     gate_options.add_argument("--no-cache", action="store_true", help="always verify in full")
+    gate_options.add_argument(
+        "--run-dir",
+        type=user_path,
+        default=DEFAULT_RUN_DIR,
+        help="where imagefactory's overlays and their records are (the only overlays accepted)",
+    )
 
     p = sub.add_parser(
         "gate",

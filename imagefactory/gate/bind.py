@@ -29,6 +29,7 @@ from imagefactory.diskformat import UnsafeImageError, detect
 from imagefactory.gate.check import GateConfig, GateResult
 from imagefactory.gate.dirs import untrusted_dir
 from imagefactory.gate.disks import DiskRequest, Refused, _inside, _labels_disk
+from imagefactory.gate.overlay import check_overlay
 from imagefactory.gate.qemu import PREFIX, Drive, QemuCommand
 from imagefactory.gate.text import shown
 from imagefactory.verify.cache import verify_cached
@@ -186,6 +187,9 @@ class _Binder:
                 f"{name}: the overlay opens its base as {backing_format or 'probed'},"
                 f" but it is signed as {own[1]}",
             )
+        why = check_overlay(real, overlay.fd, base, own[1], self.config.run_dir)
+        if why is not None:
+            raise Refused("gate-overlay", f"{name}: {why}")
         base_fd = self.open(base, name, writable=False)
         self.verify(base.parent, base_fd)
         return drive.argument(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagefactory.gate.dirs import untrusted_dir
-from imagefactory.gate.disks import DiskRequest, Refused, map_disk
+from imagefactory.gate.disks import DiskRequest, Mapped, Refused, map_disk
+from imagefactory.gate.overlay import check_overlay
 from imagefactory.trust import TrustPolicy
 from imagefactory.verify.cache import VerifiedCache, verify_cached
 from imagefactory.verify.pipeline import VerifyOptions, verify_image
@@ -27,6 +29,8 @@ class GateConfig:
     hypervisors: tuple[str, ...] = ()
     #: The host's packaged firmware files an ``<os><loader>`` may name (settings).
     firmware: tuple[str, ...] = ()
+    #: Where imagefactory makes overlays (:mod:`.overlay`); ``None``: overlays refused.
+    run_dir: Path | None = None
 
 
 @dataclass
@@ -51,6 +55,21 @@ class GateResult:
         return "\n".join(lines)
 
 
+def _overlay_problem(mapped: Mapped, config: GateConfig) -> str | None:
+    """The overlay check of :mod:`.overlay` (libvirt and xl: hashed through a fresh open)."""
+    overlay, base = mapped.overlay, mapped.base
+    if overlay is None or base is None:
+        return None
+    try:
+        fd = os.open(overlay, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"cannot open: {exc.strerror}"
+    try:
+        return check_overlay(overlay, fd, base, mapped.base_format, config.run_dir)
+    finally:
+        os.close(fd)
+
+
 def check_disks(
     disks: Iterable[DiskRequest], config: GateConfig, refusals: Iterable[Reason] = ()
 ) -> GateResult:
@@ -68,6 +87,13 @@ def check_disks(
         if problem is not None:
             result.refusals.append(Reason("gate-untrusted-dir", "gate", problem))
             continue
+        if mapped.overlay is not None:
+            why = _overlay_problem(mapped, config)
+            if why is not None:
+                result.refusals.append(
+                    Reason("gate-overlay", "gate", f"{request.where}: {mapped.overlay}: {why}")
+                )
+                continue
         if mapped.image_dir in result.verdicts:
             continue
         if config.cache is not None:

@@ -41,6 +41,9 @@ class Mapped:
     request: DiskRequest
     image_dir: Path
     overlay: Path | None = None
+    #: For an overlay: its base disk (resolved) and the base's signed format.
+    base: Path | None = None
+    base_format: str = ""
 
 
 class Refused(Exception):
@@ -111,8 +114,12 @@ def _map_overlay(request: DiskRequest, real: Path, store: Path, name: str) -> Ma
     if other:
         raise Refused("gate-overlay", f"{name}: " + "; ".join(p.message for p in other))
     backing = info.backing_file
-    if backing.startswith("json:") or "://" in backing or ":" in backing.split("/")[0]:
-        raise Refused("gate-overlay", f"{name}: backing file {backing!r} is not a plain path")
+    if not backing.startswith("/") or ":" in backing:
+        # A relative name resolves against the overlay's directory for qemu, which a
+        # symlinked overlay makes another directory than the one we would look in.
+        raise Refused(
+            "gate-overlay", f"{name}: backing file {backing!r} is not an absolute plain path"
+        )
     base = Path(os.path.realpath(real.parent / backing))
     if not _inside(base, store):
         raise Refused(
@@ -133,4 +140,4 @@ def _map_overlay(request: DiskRequest, real: Path, store: Path, name: str) -> Ma
             f"{name}: the overlay opens its backing file as {backing_format or 'probed'},"
             f" but it is signed as {own[1]}",
         )
-    return Mapped(request, base.parent, overlay=real)
+    return Mapped(request, base.parent, overlay=real, base=base, base_format=own[1])

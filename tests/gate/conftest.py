@@ -42,7 +42,9 @@ def store(tmp_path: Path) -> Path:
 
 def config(store: Path) -> GateConfig:
     policy = load_policy(store.parent / "site.yaml")
-    return GateConfig(policy, store, VerifiedCache(store.parent / "cache"))
+    return GateConfig(
+        policy, store, VerifiedCache(store.parent / "cache"), run_dir=store.parent / "run"
+    )
 
 
 @dataclass(frozen=True)
@@ -71,5 +73,11 @@ def images(tmp_path: Path) -> Store:
     policy = load_policy(
         write_policy(tmp_path / "site.yaml", {"atlas": vo_rules(key_signer("atlas-vo", key))})
     )
-    config = GateConfig(policy, root, VerifiedCache(tmp_path / "cache"), VerifyOptions(now=NOW))
+    config = GateConfig(
+        policy,
+        root,
+        VerifiedCache(tmp_path / "cache"),
+        VerifyOptions(now=NOW),
+        run_dir=tmp_path / "run",
+    )
     return Store(root, config)

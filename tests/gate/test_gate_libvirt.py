@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from imagefactory.gate.overlay import make_overlay
 from tests.conftest import REPO, require_or_skip
 from tests.fakes.imagedirs import key_sign, key_signer, make_image, new_key, vo_rules, write_policy
 
@@ -170,7 +171,7 @@ def _install_hook(hook: Path, work: Path, store: Path) -> None:
     """The script ``gate-hook-script`` prints, pointed at the code under test."""
     argv = [sys.executable, "-m", "imagefactory", "gate-hook-script"]
     argv += ["--policy", str(work / "site.yaml"), "--store", str(store)]
-    argv += ["--cache", str(work / "cache")]
+    argv += ["--cache", str(work / "cache"), "--run-dir", str(work / "run")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     script = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
     assert script.startswith("#!/bin/sh\n")
@@ -197,12 +198,7 @@ def test_libvirt_refuses_a_domain_whose_disk_is_unsigned(libvirt: Libvirt) -> No
 
 
 def test_libvirt_starts_an_overlay_over_a_verified_image(libvirt: Libvirt) -> None:
-    overlay = libvirt.work / "vm-overlay.qcow2"
-    base = libvirt.store / "good" / RAW
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(overlay)],
-        check=True,
-    )
+    overlay = make_overlay(libvirt.store / "good", libvirt.work / "run", "gate-overlay")
     done = libvirt.create("gate-overlay", overlay, fmt="qcow2")
     assert done.returncode == 0, done.stderr
     libvirt.virsh("destroy", "gate-overlay")
@@ -265,3 +261,15 @@ def test_libvirt_refuses_a_world_writable_store(libvirt: Libvirt) -> None:
         image.chmod(0o755)
     assert done.returncode != 0
     assert "writable by group or others" in done.stderr
+
+
+def test_libvirt_refuses_an_overlay_imagefactory_did_not_make(libvirt: Libvirt) -> None:
+    overlay = libvirt.work / "foreign.qcow2"
+    base = libvirt.store / "good" / RAW
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(overlay)],
+        check=True,
+    )
+    done = libvirt.create("gate-foreign", overlay, fmt="qcow2")
+    assert done.returncode != 0
+    assert "run directory" in done.stderr

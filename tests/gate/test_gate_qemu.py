@@ -15,6 +15,7 @@ from imagefactory.gate.check import GateConfig, GateResult, check_disks
 from imagefactory.gate.disks import DiskRequest
 from imagefactory.gate.keyval import parse_keyval
 from imagefactory.gate.libvirt import domain_disks, run_hook
+from imagefactory.gate.overlay import make_overlay
 from imagefactory.gate.qemu import qemu_disks
 from imagefactory.vocab import Arch
 from tests.conftest import REPO
@@ -78,7 +79,7 @@ def _overlay(path: Path, backing: str, backing_format: str | None) -> Path:
 
 @needs_qemu_img
 def test_overlay_over_a_store_image_passes(store: Path, tmp_path: Path) -> None:
-    overlay = _overlay(tmp_path / "vm1.qcow2", str(store / "good" / RAW), "raw")
+    overlay = make_overlay(store / "good", store.parent / "run", "vm1")
     result = gate(store, DiskRequest(str(overlay), "qcow2", "vda"))
     assert result.allowed, result.render("test")
     assert list(result.verdicts) == [store / "good"]
@@ -86,7 +87,7 @@ def test_overlay_over_a_store_image_passes(store: Path, tmp_path: Path) -> None:
 
 @needs_qemu_img
 def test_overlay_over_an_unsigned_image_is_refused(store: Path, tmp_path: Path) -> None:
-    overlay = _overlay(tmp_path / "vm1.qcow2", str(store / "bad" / RAW), "raw")
+    overlay = make_overlay(store / "bad", store.parent / "run", "vm1")
     assert codes(gate(store, DiskRequest(str(overlay), "qcow2", "vda"))) == ["unsigned"]
 
 
@@ -98,7 +99,7 @@ def test_overlay_backing_host_file_is_refused(store: Path, tmp_path: Path) -> No
 
 def test_overlay_backing_through_dotdot_out_of_store(store: Path) -> None:
     overlay = fx.write(store / "evil.qcow2", fx.qcow2(size=1 << 20, backing=b"../../etc/shadow"))
-    assert codes(gate(store, DiskRequest(str(overlay), "qcow2", "vda"))) == ["gate-outside-store"]
+    assert codes(gate(store, DiskRequest(str(overlay), "qcow2", "vda"))) == ["gate-overlay"]
 
 
 def test_overlay_backing_url_is_refused(store: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 from imagefactory.gate.bind import bind_qemu
 from imagefactory.gate.check import GateResult
 from imagefactory.gate.keyval import KeyvalError, parse_keyval
+from imagefactory.gate.overlay import make_overlay
 from imagefactory.gate.qemu import parse_qemu
 from imagefactory.gate.text import shown
 from tests.fakes import diskimages as fx
@@ -208,8 +209,8 @@ def _overlay(path: Path, backing: str, fmt: str = "raw") -> Path:
     return path
 
 
-def test_overlay_gets_its_base_as_a_descriptor(images: Store, tmp_path: Path) -> None:
-    overlay = _overlay(tmp_path / "vm.qcow2", str(images.good))
+def test_overlay_gets_its_base_as_a_descriptor(images: Store) -> None:
+    overlay = make_overlay(images.good.parent, images.config.run_dir or Path(), "vm")
     with bind_qemu(
         parse_qemu([QEMU, "-drive", f"file={overlay},format=qcow2"]), images.config
     ) as bound:
@@ -274,3 +275,32 @@ def test_terminal_escapes_in_names_are_shown_escaped() -> None:
     assert "\x07" not in message
     assert "\\x1b" in message
     assert shown("a\u202eb") == "'a\\x202eb'"
+
+
+def test_bypass_overlay_not_made_by_imagefactory(images: Store, tmp_path: Path) -> None:
+    """A valid qcow2 over the verified base, made by someone else: refused."""
+    overlay = _overlay(tmp_path / "vm.qcow2", str(images.good))
+    result = gate(images, "-drive", f"file={overlay},format=qcow2")
+    assert [r.code for r in result.refusals] == ["gate-overlay"]
+    assert "run directory" in result.refusals[0].message
+
+
+def test_bypass_prefilled_overlay_at_first_start(images: Store) -> None:
+    """imagefactory made it, someone wrote guest data into it before its first start."""
+    overlay = make_overlay(images.good.parent, images.config.run_dir or Path(), "vm")
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x41 0 4k", str(overlay)],
+        check=True,
+        capture_output=True,
+    )
+    result = gate(images, "-drive", f"file={overlay},format=qcow2")
+    assert [r.code for r in result.refusals] == ["gate-overlay"]
+    assert "pre-filled" in result.refusals[0].message
+
+
+def test_overlay_in_use_after_its_first_start_is_accepted(images: Store) -> None:
+    overlay = make_overlay(images.good.parent, images.config.run_dir or Path(), "vm")
+    assert gate(images, "-drive", f"file={overlay},format=qcow2").allowed
+    with overlay.open("ab") as stream:  # the guest wrote to it while it ran
+        stream.write(b"\0" * 65536)
+    assert gate(images, "-drive", f"file={overlay},format=qcow2").allowed

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from imagefactory.gate.bind import bind_qemu
+from imagefactory.gate.overlay import make_overlay
 from imagefactory.gate.qemu import parse_qemu
 from tests.conftest import require_or_skip
 from tests.fakes import diskimages as fx
@@ -152,14 +153,7 @@ def test_real_qemu_after_a_swap_sees_the_verified_file(images: Store, tmp_path: 
 
 def test_real_qemu_overlay_base_comes_from_the_descriptor(images: Store, tmp_path: Path) -> None:
     """The overlay's header names the base by path; qemu must use the gate's fd instead."""
-    overlay = tmp_path / "vm.qcow2"
-    subprocess.run(
-        [
-            *("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(images.good), "-F", "raw"),
-            *("-u", str(overlay), "64K"),
-        ],
-        check=True,
-    )
+    overlay = make_overlay(images.good.parent, images.config.run_dir or Path(), "vm")
     args = [*BASE, "-drive", f"file={overlay},format=qcow2,if=virtio"]
     with bind_qemu(parse_qemu([QEMU, *args]), images.config) as bound:
         assert bound.result.allowed, bound.result.render("t")
@@ -191,7 +185,7 @@ def test_real_qemu_snapshot_mode_keeps_the_store_image_read_only(
 
 
 def test_real_qemu_fuzzed_accepted_commands_hold_only_verified_files(
-    store: Store, tmp_path: Path
+    images: Store, tmp_path: Path
 ) -> None:
     """Accepted fuzzed command lines (tests/gate/test_fuzz.py's generator), run for real."""
     import random
@@ -199,14 +193,14 @@ def test_real_qemu_fuzzed_accepted_commands_hold_only_verified_files(
     from tests.gate.test_fuzz import _qemu_argv
 
     rng = random.Random(7)  # noqa: S311 -- a seeded test generator
-    good = os.stat(store.good)
+    good = os.stat(images.good)
     ran = 0
     for _ in range(3000):
-        argv = _qemu_argv(rng, str(store.good))
+        argv = _qemu_argv(rng, str(images.good))
         if "-S" not in argv or "-machine" in argv or "-M" in argv:
             continue  # paused runs only; the machine is BASE's
         argv = [argv[0], *BASE, *argv[1:]]
-        with bind_qemu(parse_qemu(argv), store.config) as bound:
+        with bind_qemu(parse_qemu(argv), images.config) as bound:
             if not bound.result.allowed:
                 continue
             srv = socket.socket(socket.AF_UNIX)
