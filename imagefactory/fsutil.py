@@ -8,8 +8,10 @@ reader sees the old file or the new one, never a part.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -59,5 +61,31 @@ def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: Largest key, trust root or trust config file read.
+MAX_TRUST_FILE_BYTES = 16 * 1024 * 1024
+
+
+def read_bounded(path: Path, limit: int = MAX_TRUST_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (symlinks followed).
+
+    Raises :class:`OSError` for a FIFO, device or other non-regular file (opened
+    without blocking, so a FIFO cannot hang us) or a larger file (``EFBIG``).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        chunks, total = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+            chunks.append(chunk)
+        return b"".join(chunks)
     finally:
         os.close(fd)

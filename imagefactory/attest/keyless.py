@@ -29,6 +29,7 @@ from sigstore.errors import Error as SigstoreError
 from sigstore.errors import VerificationError
 
 from imagefactory.errors import InputError
+from imagefactory.fsutil import read_bounded
 
 if TYPE_CHECKING:
     from sigstore.dsse import Statement
@@ -57,8 +58,8 @@ def load_trust_config(path: Path) -> ClientTrustConfig:
     from sigstore.models import ClientTrustConfig
 
     try:
-        return ClientTrustConfig.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, SigstoreError) as exc:
+        return ClientTrustConfig.from_json(read_bounded(path).decode("utf-8"))
+    except (OSError, ValueError, RecursionError, SigstoreError) as exc:
         raise KeylessError(f"{path}: not a usable Sigstore client trust config: {exc}") from exc
 
 
@@ -67,11 +68,14 @@ def load_trusted_root(path: Path) -> TrustedRoot:
     from sigstore.models import ClientTrustConfig, TrustedRoot
 
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path).decode("utf-8")
         media_type = json.loads(text).get("mediaType", "")
         if "clienttrustconfig" in media_type:
             return ClientTrustConfig.from_json(text).trusted_root
-        return TrustedRoot.from_file(str(path))
+        from sigstore_models.trustroot import v1 as trustroot_v1
+
+        # TrustedRoot.from_file would read the path again, unbounded: parse what we read.
+        return TrustedRoot(trustroot_v1.TrustedRoot.from_json(text))
     except (OSError, ValueError, AttributeError, RecursionError, SigstoreError) as exc:
         raise KeylessError(f"{path}: not a usable Sigstore trusted root: {exc}") from exc
 

@@ -26,6 +26,10 @@ from securesystemslib.exceptions import VerificationError as SslibVerificationEr
 from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
 
 from imagefactory.errors import InputError
+from imagefactory.fsutil import read_bounded
+
+#: Largest PEM key file read (a key is a few KiB).
+MAX_KEY_BYTES = 1024 * 1024
 
 #: Private key URI schemes handed to securesystemslib (HSM, KMS, Vault).
 URI_SCHEMES = ("file2", "hsm", "gcpkms", "awskms", "azurekms", "hv")
@@ -54,7 +58,7 @@ def public_key_from_pem(data: bytes, source: str) -> SSlibKey:
 
 def load_public_key(path: Path) -> SSlibKey:
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, MAX_KEY_BYTES)
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read the public key: {exc.strerror}") from exc
     return public_key_from_pem(data, str(path))
@@ -111,7 +115,9 @@ def load_signer(key: str, public_key: Path | None = None) -> Signer:
             raise KeyFileError(f"cannot use the key URI {key!r}: {exc}") from exc
     path = Path(key)
     try:
-        private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        private_key = serialization.load_pem_private_key(
+            read_bounded(path, MAX_KEY_BYTES), password=None
+        )
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read the private key: {exc.strerror}") from exc
     except (ValueError, TypeError) as exc:

@@ -28,14 +28,18 @@ from imagefactory.model.imagedir import (
     LayoutError,
     load_image_dir,
 )
+from imagefactory.model.labelschema import validate_labels
 
 if TYPE_CHECKING:
     from sigstore.oidc import IdentityToken
     from sigstore.sign import SigningContext
 
 
-def _prepare(path: Path) -> tuple[ImageDir, bytes]:
+def _prepare(path: Path, check_labels: bool) -> tuple[ImageDir, bytes]:
     image = load_image_dir(path)
+    # Never sign labels a verifier would have to read past: the schema first.
+    if check_labels:
+        validate_labels(image.labels)
     check_safe(image.disk, declared_format=image.declared_format)
     subjects = image_subjects(image)
     by_name = {s.name: s for s in subjects}
@@ -52,19 +56,29 @@ def _prepare(path: Path) -> tuple[ImageDir, bytes]:
     return image, statement_bytes(subjects, image.labels)
 
 
-def sign_with_key(path: Path, signer: Signer) -> Path:
-    """Sign the image at ``path`` with a securesystemslib signer; the attestation's path."""
-    image, payload = _prepare(path)
+def sign_with_key(path: Path, signer: Signer, *, check_labels: bool = True) -> Path:
+    """Sign the image at ``path`` with a securesystemslib signer; the attestation's path.
+
+    Raises :class:`LabelError` when labels.json does not match the labels
+    schema (``check_labels=False`` only for tests of what verify does with such
+    labels).
+    """
+    image, payload = _prepare(path, check_labels)
     envelope = sign_envelope(payload, PAYLOAD_TYPE, signer)
     keyid = str(signer.public_key.keyid)
     return _write(image.path, f"key-{keyid[:16]}{DSSE_SUFFIX}", json.dumps(envelope, indent=2))
 
 
-def sign_keyless(path: Path, context: SigningContext, token: IdentityToken) -> Path:
-    """Sign the image at ``path`` keylessly (Sigstore); the attestation's path."""
+def sign_keyless(
+    path: Path, context: SigningContext, token: IdentityToken, *, check_labels: bool = True
+) -> Path:
+    """Sign the image at ``path`` keylessly (Sigstore); the attestation's path.
+
+    Raises :class:`LabelError` as :func:`sign_with_key` does.
+    """
     from sigstore.dsse import Statement
 
-    image, payload = _prepare(path)
+    image, payload = _prepare(path, check_labels)
     bundle = sign_statement(Statement(payload), context, token)
     who = hashlib.sha256(f"{token.identity}\0{token.issuer}".encode()).hexdigest()[:16]
     return _write(image.path, f"sigstore-{who}{SIGSTORE_SUFFIX}", bundle)

@@ -25,6 +25,7 @@ from imagefactory.fields.types import (
 )
 from imagefactory.fields.values import DURATION_PATTERN, SIZE_PATTERN, VO_PATTERN, to_days, to_size
 from imagefactory.fields.yamlsource import Map, Node, Scalar
+from imagefactory.fsutil import read_bounded
 from imagefactory.vocab import Arch, DiskFormat, Distro, RootPolicy, WorkerNodeModel
 
 MAX_SIGNERS = 64
@@ -46,7 +47,7 @@ def _relative(text: str, node: Scalar) -> Path:
 
 def _file_digest(path: Path) -> str:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(read_bounded(path)).hexdigest()
     except OSError as exc:
         raise Problem(f"cannot read {path}: {exc.strerror}") from exc
 

@@ -12,9 +12,14 @@ from typing import Any
 import pytest
 
 import imagefactory.digest
-from imagefactory.attest.keys import load_signer
+from imagefactory.attest.keys import load_signer, sign_envelope
+from imagefactory.attest.sign import sign_with_key
+from imagefactory.attest.statement import PAYLOAD_TYPE, image_subjects, statement_bytes
+from imagefactory.errors import LabelError
+from imagefactory.model.imagedir import load_image_dir
 from imagefactory.trust import TrustPolicy, load_policy
 from imagefactory.verify import Verdict, VerifyOptions, verify_image
+from imagefactory.verify.cache import VerifiedCache, verify_cached
 from tests.fakes.imagedirs import (
     NOW,
     key_sign,
@@ -193,9 +198,15 @@ def test_signed_labels_of_the_wrong_type_are_a_denial(
     labels["vo"] = "atlas"
     labels["image"]["expires"] = 5
     write_labels(image, labels)
-    key_sign(image, keys["atlas"])
+    with pytest.raises(LabelError):  # sign checks the schema first
+        sign_with_key(image, load_signer(str(keys["atlas"])))
+    # Signed anyway, by other means: verify denies it cleanly.
+    payload = statement_bytes(image_subjects(load_image_dir(image)), labels)
+    envelope = sign_envelope(payload, PAYLOAD_TYPE, load_signer(str(keys["atlas"])))
+    (image / "forced.dsse.json").write_text(json.dumps(envelope))
     verdict = verify(image, trust)
     assert not verdict.allowed, verdict.render()
+    assert verdict.steps[-1] in ("authority", "labels"), verdict.render()
 
 
 def test_fifo_in_place_of_the_disk_does_not_hang(tmp_path: Path, keys: dict[str, Path]) -> None:
@@ -248,3 +259,35 @@ def test_envelope_payload_swapped_keeps_size_check(tmp_path: Path, keys: dict[st
     envelope = json.loads(next(image.glob("*.dsse.json")).read_text())
     statement = json.loads(base64.b64decode(envelope["payload"]))
     assert statement["predicate"]["disk"]["size"] == 65536
+
+
+def test_cache_write_failure_keeps_the_allow(
+    tmp_path: Path, keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full or read-only cache file system costs speed, never the verdict."""
+    trust = policy(tmp_path, {"atlas": vo_rules(key_signer("atlas-vo", keys["atlas"]))})
+    image = make_image(tmp_path)
+    key_sign(image, keys["atlas"])
+    cache = VerifiedCache(tmp_path / "cache")
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("imagefactory.verify.cache.atomic_write", full)
+    verdict = verify_cached(image, trust, cache, VerifyOptions(now=NOW))
+    assert verdict.allowed, verdict.render()
+    assert not verdict.cached
+
+
+def test_oversized_or_fifo_key_files_are_clear_errors(tmp_path: Path) -> None:
+    from imagefactory.attest.keys import KeyFileError, load_public_key
+
+    big = tmp_path / "big.pub"
+    with big.open("wb") as stream:
+        stream.truncate(64 * 1024 * 1024)
+    with pytest.raises(KeyFileError, match="larger than"):
+        load_public_key(big)
+    fifo = tmp_path / "fifo.pub"
+    os.mkfifo(fifo)
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        load_public_key(fifo)
