@@ -10,6 +10,7 @@ from pathlib import Path
 from imagefactory.gate.dirs import untrusted_dir
 from imagefactory.gate.disks import DiskRequest, Mapped, Refused, map_disk
 from imagefactory.gate.overlay import check_overlay
+from imagefactory.model.reason import printable
 from imagefactory.trust import TrustPolicy
 from imagefactory.verify.cache import VerifiedCache, verify_cached
 from imagefactory.verify.pipeline import VerifyOptions, verify_image
@@ -45,12 +46,12 @@ class GateResult:
 
     def render(self, subject: str) -> str:
         if self.allowed:
-            return f"imagefactory gate: {subject}: allowed"
-        lines = [f"imagefactory gate: refusing {subject}:"]
+            return printable(f"imagefactory gate: {subject}: allowed")
+        lines = [printable(f"imagefactory gate: refusing {subject}:")]
         lines += ["  " + r.render() for r in self.refusals]
         for verdict in self.verdicts.values():
             if not verdict.allowed:
-                lines.append(f"  image {verdict.image}: denied")
+                lines.append(printable(f"  image {verdict.image}: denied"))
                 lines += ["    " + r.render() for r in verdict.denials]
         return "\n".join(lines)
 

@@ -9,9 +9,20 @@ code nobody documented cannot be reported.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+#: C0/C1 controls, DEL and the bidirectional overrides: what a terminal acts on.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control or bidi character escaped (``\\x1b``): names read
+    from hostile files or requests are shown, never interpreted by the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
 
 DENY = "deny"
 NOTE = "note"
@@ -59,4 +70,4 @@ class Reason:
 
     def render(self) -> str:
         code = f"{self.code}:{self.detail}" if self.detail else self.code
-        return f"[{self.step}] {code}: {self.message}"
+        return printable(f"[{self.step}] {code}: {self.message}")

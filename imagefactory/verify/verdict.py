@@ -9,7 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from imagefactory.model.reason import DENY, NOTE, Reason, register_codes
+from imagefactory.model.reason import DENY, NOTE, Reason, printable, register_codes
 
 __all__ = ["DENY", "NOTE", "REASONS", "Reason", "Verdict"]
 
@@ -110,7 +110,7 @@ class Verdict:
 
     def render(self) -> str:
         head = "ALLOW" if self.allowed else "DENY"
-        lines = [f"{head}: {self.image}"]
+        lines = [f"{head}: {printable(str(self.image))}"]
         if self.signers:
             lines.append("  signed by: " + ", ".join(self.signers))
         lines += ["  " + r.render() for r in self.reasons]

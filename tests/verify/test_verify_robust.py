@@ -291,3 +291,14 @@ def test_oversized_or_fifo_key_files_are_clear_errors(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(KeyFileError, match="not a regular file"):
         load_public_key(fifo)
+
+
+def test_terminal_escapes_in_names_are_printed_escaped(tmp_path: Path) -> None:
+    """An upload named to clear the screen and retitle the terminal: shown, not obeyed."""
+    trust = policy(tmp_path, {"atlas": vo_rules(key_signer("atlas-vo", new_key(tmp_path, "k")))})
+    image = make_image(tmp_path, "evil\x1b[2J\x1b]0;pwned\x07\u202e")
+    text = verify(image, trust).render()
+    assert "unsigned" in text
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in text
+    assert "\\x1b[2J" in text
