@@ -62,7 +62,7 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -434,6 +434,8 @@ class _Parsed:
     backing_file: str | None = None
     data_file: str | None = None
     details: dict[str, object] = field(default_factory=dict)
+    #: The qcow2 header, once it parsed with a sane layout (its tables are checked next).
+    qcow2: _Qcow2Header | None = None
 
 
 @dataclass
@@ -528,7 +530,10 @@ def _parse_qcow2(head: bytes, file_size: int, out: _Parsed, f: _Findings) -> Non
     feature_names = _parse_qcow2_extensions(h, head, out, f)
     _check_qcow2_features(h, feature_names, f)
     if h.cluster_size:
+        before = len(f.items)
         _check_qcow2_layout(h, file_size, f)
+        if len(f.items) == before:
+            out.qcow2 = h
 
 
 def _check_qcow2_fields(h: _Qcow2Header, f: _Findings) -> None:
@@ -831,6 +836,74 @@ def _check_qcow2_layout(h: _Qcow2Header, file_size: int, f: _Findings) -> None:
         )
 
 
+#: Most L2 table bytes read to check where they point (the policy's size cap keeps
+#: real images far below: 256 GiB in 64 KiB clusters is 32 MiB of L2 tables).
+_MAX_L2_CHECK_BYTES = 64 * MiB
+_OFFSET_MASK = 0x00FFFFFFFFFFFE00  # bits 9-55: a cluster's host offset
+
+
+def _check_qcow2_tables(fd: int, h: _Qcow2Header, file_size: int, f: _Findings) -> None:
+    """Every L1, L2 and refcount table entry must point at a cluster inside the file.
+
+    qemu follows these offsets; one past the end of the file is a crafted image
+    (or a truncated one), so refuse rather than guess what qemu would read.
+    """
+    cluster = h.cluster_size
+    reftable = _pread(fd, h.reftable_clusters * cluster, h.reftable_offset)
+    bad = [
+        e & ~0x1FF
+        for (e,) in struct.iter_unpack(">Q", reftable[: len(reftable) // 8 * 8])
+        if e & ~0x1FF and (e & ~0x1FF >= file_size or e & 0x1FF or (e & ~0x1FF) % cluster)
+    ]
+    if bad:
+        f.add(
+            "qcow2-layout",
+            f"qcow2 refcount table points at {len(bad)} cluster(s) outside the file or"
+            f" unaligned (first at offset {bad[0]})",
+            _REBUILD,
+        )
+    l1 = _pread(fd, h.l1_size * 8, h.l1_offset)
+    l2_offsets = []
+    for (entry,) in struct.iter_unpack(">Q", l1[: len(l1) // 8 * 8]):
+        offset = entry & _OFFSET_MASK
+        if not offset:
+            continue
+        if offset + cluster > file_size:
+            f.add(
+                "qcow2-layout",
+                f"qcow2 L1 table points at an L2 table at offset {offset}, past the end of"
+                f" the {file_size}-byte file",
+                _REBUILD,
+            )
+            return
+        l2_offsets.append(offset)
+    if h.incompatible & _INCOMPAT_EXTL2:
+        return  # extended L2 entries: the subcluster layout is not checked here
+    if len(l2_offsets) * cluster > _MAX_L2_CHECK_BYTES:
+        f.add(
+            "qcow2-layout",
+            f"qcow2 image has {len(l2_offsets)} L2 tables, more than are checked",
+            _REBUILD,
+        )
+        return
+    compressed_mask = (1 << (62 - (h.cluster_bits - 8))) - 1
+    for table in l2_offsets:
+        for (entry,) in struct.iter_unpack(">Q", _pread(fd, cluster, table)):
+            if entry & (1 << 62):  # compressed: the host offset is in the low bits
+                offset, aligned = entry & compressed_mask, True
+            else:
+                offset = entry & _OFFSET_MASK
+                aligned = offset % cluster == 0
+            if offset and (offset >= file_size or not aligned):
+                f.add(
+                    "qcow2-layout",
+                    f"qcow2 L2 table at offset {table} maps data to offset {offset}, outside"
+                    f" the {file_size}-byte file or unaligned",
+                    _REBUILD,
+                )
+                return
+
+
 # --------------------------------------------------------------------------- other formats
 
 # Linear-time patterns only: the text is hostile (no \s* that can span lines,
@@ -964,6 +1037,24 @@ def _parse_other(fmt: str, head: bytes, tail: bytes, out: _Parsed, f: _Findings)
 # --------------------------------------------------------------------------- API
 
 
+def _with_fd(path: Path, fd: int | None, use: Callable[[int], None]) -> None:
+    """``use`` the caller's descriptor, or one opened here as :func:`_read_capped` does."""
+    if fd is not None:
+        use(fd)
+        return
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        own = os.open(path, flags)
+    except OSError as exc:
+        raise _refuse(path, "cannot-open", f"cannot open: {exc.strerror}", _REBUILD) from exc
+    try:
+        use(own)
+    except OSError as exc:
+        raise _refuse(path, "cannot-open", f"cannot read: {exc.strerror}", _REBUILD) from exc
+    finally:
+        os.close(own)
+
+
 def detect(path: Path, *, fd: int | None = None) -> DiskInfo:
     """Name the format of the image at ``path`` from its headers, without trusting it.
 
@@ -985,6 +1076,9 @@ def detect(path: Path, *, fd: int | None = None) -> DiskInfo:
         out.virtual_size = file_size
     elif fmt == "qcow2":
         _parse_qcow2(head, file_size, out, findings)
+        header = out.qcow2
+        if header is not None:
+            _with_fd(path, fd, lambda d: _check_qcow2_tables(d, header, file_size, findings))
     elif fmt == "vmdk":
         _parse_vmdk(head, file_size, out, findings)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 import time
 from pathlib import Path
 
@@ -823,3 +824,44 @@ def test_vmdk_hostile_descriptor_parses_in_linear_time(tmp_path: Path) -> None:
     info = detect(path)
     assert time.monotonic() - started < 2.0
     assert info.format == "vmdk"
+
+
+def _with_entry(image: bytes, offset: int, entry: int) -> bytes:
+    data = bytearray(image)
+    data[offset : offset + 8] = entry.to_bytes(8, "big")
+    return bytes(data)
+
+
+def test_qcow2_l1_entry_outside_the_file_is_refused(tmp_path: Path) -> None:
+    """L1 at cluster 3 (the fixture's layout); its first entry names an L2 table far past EOF."""
+    image = _with_entry(fx.qcow2(size=1 << 20), 3 * 65536, 1 << 40)
+    info = detect(fx.write(tmp_path / "l1.qcow2", image))
+    assert any("L1 table points" in p.message for p in info.problems)
+
+
+def test_qcow2_l2_entry_outside_the_file_is_refused(tmp_path: Path) -> None:
+    """A valid L2 table at cluster 4 whose first entry maps data past EOF."""
+    image = bytearray(fx.qcow2(size=1 << 20, file_clusters=5))
+    image[3 * 65536 : 3 * 65536 + 8] = (4 * 65536 | 1 << 63).to_bytes(8, "big")
+    image = bytearray(_with_entry(bytes(image), 4 * 65536, (1 << 40) | 1 << 63))
+    info = detect(fx.write(tmp_path / "l2.qcow2", bytes(image)))
+    assert any("L2 table at offset" in p.message for p in info.problems)
+
+
+def test_qcow2_refcount_entry_outside_the_file_is_refused(tmp_path: Path) -> None:
+    image = _with_entry(fx.qcow2(size=1 << 20), 65536, 1 << 40)
+    info = detect(fx.write(tmp_path / "rc.qcow2", image))
+    assert any("refcount table points" in p.message for p in info.problems)
+
+
+def test_qcow2_made_by_qemu_img_has_sane_tables(tmp_path: Path) -> None:
+    if fx.QEMU_IMG is None:
+        pytest.skip("qemu-img is not installed")
+    path = tmp_path / "real.qcow2"
+    fx.qemu_img("create", "-q", "-f", "qcow2", str(path), "16M")
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x41 0 1M", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    assert detect(path).problems == ()
