@@ -908,8 +908,12 @@ def _check_qcow2_tables(fd: int, h: _Qcow2Header, file_size: int, f: _Findings) 
 
 # Linear-time patterns only: the text is hostile (no \s* that can span lines,
 # bounded quoted strings), so a crafted 1 MiB descriptor cannot cause backtracking.
+# qemu reads an extent line with sscanf("%10s %" SCNd64 " %10s \"%511[^\n\r\"]\""): any
+# whitespace separates the fields, \v, \f and \r included, not only spaces and tabs.
+_VMDK_SPACE = r"[ \t\r\v\f]"
 _VMDK_EXTENT = re.compile(
-    r'^[ \t]*(RW|RDONLY|NOACCESS)[ \t]+(\d{1,20})[ \t]+(\w{1,32})(?:[ \t]+"([^"\n]{0,4096})")?',
+    rf"^{_VMDK_SPACE}*(RW|RDONLY|NOACCESS){_VMDK_SPACE}+(\d{{1,20}}){_VMDK_SPACE}+(\w{{1,32}})"
+    rf'(?:{_VMDK_SPACE}+"([^"\n\r]{{0,4096}})")?',
     re.MULTILINE,
 )
 _VMDK_PARENT = re.compile(r'parentFileNameHint[ \t]*=[ \t]*"([^"\n]{0,4096})"')

@@ -502,6 +502,15 @@ def test_vmdk_descriptor_with_extent_paths_is_refused(tmp_path: Path) -> None:
     assert detect(path).details["extents"] == ("/etc/shadow", "/dev/sda")
 
 
+@pytest.mark.parametrize("space", ["\v", "\f", "\r", " \t\v"])
+def test_vmdk_extent_with_separators_qemu_accepts_is_seen(tmp_path: Path, space: str) -> None:
+    """qemu's sscanf splits extent fields on any whitespace, not only spaces and tabs."""
+    line = space.join(["RW", "2097152", "FLAT", '"/etc/shadow"', "0"])
+    text = f'# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\n{line}\n'
+    path = fx.write(tmp_path / "d.vmdk", text.encode())
+    assert detect(path).details["extents"] == ("/etc/shadow",)
+
+
 def test_vmdk_descriptor_is_refused_by_default_policy(tmp_path: Path) -> None:
     path = fx.write(tmp_path / "d.vmdk", fx.vmdk_descriptor())
     assert refuse(path).codes == ["vmdk-extent", "format-not-allowed"]
