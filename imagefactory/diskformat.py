@@ -130,6 +130,7 @@ REASONS: Mapping[str, str] = MappingProxyType(
         "truncated-header": "the header is shorter than its format requires",
         "declared-format-unknown": "the declared format is not a disk format we know",
         "format-confusion": "declared raw, but the bytes are a header of another format",
+        "format-inspector": "OpenStack's format inspector disagrees (polyglot, bad MBR/GPT)",
         "format-mismatch": "the declared format differs from the detected one",
         "format-not-allowed": "the (detected or declared) format is not allowed by policy",
         "virtual-size-too-large": "the virtual size exceeds max_virtual_size",

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from imagefactory.audit import AuditReport, run_audit
-from imagefactory.diskformat import DiskInfo, check_safe
+from imagefactory.diskformat import DiskInfo, UnsafeImageError, check_safe
+from imagefactory.diskinspect import second_opinion
 from imagefactory.guest.facts import OsFacts, PackageFacts, os_facts, package_facts
 from imagefactory.guest.handle import boot_mode, open_guest
 from imagefactory.labels.make import disk_digests
+from imagefactory.model.reason import Reason
 from imagefactory.profiles import Profile
 from imagefactory.vocab import RootPolicy
 
@@ -68,6 +70,13 @@ def inspect_image(
     probe KVM.
     """
     info = check_safe(path, allowed_formats=INSPECT_FORMATS, declared_format=declared_format)
+    # Detection alone is not trusted (no --format, or one that agrees): a second,
+    # independent reader of the bytes must name the same single format.
+    disagree = second_opinion(path, info.format)
+    if disagree:
+        raise UnsafeImageError(
+            path, [Reason("format-inspector", "format", f"{path}: {m}") for m in disagree]
+        )
     sha256, sha512 = disk_digests(path)
     with open_guest(path, info.format, readonly=True, accel=accel()) as guest:
         facts = os_facts(guest)

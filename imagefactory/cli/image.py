@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -20,19 +21,24 @@ from imagefactory.settings import Settings
 
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.diskformat import DEFAULT_MAX_VIRTUAL_SIZE
     from imagefactory.host.accel import choose_guest_accel
     from imagefactory.inspection import inspect_image
     from imagefactory.profiles import load_profile
+    from imagefactory.verify.private import stable_disk
     from imagefactory.vocab import RootPolicy
 
     profile = load_profile(args.profile)
-    result = inspect_image(
-        args.image,
-        profile,
-        declared_format=args.format,
-        root_policy=RootPolicy(args.root_policy),
-        accel=lambda: choose_guest_accel(settings.accel, settings.cache_dir / "accel.json"),
-    )
+    # A user's upload is inspected on a private copy (verify/private.py).
+    with stable_disk(args.image, DEFAULT_MAX_VIRTUAL_SIZE) as disk:
+        result = inspect_image(
+            disk,
+            profile,
+            declared_format=args.format,
+            root_policy=RootPolicy(args.root_policy),
+            accel=lambda: choose_guest_accel(settings.accel, settings.cache_dir / "accel.json"),
+        )
+    result = dataclasses.replace(result, path=args.image)  # the user's name, not our copy's
     if args.json:
         emit_json(result.to_dict())
     else:

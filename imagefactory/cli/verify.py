@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -23,6 +24,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.trust import load_policy
     from imagefactory.verify import VerifyOptions, verify_image
     from imagefactory.verify.cache import VerifiedCache, verify_cached
+    from imagefactory.verify.private import stable_view
 
     policy = load_policy(args.policy)
     cache = VerifiedCache(args.cache) if args.cache else None
@@ -35,10 +37,13 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                 progress.status(f"digest {done // MiB}/{total // MiB} MiB")
 
             options = VerifyOptions(on_progress=show, inspector=inspector(settings))
-            if cache is not None:
-                verdict = verify_cached(image, policy, cache, options)
-            else:
-                verdict = verify_image(image, policy, options)
+            # A user's upload is verified on a private copy (verify/private.py).
+            with stable_view(image, policy.max_virtual_size) as view:
+                if cache is not None:
+                    verdict = verify_cached(view, policy, cache, options)
+                else:
+                    verdict = verify_image(view, policy, options)
+            verdict = dataclasses.replace(verdict, image=image)
         verdicts.append(verdict)
         if not args.json:
             sys.stdout.write(verdict.render() + "\n")

@@ -778,6 +778,7 @@ def test_reason_vocabulary_is_stable() -> None:
         "truncated-header",
         "declared-format-unknown",
         "format-confusion",
+        "format-inspector",
         "format-mismatch",
         "format-not-allowed",
         "virtual-size-too-large",
