@@ -15,9 +15,12 @@ Errors are grouped by who has to act:
 * :class:`CommandError` -- an external command failed; raised only by
   :func:`imagefactory.run.run`.
 
-Exit codes (also documented in README.md):
-``0`` success, ``1`` a negative verdict or invalid input (invalid recipe,
-failed boot test), ``2`` an error that stopped the work, ``130`` interrupted.
+Exit codes, the same in every command (the table is in README.md and
+``imagefactory/cli/__init__.py``): ``0`` success; ``1`` the answer is "no": a
+negative verdict or an invalid document (invalid recipe or policy, failed
+audit or boot test, unsafe or denied image); ``2`` no answer: the work
+stopped (bad usage, a file that cannot be read, missing tool, mirror, failed
+build, internal error); ``130`` interrupted.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ class ImageFactoryError(Exception):
         if self.hint:
             return f"{self.message}\n  hint: {self.hint}"
         return self.message
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as ``--json`` output shows it: its kind, message and hint."""
+        return {"type": type(self).__name__, "message": self.message, "hint": self.hint}
 
 
 class InputError(ImageFactoryError):
@@ -100,6 +107,9 @@ class DiagnosticsError(InputError):
         lines += ["  " + d.render() for d in self.diagnostics]
         return "\n".join(lines)
 
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "problems": [d.to_dict() for d in self.diagnostics]}
+
 
 class RecipeError(DiagnosticsError):
     """A recipe (or one of the recipes it extends) is invalid."""
@@ -119,6 +129,20 @@ class UsageError(InputError):
     """The command line is wrong."""
 
     exit_code = EXIT_ERROR
+
+
+class FileAccessError(ImageFactoryError):
+    """A file or directory the user named cannot be read or written.
+
+    Exit 2 in every command: the command could not give an answer, which is
+    not the same as an answer of "no" (exit 1).
+    """
+
+    @classmethod
+    def from_os_error(cls, path: object, what: str, exc: OSError) -> FileAccessError:
+        """The error for ``exc`` on ``path``, in words ("no such file", ...)."""
+        reason = (exc.strerror or str(exc)).lower()
+        return cls(f"{path}: cannot {what}: {reason}")
 
 
 class HostError(ImageFactoryError):
@@ -180,6 +204,9 @@ class AuditError(StageError):
             lines.append(f"  hint: {self.hint}")
         return "\n".join(lines)
 
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "findings": list(self.findings)}
+
 
 class InspectionError(StageError):
     """A fresh inspection could not read what the image's labels claim."""
@@ -197,6 +224,15 @@ class CommandError(ImageFactoryError):
         self.argv = argv
         self.returncode = returncode
         self.output = output
+
+    def to_dict(self) -> dict[str, object]:
+        tail = self.output.rstrip().splitlines()[-40:]
+        return {
+            **super().to_dict(),
+            "argv": self.argv,
+            "returncode": self.returncode,
+            "output": tail,
+        }
 
     def render(self) -> str:
         text = self.message

@@ -16,6 +16,7 @@ from typing import Any
 from imagefactory.audit import AuditReport, run_audit
 from imagefactory.diskformat import DiskInfo, UnsafeImageError, check_safe
 from imagefactory.diskinspect import second_opinion
+from imagefactory.diskprobe import require_disk, require_file
 from imagefactory.guest.facts import OsFacts, PackageFacts, os_facts, package_facts
 from imagefactory.guest.handle import boot_mode, open_guest
 from imagefactory.labels.make import disk_digests
@@ -69,6 +70,7 @@ def inspect_image(
     called only once the disk has passed the format check, since deciding may
     probe KVM.
     """
+    require_file(path)
     info = check_safe(path, allowed_formats=INSPECT_FORMATS, declared_format=declared_format)
     # Detection alone is not trusted (no --format, or one that agrees): a second,
     # independent reader of the bytes must name the same single format.
@@ -77,6 +79,8 @@ def inspect_image(
         raise UnsafeImageError(
             path, [Reason("format-inspector", "format", f"{path}: {m}") for m in disagree]
         )
+    # Before the 10-20 s appliance launch: a text file is a "safe raw image" too.
+    require_disk(path, info.format)
     sha256, sha512 = disk_digests(path)
     with open_guest(path, info.format, readonly=True, accel=accel()) as guest:
         facts = os_facts(guest)

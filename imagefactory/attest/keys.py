@@ -25,7 +25,7 @@ from securesystemslib.exceptions import FormatError, UnverifiedSignatureError
 from securesystemslib.exceptions import VerificationError as SslibVerificationError
 from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
 
-from imagefactory.errors import InputError
+from imagefactory.errors import FileAccessError, InputError
 from imagefactory.fsutil import read_bounded
 
 #: Largest PEM key file read (a key is a few KiB).
@@ -60,7 +60,7 @@ def load_public_key(path: Path) -> SSlibKey:
     try:
         data = read_bounded(path, MAX_KEY_BYTES)
     except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read the public key: {exc.strerror}") from exc
+        raise FileAccessError.from_os_error(path, "read the public key", exc) from exc
     return public_key_from_pem(data, str(path))
 
 
@@ -90,10 +90,18 @@ def generate_key(private_path: Path) -> GeneratedKey:
         if target.exists() or target.is_symlink():
             raise KeyFileError(f"{target}: exists; refusing to overwrite a key")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(private_path, flags, 0o600)
+    try:
+        fd = os.open(private_path, flags, 0o600)
+    except OSError as exc:
+        raise FileAccessError.from_os_error(private_path, "create the private key", exc) from exc
     with os.fdopen(fd, "wb") as stream:
         stream.write(pem)
-    public_path.write_bytes(public_pem)
+    try:
+        public_path.write_bytes(public_pem)
+    except OSError as exc:
+        # A private key whose public half could not be written is of no use.
+        private_path.unlink(missing_ok=True)
+        raise FileAccessError.from_os_error(public_path, "write the public key", exc) from exc
     return GeneratedKey(private_path, public_path, key_id(private_key.public_key()))
 
 
@@ -119,7 +127,7 @@ def load_signer(key: str, public_key: Path | None = None) -> Signer:
             read_bounded(path, MAX_KEY_BYTES), password=None
         )
     except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read the private key: {exc.strerror}") from exc
+        raise FileAccessError.from_os_error(path, "read the private key", exc) from exc
     except (ValueError, TypeError) as exc:
         raise KeyFileError(f"{path}: not an unencrypted PEM private key: {exc}") from exc
     crypto_public = private_key.public_key()

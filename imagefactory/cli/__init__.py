@@ -6,14 +6,27 @@ an exit code, never a traceback (``--debug`` shows one). A command may
 declare the exit code its errors get (``set_defaults(error_exit=...)``:
 ``verify`` and the gate answer 2 for an error, never a verdict's 1).
 
-Exit codes: 0 success; 1 a negative verdict or invalid input (invalid recipe,
-failed boot test, unsafe image, denied image); 2 an error that stopped the
-work (missing tool, failed build, bad usage); 130 interrupted.
+Exit codes, one table for every command (README.md has it too):
+
+====  =====================================================================
+0     success; the image is allowed
+1     the answer is "no": invalid recipe, policy or settings; failed audit or
+      boot test; an unsafe, non-disk or denied image
+2     no answer, the work stopped: bad usage; a file the user named cannot
+      be read or written (:class:`~imagefactory.errors.FileAccessError`);
+      missing tool; mirror; failed build; an internal error (a bug)
+130   interrupted
+====  =====================================================================
+
+With ``--json`` stdout always holds one JSON document: a command's result,
+or, when it fails, ``{"ok": false, "exit_code": N, "error": {...}}`` written
+here.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -97,9 +110,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.exception("details")
         sys.stderr.write(f"error: {exc.render()}\n")
         declared = getattr(args, "error_exit", None)
-        return int(declared) if declared is not None else exc.exit_code
+        code = int(declared) if declared is not None else exc.exit_code
+        _emit_json_error(args, argv, exc.to_dict(), code)
+        return code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; partial results were removed\n")
+        _emit_json_error(args, argv, {"type": "Interrupted", "message": "interrupted"}, 130)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_ERROR
+    except Exception as exc:  # the last resort: a bug must not end in a traceback
+        # Every expected failure is an ImageFactoryError; reaching this is a bug
+        # in imagefactory, reported as one (with --debug: the traceback).
+        if debug:
+            log.exception("details")
+        message = f"internal error (a bug in imagefactory): {type(exc).__name__}: {exc}"
+        sys.stderr.write(f"error: {message}\n  hint: run again with --debug and report it\n")
+        _emit_json_error(args, argv, {"type": "InternalError", "message": message}, EXIT_ERROR)
+        return EXIT_ERROR
+
+
+def _emit_json_error(
+    args: argparse.Namespace | None,
+    argv: Sequence[str] | None,
+    error: dict[str, object],
+    code: int,
+) -> None:
+    """With ``--json``, a failure is a JSON result on stdout too, never an empty stdout.
+
+    ``--json`` is looked up in the raw arguments when parsing itself failed
+    (a usage error), since no namespace exists then.
+    """
+    if args is not None:
+        wanted = bool(args.json)
+    else:
+        raw = sys.argv[1:] if argv is None else list(argv)
+        wanted = "--json" in (raw[: raw.index("--")] if "--" in raw else raw)
+    if wanted:
+        sys.stdout.write(
+            json.dumps({"ok": False, "exit_code": code, "error": error}, indent=2, sort_keys=True)
+            + "\n"
+        )

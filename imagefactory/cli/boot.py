@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from imagefactory.cli.common import STATED_FORMATS, emit_json, user_path
-from imagefactory.errors import EXIT_OK, EXIT_VERDICT
+from imagefactory.errors import EXIT_OK, EXIT_VERDICT, UsageError
 from imagefactory.settings import Settings
 from imagefactory.vocab import Arch
 
@@ -16,9 +17,20 @@ from imagefactory.vocab import Arch
 def cmd_boot_test(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.boot.qemu import boot_test
     from imagefactory.diskformat import check_safe
+    from imagefactory.diskprobe import require_disk, require_file
     from imagefactory.progress import Progress
 
+    require_file(args.image)
     info = check_safe(args.image, declared_format=args.format)
+    # Before qemu: a file with no partition table would only time out.
+    require_disk(args.image, info.format)
+    try:
+        re.compile(args.marker)
+    except re.error as exc:
+        raise UsageError(
+            f"--marker {args.marker!r} is not a regular expression: {exc}",
+            hint=r"the default is '\blogin: '",
+        ) from exc
     console = args.console_log or Path(f"{args.image.name}.console.log")
     progress = Progress(total=1, quiet=args.json)
     with progress.step("boot-test", f"boot {args.image} ({info.format}) under qemu"):

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from imagefactory.cli.common import user_path
+from imagefactory.cli.common import emit_json, user_path
 from imagefactory.cli.verify import inspector
 from imagefactory.errors import EXIT_ERROR, EXIT_OK, EXIT_VERDICT, UsageError
 from imagefactory.settings import Settings
@@ -61,6 +61,8 @@ def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
         )
     refusal = gate_command(command, _gate_config(args, settings), settings.hypervisors)
     sys.stderr.write(refusal.message + "\n")  # gate_command returns only to refuse
+    if args.json:
+        emit_json({"ok": False, "allowed": False, "refusal": refusal.message})
     return EXIT_VERDICT
 
 
@@ -74,6 +76,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     config = _gate_config(args, settings)
     refusal = start_node(args.image, config, list(settings.hypervisors), options)
     sys.stderr.write(refusal.message + "\n")  # start_node returns only to refuse
+    if args.json:
+        emit_json({"ok": False, "allowed": False, "refusal": refusal.message})
     return EXIT_VERDICT
 
 
@@ -84,6 +88,8 @@ def cmd_gate_libvirt_hook(args: argparse.Namespace, settings: Settings) -> int:
         args.hook_args, sys.stdin.buffer.read(), lambda: _gate_config(args, settings)
     )
     sys.stderr.write(message)
+    if args.json:
+        emit_json({"ok": code == EXIT_OK, "exit_code": code, "message": message})
     return code
 
 
@@ -93,9 +99,11 @@ def cmd_gate_hook_script(args: argparse.Namespace, settings: Settings) -> int:
     options = ["--policy", str(args.policy), "--store", str(args.store)]
     options += ["--no-cache"] if args.no_cache else ["--cache", str(args.cache)]
     options += ["--run-dir", str(args.run_dir)]
-    sys.stdout.write(
-        HOOK_SCRIPT.format(python=shlex.quote(sys.executable), options=shlex.join(options))
-    )
+    script = HOOK_SCRIPT.format(python=shlex.quote(sys.executable), options=shlex.join(options))
+    if args.json:
+        emit_json({"ok": True, "script": script})
+    else:
+        sys.stdout.write(script)
     return EXIT_OK
 
 

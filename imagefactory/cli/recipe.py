@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from imagefactory.cli.common import Parser, emit_json, user_path
-from imagefactory.errors import EXIT_OK, EXIT_VERDICT, DiagnosticsError
+from imagefactory.errors import EXIT_ERROR, EXIT_OK, EXIT_VERDICT, DiagnosticsError, FileAccessError
 from imagefactory.settings import Settings
 
 
@@ -17,9 +17,16 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
     results: list[dict[str, Any]] = []
     failed = False
+    unreadable = False
     for path in args.recipes:
         try:
             recipe = load_recipe(path, settings.build_limits())
+        except FileAccessError as exc:
+            # No answer for this recipe (exit 2), but the others are still checked.
+            unreadable = True
+            results.append({"recipe": str(path), "ok": False, "error": exc.to_dict()})
+            sys.stderr.write(f"error: {exc.render()}\n")
+            continue
         except DiagnosticsError as exc:
             failed = True
             results.append(
@@ -36,16 +43,24 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         if not args.json:
             sys.stdout.write(f"{path}: ok ({recipe.name} {recipe.version}, {recipe.digest})\n")
     if args.json:
-        emit_json({"ok": not failed, "recipes": results})
+        emit_json({"ok": not (failed or unreadable), "recipes": results})
+    if unreadable:
+        return EXIT_ERROR
     return EXIT_VERDICT if failed else EXIT_OK
 
 
 def cmd_recipe_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.fsutil import atomic_write
     from imagefactory.recipe import recipe_json_schema
 
     text = json.dumps(recipe_json_schema(), indent=2, sort_keys=False) + "\n"
     if args.output:
-        args.output.write_text(text, encoding="utf-8")
+        try:
+            atomic_write(args.output, text, 0o644)
+        except OSError as exc:
+            raise FileAccessError.from_os_error(args.output, "write the schema", exc) from exc
+        if args.json:
+            emit_json({"ok": True, "output": str(args.output)})
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -54,7 +69,10 @@ def cmd_recipe_schema(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_recipe_docs(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.recipe import recipe_reference_markdown
 
-    sys.stdout.write(recipe_reference_markdown())
+    if args.json:
+        emit_json({"ok": True, "markdown": recipe_reference_markdown()})
+    else:
+        sys.stdout.write(recipe_reference_markdown())
     return EXIT_OK
 
 

@@ -14,7 +14,10 @@ from imagefactory.settings import Settings
 def cmd_policy_example(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.trust import EXAMPLE_POLICY
 
-    sys.stdout.write(EXAMPLE_POLICY)
+    if args.json:
+        emit_json({"ok": True, "policy": EXAMPLE_POLICY})
+    else:
+        sys.stdout.write(EXAMPLE_POLICY)
     return EXIT_OK
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from imagefactory.errors import Diagnostic
+from imagefactory.errors import Diagnostic, FileAccessError
 
 #: A recipe larger than this is refused before it is parsed.
 MAX_DOCUMENT_BYTES = 1024 * 1024
@@ -137,19 +137,25 @@ def describe(node: Node) -> str:
 
 
 def load_document(
-    path: Path, origin: Origin, *, empty_ok: bool = False
+    path: Path, origin: Origin, *, empty_ok: bool = False, named_by_user: bool = True
 ) -> tuple[Node | None, list[Diagnostic]]:
     """Read and compose one YAML document; problems come back as diagnostics.
 
     The tree is ``None`` when nothing usable could be read (unreadable file,
     syntax error, empty document). An empty document is a problem unless
     ``empty_ok``, when it comes back as ``None`` with no diagnostics.
+
+    A file the user named (``named_by_user``) that cannot be read raises
+    :class:`FileAccessError` (no answer, exit 2); one another document names
+    (a recipe's ``extends``) is a problem of that document, at its place.
     """
     top = Mark(origin, 1, 1, "")
     try:
         with path.open("rb") as stream:
             data = stream.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as exc:
+        if named_by_user:
+            raise FileAccessError.from_os_error(origin.display, "read", exc) from exc
         return None, [top.diagnostic(f"cannot read the file: {exc.strerror or exc}")]
     if len(data) > MAX_DOCUMENT_BYTES:
         return None, [top.diagnostic(f"the file is larger than {MAX_DOCUMENT_BYTES} bytes")]
@@ -158,7 +164,13 @@ def load_document(
     except UnicodeDecodeError as exc:
         line, column = _position(data[: exc.start].decode("utf-8"), len(data[: exc.start]))
         return None, [Mark(origin, line, column, "").diagnostic("the file is not valid UTF-8")]
-    loader = _Loader(text)
+    try:
+        # The reader checks the characters as it is made: a control character
+        # raises here, before composing, so the loader is made inside the try.
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:
+        line, column = _position(text, getattr(exc, "position", 0))
+        return None, [Mark(origin, line, column, "").diagnostic(f"YAML error: {exc}")]
     try:
         root = loader.get_single_node()
     except _TooDeepError as exc:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagefactory.errors import InputError
+from imagefactory.errors import EXIT_ERROR, FileAccessError, InputError
 from imagefactory.vocab import DiskFormat
 
 LABELS_NAME = "labels.json"
@@ -37,6 +37,16 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
 
 class LayoutError(InputError):
     """The image directory lacks a file or has an unusable one."""
+
+
+class MissingImageFileError(LayoutError, FileAccessError):
+    """The image directory, or a file it must hold, does not exist.
+
+    A layout problem to verify and the gate (an image they cannot judge), and
+    "cannot read a file" (exit 2) to every command, like any other.
+    """
+
+    exit_code = EXIT_ERROR
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,10 @@ class ImageDir:
 
 def read_small(path: Path, what: str) -> bytes:
     """The bytes of a small metadata file, refusing links, non-files and large files."""
+    if not path.exists() and not path.is_symlink():
+        raise MissingImageFileError(f"{path}: cannot read {what}: no such file")
     if path.is_symlink() or not path.is_file():
-        raise LayoutError(f"{path}: {what} is missing or not a regular file")
+        raise LayoutError(f"{path}: {what} is not a regular file")
     with path.open("rb") as stream:
         data = stream.read(MAX_METADATA_BYTES + 1)
     if len(data) > MAX_METADATA_BYTES:
@@ -96,6 +108,8 @@ def load_image_dir(path: Path) -> ImageDir:
     ``disk.file`` or the SBOM is missing or unusable.
     """
     path = Path(path)
+    if not path.exists():
+        raise MissingImageFileError(f"{path}: cannot read the image directory: no such directory")
     if not path.is_dir():
         raise LayoutError(f"{path}: not an image directory")
     labels_path = path / LABELS_NAME

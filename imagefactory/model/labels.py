@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from imagefactory.errors import LabelError
+from imagefactory.errors import FileAccessError, LabelError
 from imagefactory.model.imagedir import LABELS_NAME, MAX_METADATA_BYTES
 from imagefactory.model.labelschema import validate_labels
 
@@ -50,7 +50,7 @@ class Labels:
             with path.open("rb") as stream:
                 raw = stream.read(MAX_METADATA_BYTES + 1)
         except OSError as exc:
-            raise LabelError(f"{path}: cannot read labels: {exc.strerror or exc}") from exc
+            raise FileAccessError.from_os_error(path, "read the labels", exc) from exc
         if len(raw) > MAX_METADATA_BYTES:
             raise LabelError(f"{path}: labels are larger than {MAX_METADATA_BYTES} bytes")
         try:

@@ -72,7 +72,7 @@ class _Loader:
         real = origin.path.resolve()
         if real not in self.result.sources:
             self.result.sources.append(real)
-        tree, diagnostics = load_document(real, origin)
+        tree, diagnostics = load_document(real, origin, named_by_user=not chain)
         self.result.diagnostics += diagnostics
         if tree is None:
             self.result.complete = False

@@ -95,3 +95,36 @@ def test_user_paths_are_absolute_from_any_working_directory(
     args = parser.parse_args(["verify", "img", "--policy", "p.yaml", "--cache", "c"])
     assert [*args.images, args.policy, args.cache] == [RECIPES / n for n in ("img", "p.yaml", "c")]
     assert cli.main(["key", "generate", ""]) == 2
+
+
+def test_json_failure_is_a_json_document_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["labels", "show", "--json", str(tmp_path / "absent")]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False
+    assert doc["exit_code"] == 2
+    assert doc["error"]["type"] == "FileAccessError"
+    assert "no such file" in doc["error"]["message"]
+    # A usage error, before any namespace exists, still answers in JSON.
+    assert cli.main(["--json", "biuld"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"]["type"] == "UsageError"
+
+
+def test_cannot_read_a_file_is_exit_2_in_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    absent = str(tmp_path / "absent.yaml")
+    for argv in (
+        ["validate", absent],
+        ["recipe", "show", absent],
+        ["build", absent],
+        ["policy", "check", absent],
+        ["inspect", absent],
+        ["boot-test", absent],
+        ["labels", "show", absent],
+        ["sign", absent, "--key", absent],
+        ["verify", absent, "--policy", absent],
+    ):
+        assert cli.main(argv) == 2, argv
+        assert "no such" in capsys.readouterr().err, argv

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.errors import LabelError
+from imagefactory.errors import FileAccessError, LabelError
 from imagefactory.model.imagedir import MAX_METADATA_BYTES
 from imagefactory.model.labels import Labels
 from tests.labels.labels_helpers import labels_for, recipe
@@ -63,5 +63,5 @@ def test_read_refuses_hostile_files_without_a_traceback(tmp_path: Path) -> None:
     listed.write_text("[]")
     with pytest.raises(LabelError, match="must be a JSON object"):
         Labels.read(listed)
-    with pytest.raises(LabelError, match="cannot read labels"):
+    with pytest.raises(FileAccessError, match="cannot read the labels: no such file"):
         Labels.read(tmp_path / "absent.json")

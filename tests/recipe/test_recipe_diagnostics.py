@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from imagefactory.errors import FileAccessError
 from imagefactory.fields.yamlsource import MAX_DOCUMENT_BYTES
 from imagefactory.recipe import BuildLimits, load_recipe
 from tests.recipe.recipe_helpers import FIXTURES, MINIMAL, problems, write
@@ -252,9 +253,16 @@ def test_not_utf8(tmp_path: Path) -> None:
     assert problems(recipe) == [f"{recipe}:2:10: .: the file is not valid UTF-8"]
 
 
-def test_missing_recipe(tmp_path: Path) -> None:
+def test_missing_recipe_is_a_file_access_error_not_an_invalid_recipe(tmp_path: Path) -> None:
     recipe = tmp_path / "nope.yaml"
-    assert problems(recipe) == [f"{recipe}:1:1: .: cannot read the file: No such file or directory"]
+    with pytest.raises(FileAccessError, match=r"nope\.yaml: cannot read: no such file") as info:
+        problems(recipe)
+    assert info.value.exit_code == 2
+
+
+def test_missing_parent_is_a_problem_of_the_recipe_naming_it(tmp_path: Path) -> None:
+    child = write(tmp_path, "child.yaml", "extends: gone.yaml\n")
+    assert any("gone.yaml" in p for p in problems(child))
 
 
 def test_value_checks(tmp_path: Path) -> None:
