@@ -32,6 +32,19 @@ class Arch(StrEnum):
 
 
 _DIB_ARCH = {Arch.X86_64: "amd64", Arch.I386: "i386", Arch.AARCH64: "arm64"}
+
+#: Names other tools give the architectures (Debian's, Go's, Windows'): what a
+#: "did you mean" suggests for them. Never accepted as values.
+ARCH_ALIASES: tuple[tuple[str, str], ...] = (
+    ("amd64", "x86_64"),
+    ("x64", "x86_64"),
+    ("x86-64", "x86_64"),
+    ("arm64", "aarch64"),
+    ("armv8", "aarch64"),
+    ("i686", "i386"),
+    ("i586", "i386"),
+    ("x86", "i386"),
+)
 _QEMU_SYSTEM = {
     Arch.X86_64: "qemu-system-x86_64",
     # An x86_64 emulator boots i386 guests; there is no reason to need another binary.

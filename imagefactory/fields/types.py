@@ -58,7 +58,9 @@ class Checker:
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str | None:
     """A "did you mean" hint for a misspelt ``word``, if one choice is close."""
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    # A case slip ('CMS' for 'cms') is not a spelling distance question.
+    folded = [c for c in choices if c.lower() == word.lower()]
+    close = folded or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
 
@@ -125,6 +127,8 @@ class Text(FieldType):
     #: What the docs list as allowed, where the pattern does not say it.
     allowed_text: str = ""
     label: str = "string"
+    #: A "did you mean" for a text the pattern refuses (a VO name in capitals).
+    suggest: Callable[[str], str | None] | None = None
 
     def parse(self, node: Node, ck: Checker, partial: bool) -> Any:
         if reported(node):
@@ -142,7 +146,8 @@ class Text(FieldType):
             ck.error(node.mark, f"expected at most {self.max_length} characters, found {len(text)}")
             return INVALID
         if self.pattern is not None and not re.fullmatch(self.pattern, text):
-            ck.error(node.mark, f"expected {self.expects}, found {shorten(text)}")
+            hint = self.suggest(text) if self.suggest else None
+            ck.error(node.mark, f"expected {self.expects}, found {shorten(text)}", hint)
             return INVALID
         try:
             value = self.convert(text) if self.convert else text
@@ -179,6 +184,9 @@ class Choice(FieldType):
 
     enum: type[StrEnum]
     label: str = "string"
+    #: Other names of a value that the hint maps to it (``amd64`` for ``x86_64``);
+    #: they are suggested, never accepted, so one spelling is recorded everywhere.
+    aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def values(self) -> list[str]:
@@ -190,7 +198,8 @@ class Choice(FieldType):
         if isinstance(node, Scalar) and isinstance(node.value, str) and node.kind == "string":
             if node.value in self.values:
                 return self.enum(node.value)
-            hint = did_you_mean(node.value, self.values)
+            alias = dict(self.aliases).get(node.value.lower())
+            hint = f"did you mean '{alias}'?" if alias else did_you_mean(node.value, self.values)
         else:
             hint = None
         ck.error(

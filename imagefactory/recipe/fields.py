@@ -25,6 +25,7 @@ from imagefactory.fields.types import (
 )
 from imagefactory.recipe import rules
 from imagefactory.vocab import (
+    ARCH_ALIASES,
     Arch,
     DiskFormat,
     Distro,
@@ -95,7 +96,12 @@ BASE = Struct(
             "The distribution release, by version or codename; both are recorded.",
             required=True,
         ),
-        Field("arch", Choice(Arch), "The CPU architecture of the image.", default="x86_64"),
+        Field(
+            "arch",
+            Choice(Arch, aliases=ARCH_ALIASES),
+            "The CPU architecture of the image.",
+            default="x86_64",
+        ),
     ),
     rules=(
         Rule("`release` must be a release of `distro`.", rules.rule_release),

@@ -22,11 +22,19 @@ from imagefactory.fields.types import (
     Rule,
     Struct,
     Text,
+    did_you_mean,
 )
 from imagefactory.fields.values import DURATION_PATTERN, SIZE_PATTERN, VO_PATTERN, to_days, to_size
-from imagefactory.fields.yamlsource import Map, Node, Scalar
+from imagefactory.fields.yamlsource import Map, Node, Scalar, Seq
 from imagefactory.fsutil import read_bounded
-from imagefactory.vocab import Arch, DiskFormat, Distro, RootPolicy, WorkerNodeModel
+from imagefactory.vocab import (
+    ARCH_ALIASES,
+    Arch,
+    DiskFormat,
+    Distro,
+    RootPolicy,
+    WorkerNodeModel,
+)
 
 MAX_SIGNERS = 64
 
@@ -84,6 +92,42 @@ def to_pattern(text: str) -> re.Pattern[str]:
 def _value_mark(node: Map, key: str) -> Node:
     entry = node.get(key)
     return entry.value if entry is not None else node
+
+
+def suggest_vo(text: str) -> str | None:
+    """VO names are lower case (``cms``, not ``CMS``), as the recipes and labels spell them."""
+    folded = text.strip().lower()
+    return f"did you mean '{folded}'?" if re.fullmatch(VO_PATTERN, folded) else None
+
+
+def rule_releases(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    """Each release must be one of an allowed distro: ``12.0`` or ``"14"`` would deny everything."""
+    distros = values.get("distros")
+    entry = node.get("releases")
+    if not isinstance(distros, list) or entry is None or not isinstance(entry.value, Seq):
+        return
+    known = [d for d in distros if isinstance(d, Distro)]
+    names = [name for d in known for r in d.releases for name in (r.version, r.codename)]
+    for item in entry.value.items:
+        if not isinstance(item, Scalar) or item.kind not in ("string", "integer", "number"):
+            continue  # the field's own check reported it
+        text = item.raw if item.kind != "string" else str(item.value)
+        if any(d.release(text) for d in known):
+            continue
+        listed = "; ".join(
+            f"{d}: " + ", ".join(f"{r.version} ({r.codename})" for r in d.releases) for d in known
+        )
+        ck.error(
+            item.mark,
+            f"expected a release of the allowed distros ({listed}); found '{text}'",
+            _version_hint(text, names) or did_you_mean(text, names),
+        )
+
+
+def _version_hint(text: str, names: list[str]) -> str | None:
+    # YAML reads 12.0 as a number; its release is "12".
+    head = text.split(".", maxsplit=1)[0] if text.endswith(".0") else None
+    return f"did you mean '{head}'?" if head in names else None
 
 
 def rule_threshold(values: dict[str, Any], node: Map, ck: Checker) -> None:
@@ -214,7 +258,12 @@ VO = Struct(
             ListOf(Text("a release version or codename", max_length=32, numbers=True)),
             "Allowed releases (version or codename); empty allows every release.",
         ),
-        Field("arches", ListOf(Choice(Arch)), "Allowed architectures.", default=["x86_64"]),
+        Field(
+            "arches",
+            ListOf(Choice(Arch, aliases=ARCH_ALIASES)),
+            "Allowed architectures.",
+            default=["x86_64"],
+        ),
         Field(
             "models",
             ListOf(Choice(WorkerNodeModel)),
@@ -244,6 +293,7 @@ VO = Struct(
     ),
     rules=(
         Rule("`threshold` cannot exceed the number of `signers`.", rule_threshold),
+        Rule("Each of `releases` must be a release of one of `distros`.", rule_releases),
         Rule(
             "User-defined images are accepted through `user_defined.accept`, not `models`.",
             rule_user_defined,
@@ -269,7 +319,7 @@ POLICY = Struct(
         Field(
             "vos",
             MapOf(
-                Text("a VO name like 'atlas'", pattern=VO_PATTERN),
+                Text("a VO name like 'atlas'", pattern=VO_PATTERN, suggest=suggest_vo),
                 VO,
                 label="mapping of VO name to its policy",
             ),
