@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,12 @@ from securesystemslib.signer import Signer
 
 from imagefactory.attest.keyless import sign_statement
 from imagefactory.attest.keys import sign_envelope
-from imagefactory.attest.statement import PAYLOAD_TYPE, image_subjects, statement_bytes
+from imagefactory.attest.statement import (
+    PAYLOAD_TYPE,
+    Subject,
+    image_subjects,
+    statement_bytes,
+)
 from imagefactory.diskformat import check_safe
 from imagefactory.fsutil import atomic_write
 from imagefactory.model.imagedir import (
@@ -35,7 +41,24 @@ if TYPE_CHECKING:
     from sigstore.sign import SigningContext
 
 
-def _prepare(path: Path, check_labels: bool) -> tuple[ImageDir, bytes]:
+@dataclass(frozen=True)
+class Signed:
+    """What one signing did: the attestation written, what it covers, and who signed."""
+
+    path: Path
+    subjects: list[Subject]
+    #: ``key <keyid>`` or ``<identity> (issuer <issuer>)``: as verify will name the signer.
+    signer: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "attestation": str(self.path),
+            "subjects": [s.to_dict() for s in self.subjects],
+            "signer": self.signer,
+        }
+
+
+def _prepare(path: Path, check_labels: bool) -> tuple[ImageDir, list[Subject], bytes]:
     image = load_image_dir(path)
     # Never sign labels a verifier would have to read past: the schema first.
     if check_labels:
@@ -53,35 +76,37 @@ def _prepare(path: Path, check_labels: bool) -> tuple[ImageDir, bytes]:
                     f"{file}: {algorithm} is {value}, but labels.json says"
                     f" {claimed.get(algorithm)}; refusing to sign labels that do not describe it"
                 )
-    return image, statement_bytes(subjects, image.labels)
+    return image, subjects, statement_bytes(subjects, image.labels)
 
 
-def sign_with_key(path: Path, signer: Signer, *, check_labels: bool = True) -> Path:
-    """Sign the image at ``path`` with a securesystemslib signer; the attestation's path.
+def sign_with_key(path: Path, signer: Signer, *, check_labels: bool = True) -> Signed:
+    """Sign the image at ``path`` with a securesystemslib signer.
 
     Raises :class:`LabelError` when labels.json does not match the labels
     schema (``check_labels=False`` only for tests of what verify does with such
     labels).
     """
-    image, payload = _prepare(path, check_labels)
+    image, subjects, payload = _prepare(path, check_labels)
     envelope = sign_envelope(payload, PAYLOAD_TYPE, signer)
     keyid = str(signer.public_key.keyid)
-    return _write(image.path, f"key-{keyid[:16]}{DSSE_SUFFIX}", json.dumps(envelope, indent=2))
+    written = _write(image.path, f"key-{keyid[:16]}{DSSE_SUFFIX}", json.dumps(envelope, indent=2))
+    return Signed(written, subjects, f"key {keyid}")
 
 
 def sign_keyless(
     path: Path, context: SigningContext, token: IdentityToken, *, check_labels: bool = True
-) -> Path:
-    """Sign the image at ``path`` keylessly (Sigstore); the attestation's path.
+) -> Signed:
+    """Sign the image at ``path`` keylessly (Sigstore).
 
     Raises :class:`LabelError` as :func:`sign_with_key` does.
     """
     from sigstore.dsse import Statement
 
-    image, payload = _prepare(path, check_labels)
+    image, subjects, payload = _prepare(path, check_labels)
     bundle = sign_statement(Statement(payload), context, token)
     who = hashlib.sha256(f"{token.identity}\0{token.issuer}".encode()).hexdigest()[:16]
-    return _write(image.path, f"sigstore-{who}{SIGSTORE_SUFFIX}", bundle)
+    written = _write(image.path, f"sigstore-{who}{SIGSTORE_SUFFIX}", bundle)
+    return Signed(written, subjects, f"{token.identity} (issuer {token.issuer})")
 
 
 def _write(directory: Path, name: str, text: str) -> Path:

@@ -64,8 +64,20 @@ def cmd_labels_show(args: argparse.Namespace, settings: Settings) -> int:
     labels = Labels.read(args.image_dir)
     if args.json:
         emit_json(labels.to_dict())
+        return EXIT_OK
+    from imagefactory.attest.claims import claimed_signers
+
+    vos = ", ".join(labels.vos) or "-"
+    endorser = labels.get("endorser.contact") or "-"
+    sys.stdout.write(f"{labels.name} {labels.version} for VO {vos}; endorser {endorser}\n")
+    claims = claimed_signers(args.image_dir) if args.image_dir.is_dir() else []
+    if claims:
+        sys.stdout.write("attestations (claimed signers; `imagefactory verify` checks them):\n")
+        for claim in claims:
+            sys.stdout.write(f"  {claim.file}: {claim.signer}\n")
     else:
-        table(flatten("", labels.to_dict()))
+        sys.stdout.write("attestations: none (not signed; `imagefactory sign` signs it)\n")
+    table(flatten("", labels.to_dict()))
     return EXIT_OK
 
 

@@ -25,29 +25,49 @@ def cmd_key_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.attest import sign
+    from imagefactory.model.imagedir import load_image_dir
 
     if args.key:
         from imagefactory.attest.keys import load_signer
 
-        written = sign.sign_with_key(args.image, load_signer(args.key, args.public_key))
+        signed = sign.sign_with_key(args.image, load_signer(args.key, args.public_key))
     else:
         from sigstore.models import ClientTrustConfig
         from sigstore.sign import SigningContext
 
         from imagefactory.attest.keyless import identity_token, load_trust_config
 
+        # The image directory first: a typo'd path should not wait for a
+        # token or for the trust root's download.
+        load_image_dir(args.image)
         token = identity_token(args.identity_token)
         trust = (
             load_trust_config(args.trust_config)
             if args.trust_config
-            else ClientTrustConfig.production()
+            else production_trust_config(ClientTrustConfig)
         )
-        written = sign.sign_keyless(args.image, SigningContext.from_trust_config(trust), token)
+        signed = sign.sign_keyless(args.image, SigningContext.from_trust_config(trust), token)
     if args.json:
-        emit_json({"image": str(args.image), "attestation": str(written)})
+        emit_json({"ok": True, "image": str(args.image), **signed.to_dict()})
     else:
-        sys.stdout.write(f"{written}: written\n")
+        sys.stdout.write(f"signed {args.image}\n  by {signed.signer}\n")
+        for subject in signed.subjects:
+            sys.stdout.write(f"  {subject.name}  sha256:{subject.digests['sha256']}\n")
+        sys.stdout.write(f"  attestation: {signed.path}\n")
     return EXIT_OK
+
+
+def production_trust_config(config: Any) -> Any:
+    """The public-good instance's trust config; its TUF download failing is an error, not a bug."""
+    from imagefactory.attest.keyless import KeylessError
+
+    try:
+        return config.production()
+    except Exception as exc:  # sigstore raises several kinds (TUF, network, I/O)
+        raise KeylessError(
+            f"cannot get the public-good Sigstore trust root: {exc}",
+            hint="offline or air-gapped: pass --trust-config, or sign with --key",
+        ) from exc
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from imagefactory.attest.claims import claimed_signers
 from imagefactory.cli import main
 from imagefactory.errors import EXIT_ERROR, EXIT_OK, EXIT_VERDICT
 from tests.fakes.imagedirs import make_image, vo_rules, write_policy
@@ -51,7 +52,23 @@ def test_sign_and_verify_allow_exit_0(
     image = make_image(tmp_path)
     code, out, _ = run(capsys, "sign", str(image), "--key", str(key))
     assert code == EXIT_OK
-    assert ".dsse.json: written" in out
+    lines = out.splitlines()
+    assert lines[0] == f"signed {image}"
+    assert lines[1].startswith("  by key ")
+    named = [line.split()[0] for line in lines[2:-1]]
+    assert named == [
+        *(p.name for p in image.iterdir() if p.suffix in (".raw", ".qcow2")),
+        "labels.json",
+        "sbom.cdx.json",
+    ]
+    assert all("sha256:" in line for line in lines[2:-1])
+    assert lines[-1].startswith("  attestation: ")
+    assert lines[-1].endswith(".dsse.json")
+    # What `labels show` lists next to the labels (the fake's labels predate
+    # the current schema, so the claims are read directly).
+    [claim] = claimed_signers(image)
+    assert claim.file == lines[-1].rsplit("/", 1)[1]
+    assert claim.signer == lines[1].strip().removeprefix("by ")
     code, out, _ = run(capsys, "verify", "-q", str(image), "--policy", str(policy))
     assert code == EXIT_OK
     assert out.startswith(f"ALLOW: {image}")

@@ -152,7 +152,7 @@ def new_key(root: Path, name: str) -> Path:
 
 def key_sign(image: Path, key: Path) -> Path:
     # Tests sign hostile labels on purpose, to see what verify does with them.
-    return sign_with_key(image, load_signer(str(key)), check_labels=False)
+    return sign_with_key(image, load_signer(str(key)), check_labels=False).path
 
 
 def write_policy(path: Path, vos: dict[str, Any], **top: Any) -> Path:

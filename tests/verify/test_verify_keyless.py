@@ -49,7 +49,7 @@ def sign(
     image: Path, instance: PrivateSigstore, identity: str = IDENTITY, issuer: str = ISSUER
 ) -> Path:
     token = instance.token(identity, issuer)
-    return sign_keyless(image, instance.signing_context(), token, check_labels=False)
+    return sign_keyless(image, instance.signing_context(), token, check_labels=False).path
 
 
 def verify(image: Path, trust: TrustPolicy) -> Verdict:
