@@ -63,12 +63,14 @@ def inspect_image(
     declared_format: str | None = None,
     root_policy: RootPolicy = RootPolicy.NONE,
     accel: Callable[[], str],
+    on_status: Callable[[str], None] = lambda text: None,
 ) -> Inspection:
     """Check ``path`` is safe, then read its facts and audit it read-only.
 
     ``accel`` decides the appliance's accelerator (``kvm`` or ``tcg``); it is
     called only once the disk has passed the format check, since deciding may
-    probe KVM.
+    probe KVM. ``on_status`` hears what is happening (the launch alone takes
+    10-20 s under TCG).
     """
     require_file(path)
     info = check_safe(path, allowed_formats=INSPECT_FORMATS, declared_format=declared_format)
@@ -81,10 +83,15 @@ def inspect_image(
         )
     # Before the 10-20 s appliance launch: a text file is a "safe raw image" too.
     require_disk(path, info.format)
+    on_status(f"sha256 and sha512 of the {info.format} disk")
     sha256, sha512 = disk_digests(path)
-    with open_guest(path, info.format, readonly=True, accel=accel()) as guest:
+    chosen = accel()
+    on_status(f"launching the libguestfs appliance ({chosen}, read-only, network off)")
+    with open_guest(path, info.format, readonly=True, accel=chosen) as guest:
+        on_status("reading the operating system and its packages")
         facts = os_facts(guest)
         packages = package_facts(guest)
         mode = boot_mode(guest)
+        on_status(f"auditing against {profile.id}")
         report = run_audit(guest, profile, root_policy)
     return Inspection(path, info, sha256, sha512, mode, facts, packages, report)

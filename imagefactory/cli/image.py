@@ -22,21 +22,30 @@ from imagefactory.settings import Settings
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.diskformat import DEFAULT_MAX_VIRTUAL_SIZE
+    from imagefactory.diskprobe import require_file
     from imagefactory.host.accel import choose_guest_accel
     from imagefactory.inspection import inspect_image
     from imagefactory.profiles import load_profile
+    from imagefactory.progress import Progress
     from imagefactory.verify.private import stable_disk
     from imagefactory.vocab import RootPolicy
 
     profile = load_profile(args.profile)
+    # A typo in the path is "no such file", not a hostile-image refusal.
+    require_file(args.image)
+    progress = Progress(total=1, quiet=args.json)
     # A user's upload is inspected on a private copy (verify/private.py).
-    with stable_disk(args.image, DEFAULT_MAX_VIRTUAL_SIZE) as disk:
+    with (
+        progress.step("inspect", f"{args.image}, read-only"),
+        stable_disk(args.image, DEFAULT_MAX_VIRTUAL_SIZE) as disk,
+    ):
         result = inspect_image(
             disk,
             profile,
             declared_format=args.format,
             root_policy=RootPolicy(args.root_policy),
             accel=lambda: choose_guest_accel(settings.accel, settings.cache_dir / "accel.json"),
+            on_status=progress.status,
         )
     result = dataclasses.replace(result, path=args.image)  # the user's name, not our copy's
     if args.json:
