@@ -248,6 +248,11 @@ def _fetch(url: str, *, method: str = "GET", limit: int = MAX_RELEASE_BYTES) -> 
     return data, length
 
 
+def fetch_file(url: str, *, limit: int) -> bytes:
+    """The body of an http(s) URL of the archive, capped at ``limit`` bytes."""
+    return _fetch(url, limit=limit)[0]
+
+
 def fetch_releases(archive: BaseArchive) -> dict[tuple[str, str], bytes]:
     """The ``InRelease`` file of every (mirror, suite) the build will use."""
     return {

@@ -53,6 +53,7 @@ from imagefactory.mirrors import (
     resolve_archive,
 )
 from imagefactory.model.imagedir import LABELS_NAME
+from imagefactory.packageindex import check_recipe_packages
 from imagefactory.profiles import load_profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe
@@ -108,6 +109,14 @@ def resolve_base(ctx: BuildContext) -> None:
     ctx.progress.note(f"archive {ctx.archive.mirror} ({ctx.archive.origin})")
     releases = fetch_releases(ctx.archive)
     check_indexes(ctx.archive, base.arch, releases)
+    # Every unknown package at once, at its recipe line, before DIB's 40 s of apt.
+    check_recipe_packages(
+        ctx.recipe,
+        ctx.archive,
+        releases,
+        cache_dir=ctx.settings.cache_dir / "package-indexes",
+        on_status=ctx.progress.status,
+    )
     ctx.fingerprint = release_fingerprint(releases)
 
 

@@ -14,14 +14,25 @@ merging), ``model`` (the typed result), ``schema`` (JSON Schema and docs).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from imagefactory.errors import RecipeError
 from imagefactory.fields.types import INVALID, Checker
+from imagefactory.fields.yamlsource import Map, Scalar, Seq
 from imagefactory.recipe.extends import load_with_parents
 from imagefactory.recipe.fields import RECIPE
 from imagefactory.recipe.limits import DEFAULT_ALLOWED_ELEMENTS, DEFAULT_LIMITS, BuildLimits
-from imagefactory.recipe.model import Base, Disk, FileSpec, Recipe, Script, Services, build_recipe
+from imagefactory.recipe.model import (
+    Base,
+    Disk,
+    FileSpec,
+    PackagePlace,
+    Recipe,
+    Script,
+    Services,
+    build_recipe,
+)
 from imagefactory.recipe.schema import recipe_json_schema, recipe_reference_markdown
 
 __all__ = [
@@ -68,4 +79,20 @@ def load_recipe(path: Path, limits: BuildLimits = DEFAULT_LIMITS) -> Recipe:
             set(diagnostics), key=lambda d: (d.file, d.line, d.column, d.path, d.message)
         )
         raise RecipeError(unique)
-    return build_recipe(values, list(loaded.sources))
+    recipe = build_recipe(values, list(loaded.sources))
+    return dataclasses.replace(recipe, package_places=_package_places(loaded.tree))
+
+
+def _package_places(tree: Map | None) -> tuple[PackagePlace, ...]:
+    """Where each ``packages`` entry of the combined tree was written (a parent's: in it)."""
+    entry = tree.get("packages") if tree is not None else None
+    if entry is None or not isinstance(entry.value, Seq):
+        return ()
+    places = []
+    for item in entry.value.items:
+        if isinstance(item, Scalar) and isinstance(item.value, str):
+            mark = item.mark
+            places.append(
+                PackagePlace(item.value, mark.origin.display, mark.line, mark.column, mark.path)
+            )
+    return tuple(places)

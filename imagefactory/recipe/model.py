@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
@@ -80,6 +80,21 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class PackagePlace:
+    """A ``packages`` entry (``name`` or ``name=version``) and where it is written.
+
+    Kept so a check that runs later (against the archive's indexes) can point
+    at the recipe line like the recipe's own checks do.
+    """
+
+    entry: str
+    file: str
+    line: int
+    column: int
+    path: str
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A checked recipe with its parents merged in and every default applied."""
 
@@ -103,6 +118,8 @@ class Recipe:
     labels: Mapping[str, str]
     #: Every file read: the recipe, the recipes it extends, then the file sources.
     sources: tuple[Path, ...]
+    #: Where each ``packages`` entry is written (not part of the recipe's identity).
+    package_places: tuple[PackagePlace, ...] = field(default=(), compare=False)
 
     def canonical(self) -> dict[str, Any]:
         """The resolved recipe as JSON-able data: what the image is built from.

@@ -1,0 +1,191 @@
+"""The archive's package indexes: is every package a recipe names really there?
+
+apt inside diskimage-builder is the first to notice an unknown package, 40 s
+into a build and with its message buried in the build log. The archive step
+already holds every suite's ``InRelease``; this module fetches the
+``Packages.xz`` index each one lists for the build's component and
+architecture, checks it against the sha256 ``InRelease`` gives (an index that
+does not match is refused, as apt would refuse it), caches it by that digest,
+and checks the recipe's ``packages`` against the union of the suites: every
+unknown name and every missing version at once, at the recipe entry's
+``file:line:column``, with "did you mean".
+
+Names a package ``Provides:`` count as known: apt installs a virtual package
+when one package provides it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import lzma
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imagefactory.errors import ArchiveError, Diagnostic, RecipeError
+from imagefactory.fsutil import atomic_write
+from imagefactory.mirrors import INDEX_NAME, BaseArchive, fetch_file
+from imagefactory.recipe.model import PackagePlace, Recipe
+from imagefactory.vocab import Arch
+
+#: Debian's main Packages.xz is ~9 MiB (~45 MiB unpacked); refuse anything absurd.
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+MAX_UNPACKED_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class PackageIndex:
+    """Every package name of some suites, with its versions, and the virtual names."""
+
+    versions: dict[str, set[str]] = field(default_factory=dict)
+    provided: set[str] = field(default_factory=set)
+    #: ``mirror/dists/suite/index`` of each index read, for messages.
+    sources: list[str] = field(default_factory=list)
+
+    def add(self, text: str, source: str) -> None:
+        """Add one ``Packages`` file's stanzas."""
+        self.sources.append(source)
+        name = None
+        for line in text.splitlines():
+            if line.startswith("Package:"):
+                name = line[8:].strip()
+                self.versions.setdefault(name, set())
+            elif line.startswith("Version:") and name is not None:
+                self.versions[name].add(line[8:].strip())
+            elif line.startswith("Provides:"):
+                for item in line[9:].split(","):
+                    self.provided.add(item.split("(")[0].strip())
+
+    def knows(self, name: str) -> bool:
+        return name in self.versions or name in self.provided
+
+    def suggest(self, name: str) -> str | None:
+        close = difflib.get_close_matches(name, list(self.versions), n=3, cutoff=0.75)
+        # Two letters swapped ('tiem') score no better than other near names:
+        # put the same letters first.
+        letters = sorted(name)
+        swapped = [c for c in self.versions if len(c) == len(name) and sorted(c) == letters]
+        close = list(dict.fromkeys([*swapped[:1], *close]))[:3]
+        if not close:
+            return None
+        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+
+
+def indexed_sha256(inrelease: bytes) -> dict[str, str]:
+    """File name -> sha256 from the ``SHA256:`` list of a Release/InRelease file."""
+    digests: dict[str, str] = {}
+    in_list = False
+    for line in inrelease.decode("utf-8", "replace").splitlines():
+        if not line[:1].isspace():
+            in_list = line.strip() == "SHA256:"
+            continue
+        fields = line.split()
+        if in_list and len(fields) == 3 and fields[1].isdigit():
+            digests[fields[2]] = fields[0].lower()
+    return digests
+
+
+def load_index(
+    archive: BaseArchive,
+    arch: Arch,
+    releases: Mapping[tuple[str, str], bytes],
+    *,
+    cache_dir: Path,
+    component: str = "main",
+    on_status: Callable[[str], None] = lambda text: None,
+) -> PackageIndex:
+    """The package index of every suite the build uses (fetched once per digest, cached)."""
+    index = PackageIndex()
+    name = INDEX_NAME.format(component=component, arch=arch.dib_arch)
+    for (mirror, suite), inrelease in releases.items():
+        digest = indexed_sha256(inrelease).get(name)
+        if digest is None:
+            continue  # this suite has no index for the arch; apt skips it too
+        url = f"{mirror}/dists/{suite}/{name}"
+        cached = cache_dir / f"{digest}.xz"
+        data = _read_cached(cached, digest)
+        if data is None:
+            on_status(f"fetching {url}")
+            data = fetch_file(url, limit=MAX_INDEX_BYTES)
+            got = hashlib.sha256(data).hexdigest()
+            if got != digest:
+                raise ArchiveError(
+                    f"{url}: sha256 {got}, but InRelease lists {digest}"
+                    " (a mirror caught mid-sync, or a tampered index)",
+                    hint="retry later, or point the settings (mirrors:) at a consistent mirror",
+                )
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(cached, data, 0o644, durable=False)
+        on_status(f"reading {suite}/{name}")
+        index.add(_unpack(data, url), url)
+    return index
+
+
+def _read_cached(path: Path, digest: str) -> bytes | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    # The cache is a convenience, never trusted: a damaged entry is fetched again.
+    return data if hashlib.sha256(data).hexdigest() == digest else None
+
+
+def _unpack(data: bytes, url: str) -> str:
+    try:
+        unpacked = lzma.LZMADecompressor().decompress(data, max_length=MAX_UNPACKED_BYTES)
+    except lzma.LZMAError as exc:
+        raise ArchiveError(f"{url}: not an xz file: {exc}") from exc
+    return unpacked.decode("utf-8", "replace")
+
+
+def check_packages(wanted: Iterable[PackagePlace], index: PackageIndex, where: str) -> None:
+    """Raise :class:`RecipeError` naming every entry the index lacks (all at once).
+
+    ``where`` says which archive was asked (``debian bookworm main amd64``).
+    """
+    problems = []
+    for item in wanted:
+        name, _, version = item.entry.partition("=")
+        if not index.knows(name):
+            message = f"no package '{name}' in {where}"
+            hint = index.suggest(name) or (
+                "a package from another repository needs that repository in the recipe"
+            )
+        elif version and version not in index.versions.get(name, set()):
+            have = sorted(index.versions.get(name, set()))
+            message = f"no version '{version}' of '{name}' in {where}"
+            hint = "it has: " + (", ".join(have) if have else "none (a virtual package)")
+        else:
+            continue
+        problems.append(Diagnostic(item.file, item.line, item.column, item.path, message, hint))
+    if problems:
+        raise RecipeError(problems)
+
+
+def check_recipe_packages(
+    recipe: Recipe,
+    archive: BaseArchive,
+    releases: Mapping[tuple[str, str], bytes],
+    *,
+    cache_dir: Path,
+    on_status: Callable[[str], None] = lambda text: None,
+) -> PackageIndex | None:
+    """Check the recipe's packages against the archive, before diskimage-builder starts.
+
+    Returns the index read, or ``None`` when no suite lists an index for the
+    recipe's architecture (nothing to check against; apt will judge).
+    """
+    if not recipe.packages:
+        return None
+    arch = recipe.base.arch
+    index = load_index(archive, arch, releases, cache_dir=cache_dir, on_status=on_status)
+    if not index.sources:
+        return None
+    places = recipe.package_places or tuple(
+        PackagePlace(p, str(recipe.sources[0]) if recipe.sources else recipe.name, 1, 1, "")
+        for p in recipe.packages
+    )
+    where = f"{archive.distro} {archive.release} main {arch.dib_arch} ({len(index.sources)} suites)"
+    check_packages(places, index, where)
+    return index
