@@ -122,3 +122,21 @@ def phase_of(line: str) -> str | None:
     if match is None:
         return None
     return f"{match['phase']}/{match['script']}"
+
+
+#: apt's and dpkg's own error lines, after DIB's timestamp prefix if any.
+_APT_ERROR_RE = re.compile(r"(?:^|\| )((?:E: |dpkg: error|Err:\d* ).*)$")
+#: apt's per-package progress: what the package-install hooks are doing.
+_APT_PROGRESS_RE = re.compile(r"(?:^|\| )(?P<verb>Unpacking|Setting up) (?P<package>[^ :]+)")
+
+
+def apt_error(line: str) -> str | None:
+    """The apt or dpkg error a DIB output line carries, if it is one."""
+    match = _APT_ERROR_RE.search(line.rstrip())
+    return match[1] if match else None
+
+
+def apt_progress(line: str) -> str | None:
+    """``setting up <package>`` for apt's progress lines, else ``None``."""
+    match = _APT_PROGRESS_RE.search(line)
+    return f"{match['verb'].lower()} {match['package']}" if match else None

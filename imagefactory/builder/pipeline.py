@@ -173,11 +173,18 @@ def lookup_cache(ctx: BuildContext) -> None:
 def run_dib(ctx: BuildContext) -> None:
     archive, element = ctx.need_archive(), ctx.need_element()
     (ctx.staging / dib.WORK_DIR_NAME).mkdir()
+    apt_errors: list[str] = []
+    current = [""]
 
     def on_line(line: str) -> None:
         phase = dib.phase_of(line)
         if phase is not None:
+            current[0] = phase
             ctx.progress.status(phase)
+        elif (doing := dib.apt_progress(line)) is not None:
+            ctx.progress.status(f"{current[0]}: {doing}")
+        elif (error := dib.apt_error(line)) is not None and len(apt_errors) < 20:
+            apt_errors.append(error)
 
     with cache_slot(ctx.settings.dib_image_cache) as image_cache:
         call = dib.invocation(
@@ -199,8 +206,11 @@ def run_dib(ctx: BuildContext) -> None:
                 echo=ctx.options.verbose,
             )
         except ImageFactoryError as exc:
+            # apt's own words, not only "see the log": most failed builds are apt's.
+            said = "".join(f"\n  apt: {e}" for e in apt_errors)
             raise BuildError(
-                "diskimage-builder failed", hint="see the build log for the failing hook"
+                f"diskimage-builder failed{' in ' + current[0] if current[0] else ''}{said}",
+                hint="the whole output is in build.log, kept under the output's .failed/",
             ) from exc
     ctx.packages = _read_dpkg_manifest(call.manifest_dir)
 

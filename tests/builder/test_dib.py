@@ -132,3 +132,24 @@ def test_phase_of_dib_lines() -> None:
     )
     assert dib.phase_of(line) == "install.d/01-package-installs"
     assert dib.phase_of("Unpacking gpg (2.2.40) ...") is None
+
+
+def test_apt_errors_and_progress_from_dib_lines() -> None:
+    stamp = "2026-12-01 20:10:00.123 | "
+    assert dib.apt_error(stamp + "E: Unable to locate package cvmfs\n") == (
+        "E: Unable to locate package cvmfs"
+    )
+    assert dib.apt_error("E: Package 'x' has no installation candidate") == (
+        "E: Package 'x' has no installation candidate"
+    )
+    assert dib.apt_error(stamp + "dpkg: error processing package foo (--configure):") == (
+        "dpkg: error processing package foo (--configure):"
+    )
+    assert dib.apt_error(stamp + "Reading package lists...") is None
+    assert dib.apt_error(stamp + "E: is not an error without apt's prefix at the start") == (
+        "E: is not an error without apt's prefix at the start"
+    )
+    assert dib.apt_error("SOME E: inside a line") is None
+    assert dib.apt_progress(stamp + "Setting up chrony (4.3-2+deb12u1) ...") == "setting up chrony"
+    assert dib.apt_progress("Unpacking libc6:amd64 (2.36-9) ...") == "unpacking libc6"
+    assert dib.apt_progress("Preparing to unpack ...") is None
