@@ -74,6 +74,11 @@ def invocation(
         "tar",
         "-o",
         str(output_dir / ROOTFS_NAME),
+        # Without DIB's 'base' element: it installs open-iscsi (whose
+        # iscsid.socket listens at boot) and software-properties-common (which
+        # pulls in packagekit and polkitd), nothing a worker node asked for.
+        # The generated element takes over what of 'base' a worker node needs.
+        "-n",
         BASE_ELEMENTS[recipe.base.distro],
         element_name,
         *recipe.elements,

@@ -50,7 +50,17 @@ class GeneratedElement:
 def element_files(recipe: Recipe) -> dict[str, tuple[bytes, int]]:
     """Relative path -> (content, mode) of every file of the element."""
     files: dict[str, tuple[bytes, int]] = {}
-    files["element-deps"] = (b"package-installs\n", 0o644)
+    # What DIB's 'base' element (left out: ``disk-image-create -n``) brought that
+    # a worker node needs: its dependencies, and the dist-upgrade of the cached
+    # debootstrap tarball below.
+    files["element-deps"] = (b"dib-init-system\ninstall-types\npackage-installs\npkg-map\n", 0o644)
+    files["install.d/00-up-to-date"] = (
+        (
+            _HEADER + "# Every build installs the archive's current packages (security fixes).\n"
+            "install-packages -u\n"
+        ).encode(),
+        0o755,
+    )
     files["README.rst"] = (
         f"Generated from recipe {recipe.name} {recipe.version} ({recipe.digest}).\n".encode(),
         0o644,

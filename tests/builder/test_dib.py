@@ -47,6 +47,7 @@ def test_exact_argv_and_environment_for_the_example_recipe(tmp_path: Path) -> No
         "tar",
         "-o",
         f"{tmp_path}/stage/rootfs",
+        "-n",
         "debian-minimal",
         "imagefactory-recipe",
     ]

@@ -35,7 +35,14 @@ def test_package_list_has_boot_packages_kernel_then_recipe_packages(tmp_path: Pa
         b"systemd-sysv:\ninitramfs-tools:\ngrub-pc:\nlinux-image-amd64:\nless:\nchrony:\n",
         0o644,
     )
-    assert files["element-deps"] == (b"package-installs\n", 0o644)
+    # DIB's 'base' element is left out (-n); its dependencies come from here.
+    assert files["element-deps"] == (
+        b"dib-init-system\ninstall-types\npackage-installs\npkg-map\n",
+        0o644,
+    )
+    script, mode = files["install.d/00-up-to-date"]
+    assert script.decode().splitlines()[-1] == "install-packages -u"
+    assert mode == 0o755
 
 
 def test_i386_gets_the_686_kernel(tmp_path: Path) -> None:
@@ -87,6 +94,7 @@ def test_no_service_or_file_scripts_when_recipe_has_none(tmp_path: Path) -> None
         "README.rst",
         "element-deps",
         "finalise.d/90-imagefactory-bootloader",
+        "install.d/00-up-to-date",
         "package-installs.yaml",
     ]
 
