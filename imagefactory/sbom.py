@@ -13,6 +13,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 
+from cyclonedx.model import Property
 from cyclonedx.model.bom import Bom
 from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot6
@@ -42,6 +43,83 @@ class SbomRef:
         }
 
 
+#: Why a package is in the image (the SBOM property ``imagefactory:role``).
+REQUESTED = "requested"  # named by the recipe, or a boot essential the build adds
+DEPENDENCY = "dependency"  # a Depends/Pre-Depends of a requested package
+BASE = "base"  # debootstrap's base system: Essential, Priority required/important
+UNEXPLAINED = "unexplained"  # none of these: a surprise worth a look
+BASE_PRIORITIES = ("required", "important")
+
+
+@dataclass(frozen=True)
+class Role:
+    """Why one package is installed: its role, and the packages that pulled it in."""
+
+    role: str
+    required_by: tuple[str, ...] = ()
+
+
+def package_roles(packages: list[Package], requested: set[str]) -> dict[str, Role]:
+    """The role of each installed package (by name).
+
+    A requested package is ``requested``; a package its dependencies reach
+    (through virtual names too) is a ``dependency`` of the packages that
+    depend on it directly; the base system and what it depends on is ``base``;
+    everything else is ``unexplained`` (a Recommends that slipped in, or a
+    package a DIB element installed on its own).
+    """
+    by_name = {p.name: p for p in packages}
+    providers: dict[str, list[str]] = {}
+    for package in packages:
+        for virtual in package.provides:
+            providers.setdefault(virtual, []).append(package.name)
+
+    def resolve(name: str) -> list[str]:
+        if name in by_name:
+            return [name]
+        return providers.get(name, [])
+
+    roles: dict[str, Role] = {}
+    parents: dict[str, list[str]] = {}
+
+    def walk(roots: list[str], role: str) -> None:
+        queue = list(roots)
+        while queue:
+            name = queue.pop(0)
+            for dep_name in by_name[name].depends:
+                for dep in resolve(dep_name):
+                    if dep in roles or dep == name:
+                        continue
+                    parents.setdefault(dep, [])
+                    if name not in parents[dep]:
+                        parents[dep].append(name)
+                    if dep not in pending:
+                        pending[dep] = role
+                        queue.append(dep)
+
+    pending: dict[str, str] = {}
+    wanted = sorted(n for n in requested if n in by_name)
+    for name in wanted:
+        roles[name] = Role(REQUESTED)
+    walk(wanted, DEPENDENCY)
+    for name, role in pending.items():
+        roles[name] = Role(role, tuple(sorted(parents.get(name, []))))
+    pending = {}
+    base = sorted(
+        p.name
+        for p in packages
+        if p.name not in roles and (p.essential or p.priority in BASE_PRIORITIES)
+    )
+    for name in base:
+        roles[name] = Role(BASE)
+    walk(base, BASE)
+    for name, role in pending.items():
+        roles.setdefault(name, Role(role, tuple(sorted(parents.get(name, [])))))
+    for package in packages:
+        roles.setdefault(package.name, Role(UNEXPLAINED))
+    return roles
+
+
 def package_url(package: Package, facts: OsFacts) -> PackageURL:
     return PackageURL(
         type="deb",
@@ -60,8 +138,15 @@ def make_sbom(
     *,
     disk_sha256: str,
     created: dt.datetime,
+    requested: set[str] | None = None,
 ) -> str:
-    """The SBOM as CycloneDX 1.6 JSON text."""
+    """The SBOM as CycloneDX 1.6 JSON text.
+
+    With ``requested`` (the package names the build asked for), every
+    component carries ``imagefactory:role`` (see :func:`package_roles`) and,
+    for a dependency, ``imagefactory:required-by``.
+    """
+    roles = package_roles(packages, requested) if requested is not None else {}
     bom = Bom(serial_number=uuid.uuid5(SBOM_NAMESPACE, disk_sha256))
     bom.metadata.timestamp = created
     root = Component(
@@ -75,6 +160,13 @@ def make_sbom(
     components = []
     for package in packages:
         purl = package_url(package, facts)
+        properties = []
+        role = roles.get(package.name)
+        if role is not None:
+            properties.append(Property(name="imagefactory:role", value=role.role))
+            if role.required_by:
+                by = ", ".join(role.required_by)
+                properties.append(Property(name="imagefactory:required-by", value=by))
         components.append(
             Component(
                 name=package.name,
@@ -82,6 +174,7 @@ def make_sbom(
                 type=ComponentType.LIBRARY,
                 purl=purl,
                 bom_ref=purl.to_string(),
+                properties=properties,
             )
         )
     bom.components.update(components)

@@ -47,6 +47,15 @@ class GeneratedElement:
     digest: str
 
 
+def install_list(recipe: Recipe) -> list[str]:
+    """Every package the element asks apt for: the boot essentials, then the recipe's.
+
+    The SBOM marks these (and what they depend on) as requested.
+    """
+    packages = [*BOOT_PACKAGES, kernel_package(recipe.base.distro, recipe.base.arch)]
+    return packages + [p for p in recipe.packages if p not in packages]
+
+
 def element_files(recipe: Recipe) -> dict[str, tuple[bytes, int]]:
     """Relative path -> (content, mode) of every file of the element."""
     files: dict[str, tuple[bytes, int]] = {}
@@ -65,8 +74,7 @@ def element_files(recipe: Recipe) -> dict[str, tuple[bytes, int]]:
         f"Generated from recipe {recipe.name} {recipe.version} ({recipe.digest}).\n".encode(),
         0o644,
     )
-    packages = [*BOOT_PACKAGES, kernel_package(recipe.base.distro, recipe.base.arch)]
-    packages += [p for p in recipe.packages if p not in packages]
+    packages = install_list(recipe)
     files["package-installs.yaml"] = (
         "".join(f"{p}:\n" for p in packages).encode(),
         0o644,

@@ -21,6 +21,7 @@ from typing import Any
 from imagefactory.audit import run_audit
 from imagefactory.builder.cache import file_digest
 from imagefactory.builder.context import BuildContext
+from imagefactory.builder.element import install_list
 from imagefactory.diskformat import check_safe
 from imagefactory.errors import AuditError
 from imagefactory.guest.facts import os_facts, package_facts
@@ -131,6 +132,7 @@ def label_disk(ctx: BuildContext) -> None:
         packages.packages,
         disk_sha256=sha256,
         created=created,
+        requested={p.partition("=")[0] for p in install_list(ctx.recipe)},
     )
     (ctx.staging / SBOM_FILE).write_text(sbom_text, encoding="utf-8")
     disk = DiskFacts(

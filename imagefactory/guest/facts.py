@@ -16,7 +16,7 @@ import json
 import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from imagefactory.guest.view import GuestView, cap_text, guest_glob, read_text
@@ -39,6 +39,13 @@ class Package:
     version: str
     arch: str
     source: str
+    #: Names this package Depends/Pre-Depends on (every alternative), and those it
+    #: Provides: the SBOM says why each package is there. Not in the manifest digest.
+    depends: tuple[str, ...] = field(default=(), compare=False)
+    provides: tuple[str, ...] = field(default=(), compare=False)
+    #: dpkg's Priority and Essential: what debootstrap's base consists of.
+    priority: str = field(default="", compare=False)
+    essential: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "arch": self.arch}
@@ -130,7 +137,7 @@ def installed_packages(guest: GuestView) -> tuple[list[Package], int]:
             if line[:1] in (" ", "\t"):
                 continue
             key, sep, value = line.partition(":")
-            if sep and key in ("Package", "Status", "Version", "Architecture", "Source"):
+            if sep and key in _STATUS_FIELDS:
                 fields[key] = value.strip()
         if not fields.get("Package") or not fields.get("Status", "").endswith(" installed"):
             continue
@@ -145,10 +152,50 @@ def installed_packages(guest: GuestView) -> tuple[list[Package], int]:
         ):
             malformed += 1
             continue
-        packages[(name, arch)] = Package(name, version, arch, source)
+        depends = _names(fields.get("Depends", "") + "," + fields.get("Pre-Depends", ""))
+        packages[(name, arch)] = Package(
+            name,
+            version,
+            arch,
+            source,
+            depends=depends,
+            provides=_names(fields.get("Provides", "")),
+            priority=fields.get("Priority", ""),
+            essential=fields.get("Essential", "") == "yes",
+        )
         if len(packages) > MAX_PACKAGES:
             break
     return sorted(packages.values(), key=lambda p: (p.name, p.arch)), malformed
+
+
+_STATUS_FIELDS = frozenset(
+    (
+        "Package",
+        "Status",
+        "Version",
+        "Architecture",
+        "Source",
+        "Depends",
+        "Pre-Depends",
+        "Provides",
+        "Priority",
+        "Essential",
+    )
+)
+
+
+def _names(relation: str) -> tuple[str, ...]:
+    """Package names of a dpkg relation field (``a (>= 1) | b:any, c``), each alternative.
+
+    Only names that look like package names are kept: the status file is guest
+    content, read as hostile.
+    """
+    names = []
+    for alternative in relation.replace("|", ",").split(","):
+        name = alternative.strip().split(" ", 1)[0].split("(", 1)[0].split(":", 1)[0]
+        if name and PACKAGE_NAME.match(name):
+            names.append(name)
+    return tuple(dict.fromkeys(names))
 
 
 def manifest_digest(packages: list[Package]) -> str:
