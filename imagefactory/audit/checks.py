@@ -116,6 +116,9 @@ class _Ctx:
     guest: GuestView
     profile: Profile
     root_policy: RootPolicy
+    #: The site file systems the image declares (its recipe's ``fs_access``);
+    #: ``None`` when nothing is declared to check (``inspect`` of an upload).
+    fs_access: tuple[str, ...] | None = None
     out: list[CheckResult] = field(default_factory=list)
     _walk: Sequence[Entry] | None = None
 
@@ -307,6 +310,41 @@ def check_services(c: _Ctx) -> None:
     c.add("services.logging", "auditd and syslog are installed", absent, required=False)
 
 
+# -- declared capabilities -----------------------------------------------------------
+
+#: What provides each site file system a recipe may declare in ``fs_access``:
+#: any one of these files in the image (its client's mount helper or tool).
+FS_ACCESS_CLIENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "nfs": ("the NFS client (nfs-common)", ("/usr/sbin/mount.nfs", "/sbin/mount.nfs")),
+    "cvmfs": (
+        "the CernVM-FS client (cvmfs)",
+        ("/usr/bin/cvmfs2", "/usr/sbin/mount.cvmfs", "/sbin/mount.cvmfs"),
+    ),
+    "dcap": (
+        "the dCache dcap client (dcap, libdcap1)",
+        ("/usr/bin/dccp", "/usr/lib/x86_64-linux-gnu/libdcap.so.1", "/usr/lib64/libdcap.so.1"),
+    ),
+    "rfio": ("the RFIO client (rfcp)", ("/usr/bin/rfcp",)),
+}
+
+
+def check_fs_access(c: _Ctx) -> None:
+    if c.fs_access is None:
+        return
+    missing = []
+    for fs in c.fs_access:
+        if fs not in FS_ACCESS_CLIENTS:
+            continue  # 'none' declares nothing to provide
+        what, paths = FS_ACCESS_CLIENTS[fs]
+        if not any(c.guest.lstat(p) is not None for p in paths):
+            missing.append(_ev(" or ".join(paths), f"fs_access {fs}: {what} is not installed"))
+    c.add(
+        "labels.fs_access",
+        "every file system the labels declare has its client in the image",
+        missing,
+    )
+
+
 # -- seal ----------------------------------------------------------------------------
 
 
@@ -365,14 +403,25 @@ CHECKS: tuple[Callable[[_Ctx], None], ...] = (
     check_filesystems,
     check_kernel,
     check_services,
+    check_fs_access,
     check_seal,
     check_credentials,
 )
 
 
-def run_audit(guest: GuestView, profile: Profile, root_policy: RootPolicy) -> AuditReport:
-    """Every check of ``profile`` (plus the HEPiX rules) against ``guest``."""
-    c = _Ctx(guest, profile, root_policy)
+def run_audit(
+    guest: GuestView,
+    profile: Profile,
+    root_policy: RootPolicy,
+    *,
+    fs_access: tuple[str, ...] | None = None,
+) -> AuditReport:
+    """Every check of ``profile`` (plus the HEPiX rules) against ``guest``.
+
+    With ``fs_access`` (what the labels will declare), each declared site file
+    system must have its client in the image.
+    """
+    c = _Ctx(guest, profile, root_policy, fs_access)
     # The file-system walk first: a read-only libguestfs guest answers the other
     # checks' lookups from it instead of one appliance round trip each.
     c.walk  # noqa: B018

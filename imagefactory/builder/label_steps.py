@@ -92,7 +92,10 @@ def audit_disk(ctx: BuildContext) -> None:
         readonly=True,
         accel=_appliance_accel(ctx),
     ) as guest:
-        report = run_audit(guest, profile, ctx.recipe.root_policy)
+        # What the labels will declare must be true of the image (a recipe that
+        # says cvmfs and installs no CVMFS client fails here).
+        fs_access = tuple(str(f) for f in ctx.recipe.fs_access)
+        report = run_audit(guest, profile, ctx.recipe.root_policy, fs_access=fs_access)
         facts = os_facts(guest)
         packages = package_facts(guest)
         mode = boot_mode(guest)

@@ -304,7 +304,9 @@ RECIPE = Struct(
             "fs_access",
             ListOf(Choice(FsAccess), merge=Merge.REPLACE),
             "Site file systems the node may mount; `none` stands alone. A recipe's list"
-            " replaces the one it extends, since `none` excludes the others.",
+            " replaces the one it extends, since `none` excludes the others. The build's"
+            " audit checks each one's client is in the image (`nfs`: nfs-common, `cvmfs`:"
+            " cvmfs, `dcap`: dcap, `rfio`: rfcp) and fails the build if not.",
             default=["none"],
         ),
         Field(

@@ -216,3 +216,20 @@ def test_evidence_never_contains_a_password_hash() -> None:
     assert check.status == "fail"
     assert "SECRETHASH" not in str(report.to_dict())
     assert check.evidence[0].value == "root password set"
+
+
+def test_declared_file_systems_need_their_client_in_the_image() -> None:
+    g = hardened()
+    assert run_audit(g, PROFILE, RootPolicy.NONE).passed
+    report = run_audit(g, PROFILE, RootPolicy.NONE, fs_access=("nfs", "cvmfs"))
+    check = report.by_id("labels.fs_access")
+    assert not check.passed
+    assert not report.passed
+    assert [e.value for e in check.evidence] == [
+        "fs_access nfs: the NFS client (nfs-common) is not installed",
+        "fs_access cvmfs: the CernVM-FS client (cvmfs) is not installed",
+    ]
+    g.add("/usr/sbin/mount.nfs", b"\x7fELF", 0o755)
+    g.add("/usr/bin/cvmfs2", b"\x7fELF", 0o755)
+    assert run_audit(g, PROFILE, RootPolicy.NONE, fs_access=("nfs", "cvmfs")).passed
+    assert run_audit(hardened(), PROFILE, RootPolicy.NONE, fs_access=("none",)).passed
