@@ -129,10 +129,11 @@ def phase_of(line: str) -> str | None:
     return f"{match['phase']}/{match['script']}"
 
 
-#: apt's and dpkg's own error lines, after DIB's timestamp prefix if any.
-_APT_ERROR_RE = re.compile(r"(?:^|\| )((?:E: |dpkg: error|Err:\d* ).*)$")
+#: apt's and dpkg's own error lines, after DIB's timestamp prefix (and the
+#: ``> `` DIB puts before a hook's output) if any.
+_APT_ERROR_RE = re.compile(r"(?:^|\| )(?:> )?((?:E: |dpkg: error|Err:\d* ).*)$")
 #: apt's per-package progress: what the package-install hooks are doing.
-_APT_PROGRESS_RE = re.compile(r"(?:^|\| )(?P<verb>Unpacking|Setting up) (?P<package>[^ :]+)")
+_APT_PROGRESS_RE = re.compile(r"(?:^|\| )(?:> )?(?P<verb>Unpacking|Setting up) (?P<package>[^ :]+)")
 
 
 def apt_error(line: str) -> str | None:

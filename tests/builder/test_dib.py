@@ -153,4 +153,11 @@ def test_apt_errors_and_progress_from_dib_lines() -> None:
     assert dib.apt_error("SOME E: inside a line") is None
     assert dib.apt_progress(stamp + "Setting up chrony (4.3-2+deb12u1) ...") == "setting up chrony"
     assert dib.apt_progress("Unpacking libc6:amd64 (2.36-9) ...") == "unpacking libc6"
+    # As a real build log has them: DIB's "> " before a hook's output.
+    assert dib.apt_progress(stamp + "> Unpacking linux-image-amd64 (6.1.192-3) ...") == (
+        "unpacking linux-image-amd64"
+    )
+    assert dib.apt_error(stamp + "> E: Unable to locate package cvmfs") == (
+        "E: Unable to locate package cvmfs"
+    )
     assert dib.apt_progress("Preparing to unpack ...") is None
