@@ -8,6 +8,7 @@ value found there (never a secret: password fields are reported as ``set``,
 
 from __future__ import annotations
 
+import fnmatch
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,11 @@ class CheckResult:
     evidence: tuple[Evidence, ...] = ()
     #: How many offending items there were (evidence is capped).
     count: int = 0
+    #: What the check looked at, passing or not (capped like the evidence):
+    #: a passing check shows what it passed on.
+    examined: tuple[Evidence, ...] = ()
+    #: Where the rule comes from (HEPiX endorsement policy, a CIS benchmark topic).
+    source: str = ""
 
     @property
     def status(self) -> str:
@@ -65,6 +71,8 @@ class CheckResult:
             "required": self.required,
             "count": self.count,
             "evidence": [e.to_dict() for e in self.evidence],
+            "examined": [e.to_dict() for e in self.examined],
+            "source": self.source or rule_source(self.id),
         }
 
     def render(self) -> str:
@@ -129,7 +137,13 @@ class _Ctx:
         return self._walk
 
     def add(
-        self, check_id: str, title: str, bad: Sequence[Evidence], *, required: bool = True
+        self,
+        check_id: str,
+        title: str,
+        bad: Sequence[Evidence],
+        *,
+        required: bool = True,
+        examined: Sequence[Evidence] = (),
     ) -> None:
         self.out.append(
             CheckResult(
@@ -139,8 +153,44 @@ class _Ctx:
                 passed=not bad,
                 evidence=tuple(bad[:MAX_EVIDENCE]),
                 count=len(bad),
+                examined=tuple(examined[:MAX_EVIDENCE]),
+                source=rule_source(check_id),
             )
         )
+
+
+_HEPIX = "HEPiX VM image endorsement policy (2010)"
+_CIS = "CIS Debian Linux benchmark"
+#: Where each check's rule comes from, by check id prefix (longest prefix wins).
+#: CIS topics are named, not numbered: item numbers differ between benchmark
+#: versions and are not verified here.
+RULE_SOURCES: dict[str, str] = {
+    "ssh.no-host-keys": f"{_HEPIX}: no host keys baked in",
+    "ssh.no-authorized-keys": f"{_HEPIX}: no credentials baked in",
+    "ssh.": f"{_CIS}: SSH server configuration",
+    "accounts.": f"{_HEPIX}: no local user accounts; {_CIS}: password fields not empty",
+    "root.": f"{_HEPIX}: root access per the endorsed root policy",
+    "fs.mount:": f"{_CIS}: /tmp, /var/tmp, /dev/shm mounted nodev,nosuid",
+    "fs.scratch": "THREATS.md 3: job scratch exec-capable, outside /tmp",
+    "fs.setuid-allowlist": f"{_CIS}: audit SUID/SGID executables",
+    "fs.no-world-writable": f"{_CIS}: no world-writable files",
+    "fs.no-unowned": f"{_CIS}: no unowned files or directories",
+    "sysctl.": f"{_CIS}: kernel parameters (ASLR, ptrace, core dumps, BPF, links)",
+    "kernel.": "WLCG: Apptainer needs user namespaces, CVMFS needs FUSE",
+    "services.removed": f"{_CIS}: remove services a server does not need",
+    "services.enabled": f"{_CIS}: only needed services enabled",
+    "services.listening": f"{_CIS}: no services listening that the node does not need",
+    "services.logging": f"{_CIS}: auditd and a syslog daemon installed",
+    "seal.": f"{_HEPIX}: image sealed (machine id, logs, caches, history)",
+    "hepix.": f"{_HEPIX}: no credentials, host keys or certificates baked in",
+    "labels.fs_access": "imagefactory: what the labels declare is true of the image",
+}
+
+
+def rule_source(check_id: str) -> str:
+    """The rule source of a check id (longest matching prefix), or ``""``."""
+    best = max((p for p in RULE_SOURCES if check_id.startswith(p)), key=len, default="")
+    return RULE_SOURCES.get(best, "")
 
 
 def _ev(path: str, value: str) -> Evidence:
@@ -302,6 +352,38 @@ def check_services(c: _Ctx) -> None:
         "services a worker node does not need are not enabled",
         [_ev(p, "enabled") for p in enabled],
     )
+    # Every enabled unit, listed, against the profile's allowlist: an unknown
+    # one is a warning; an unknown *listening socket* fails (iscsid.socket).
+    units = configs.all_enabled_units(c.guest)
+    allowed = c.profile.services_allowed
+    listed = [_ev(link, "enabled") for link, _ in units]
+    extra = [
+        _ev(link, "enabled, not on the allowlist")
+        for link, name in units
+        if not _allowed(name, allowed)
+    ]
+    c.add(
+        "services.enabled",
+        "every enabled unit is on the profile's allowlist",
+        extra,
+        required=False,
+        examined=listed,
+    )
+    sockets = []
+    listening = []
+    for link, name in units:
+        if not name.endswith(".socket"):
+            continue
+        for address in configs.socket_listens(c.guest, name):
+            sockets.append(_ev(link, f"listens on {address}"))
+            if not _allowed(name, allowed):
+                listening.append(_ev(link, f"listens on {address}, not on the allowlist"))
+    c.add(
+        "services.listening",
+        "no socket unit listens unless the profile allows it",
+        listening,
+        examined=sockets,
+    )
     absent = [
         _ev(f"/lib/systemd/system/{u}", "not installed")
         for u in c.profile.services_required
@@ -343,6 +425,10 @@ def check_fs_access(c: _Ctx) -> None:
         "every file system the labels declare has its client in the image",
         missing,
     )
+
+
+def _allowed(unit: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(unit, p) for p in patterns)
 
 
 # -- seal ----------------------------------------------------------------------------

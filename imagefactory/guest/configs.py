@@ -11,7 +11,7 @@ import fnmatch
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from imagefactory.guest.view import GuestView, guest_glob, read_text
+from imagefactory.guest.view import GuestView, cap_text, guest_glob, read_text
 
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 SSHD_DROPIN_DIR = "/etc/ssh/sshd_config.d"
@@ -177,6 +177,30 @@ def enabled_units(guest: GuestView, patterns: tuple[str, ...]) -> list[str]:
             if any(fnmatch.fnmatchcase(name, p) for p in patterns):
                 hits.append(f"{wants}/{name}")
     return hits
+
+
+def all_enabled_units(guest: GuestView) -> list[tuple[str, str]]:
+    """(link, unit name) of every enablement link under /etc/systemd/system/*.wants/."""
+    units = []
+    for wants in guest_glob(guest, "/etc/systemd/system/*.wants"):
+        for name in sorted(guest.listdir(wants)):
+            units.append((f"{wants}/{name}", name))
+    return units
+
+
+_LISTEN_KEYS = ("ListenStream", "ListenDatagram", "ListenSequentialPacket", "ListenNetlink")
+
+
+def socket_listens(guest: GuestView, unit: str) -> list[str]:
+    """What a socket unit listens on (``ListenStream=[::]:111``), from its unit file."""
+    path = unit_installed(guest, unit)
+    text = read_text(guest, path, 65536) if path is not None else None
+    found = []
+    for line in (text or "").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key in _LISTEN_KEYS and value.strip():
+            found.append(cap_text(f"{key}={value.strip()}"))
+    return found
 
 
 def unit_installed(guest: GuestView, unit: str) -> str | None:

@@ -77,6 +77,7 @@ class Profile:
     setuid_allowlist: frozenset[str]
     services_remove: tuple[str, ...]
     services_required: tuple[str, ...]
+    services_allowed: tuple[str, ...]
     seal_truncate_under: tuple[str, ...]
     seal_remove: tuple[str, ...]
     credentials: tuple[str, ...]
@@ -138,6 +139,13 @@ PROFILE = Struct(
                 fields=(
                     Field("remove", _NAMES, "Units disabled and masked."),
                     Field("required", _NAMES, "Units that must be enabled."),
+                    Field(
+                        "allowed",
+                        _NAMES,
+                        "Units (fnmatch patterns) that may be enabled: the audit lists every"
+                        " enabled unit and warns for others, and fails for a socket unit"
+                        " that listens without being allowed.",
+                    ),
                 )
             ),
             "systemd units.",
@@ -187,6 +195,7 @@ def _profile(values: dict[str, Any]) -> Profile:
         setuid_allowlist=frozenset(values["setuid_allowlist"]),
         services_remove=tuple(values["services"]["remove"]),
         services_required=tuple(values["services"]["required"]),
+        services_allowed=tuple(values["services"]["allowed"]),
         seal_truncate_under=tuple(values["seal"]["truncate_under"]),
         seal_remove=tuple(values["seal"]["remove"]),
         credentials=tuple(values["credentials"]["forbidden"]),

@@ -233,3 +233,40 @@ def test_declared_file_systems_need_their_client_in_the_image() -> None:
     g.add("/usr/bin/cvmfs2", b"\x7fELF", 0o755)
     assert run_audit(g, PROFILE, RootPolicy.NONE, fs_access=("nfs", "cvmfs")).passed
     assert run_audit(hardened(), PROFILE, RootPolicy.NONE, fs_access=("none",)).passed
+
+
+def test_every_enabled_unit_is_listed_and_a_listening_socket_must_be_allowed() -> None:
+    g = hardened()
+    assert run_audit(g, PROFILE, RootPolicy.NONE).passed
+    enabled = run_audit(g, PROFILE, RootPolicy.NONE).by_id("services.enabled")
+    # A passing check still shows what it passed on.
+    assert enabled.passed
+    assert "/etc/systemd/system/multi-user.target.wants/chrony.service" in {
+        e.path for e in enabled.examined
+    }
+    assert enabled.to_dict()["source"].startswith("CIS")
+    g.add(
+        "/lib/systemd/system/iscsid.socket",
+        "[Socket]\nListenStream=@ISCSIADM_ABSTRACT_NAMESPACE\n",
+    )
+    g.add_link("/etc/systemd/system/sockets.target.wants/iscsid.socket", "/lib/x")
+    g.add_link("/etc/systemd/system/multi-user.target.wants/packagekit.service", "/lib/y")
+    report = run_audit(g, PROFILE, RootPolicy.NONE)
+    assert {r.id for r in report.failed} == {"services.listening"}
+    [listening] = report.by_id("services.listening").evidence
+    assert listening.path == "/etc/systemd/system/sockets.target.wants/iscsid.socket"
+    assert listening.value == (
+        "listens on ListenStream=@ISCSIADM_ABSTRACT_NAMESPACE, not on the allowlist"
+    )
+    warned = report.by_id("services.enabled")
+    assert warned.status == "warn"
+    assert {e.path.rsplit("/", 1)[1] for e in warned.evidence} == {
+        "iscsid.socket",
+        "packagekit.service",
+    }
+
+
+def test_every_check_names_its_rule_source() -> None:
+    report = run_audit(unhardened_tree(), PROFILE, RootPolicy.NONE, fs_access=("nfs",))
+    unsourced = [r.id for r in report.results if not r.to_dict()["source"]]
+    assert unsourced == []
