@@ -170,19 +170,25 @@ def harden_services(guest: GuestEditor, profile: Profile) -> list[str]:
 
 
 def seal(guest: GuestEditor, profile: Profile) -> list[str]:
-    removed = 0
+    removed: list[str] = []
     for pattern in profile.seal_remove:
         for path in guest_glob(guest, pattern):
             guest.remove(path)
-            removed += 1
-    truncated = 0
+            removed.append(path)
+    truncated: list[str] = []
     for top in profile.seal_truncate_under:
         for entry in guest.walk(top):
             if entry.is_file and entry.size > 0:
                 guest.truncate(entry.path)
-                truncated += 1
+                truncated.append(entry.path)
     guest.write("/etc/machine-id", b"", 0o444)
-    return [f"seal: removed {removed} path(s), emptied {truncated} log(s), cleared machine-id"]
+    # Named, so build.json says which files the seal touched (HEPiX: no
+    # host identity, logs or histories baked in).
+    return [
+        f"seal: removed {len(removed)} path(s){_named(removed)}",
+        f"seal: emptied {len(truncated)} log(s){_named(truncated)}",
+        "seal: cleared /etc/machine-id",
+    ]
 
 
 def apply_profile(guest: GuestEditor, profile: Profile, policy: RootPolicy) -> list[str]:
