@@ -1,6 +1,7 @@
 """The in-toto Statement v1 an image's attestations carry.
 
-Subjects: the disk (sha256 and sha512), ``labels.json`` and the SBOM (sha256),
+Subjects: the disk (sha256 and sha512), ``labels.json``, the SBOM and
+``audit.json`` (sha256),
 named by their file names in the image directory. Predicate type:
 :data:`PREDICATE_TYPE`; predicate: the labels. The payload bytes are made here
 (canonical JSON) and, for keyless signing, checked by sigstore-python's own

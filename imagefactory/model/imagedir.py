@@ -58,6 +58,8 @@ class ImageDir:
     labels_path: Path
     sbom: Path
     labels: dict[str, Any]
+    #: The build's audit.json: every check with its evidence, attested with the rest.
+    audit: Path
 
     @property
     def declared_format(self) -> str:
@@ -73,8 +75,12 @@ class ImageDir:
         )
 
     def subjects(self) -> list[Path]:
-        """The files an attestation names as its subjects, in statement order."""
-        return [self.disk, self.labels_path, self.sbom]
+        """The files an attestation names as its subjects, in statement order.
+
+        audit.json is one: the labels carry only the audit's summary, and a
+        site reading the evidence must know it is the evidence that was signed.
+        """
+        return [self.disk, self.labels_path, self.sbom, self.audit]
 
 
 def read_small(path: Path, what: str) -> bytes:
@@ -130,4 +136,7 @@ def load_image_dir(path: Path) -> ImageDir:
     sbom = path / SBOM_NAME
     if sbom.is_symlink() or not sbom.is_file():
         raise LayoutError(f"{sbom}: the SBOM is missing or not a regular file")
-    return ImageDir(path, path / name, labels_path, sbom, labels)
+    audit = path / AUDIT_NAME
+    if audit.is_symlink() or not audit.is_file():
+        raise LayoutError(f"{audit}: the audit report is missing or not a regular file")
+    return ImageDir(path, path / name, labels_path, sbom, labels, audit)

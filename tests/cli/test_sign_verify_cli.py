@@ -60,6 +60,7 @@ def test_sign_and_verify_allow_exit_0(
         *(p.name for p in image.iterdir() if p.suffix in (".raw", ".qcow2")),
         "labels.json",
         "sbom.cdx.json",
+        "audit.json",
     ]
     assert all("sha256:" in line for line in lines[2:-1])
     assert lines[-1].startswith("  attestation: ")
@@ -153,3 +154,16 @@ def test_policy_check_reports_every_problem_with_place(
         (7, 16, ".vos.atlas.threshold", None),
         (8, 5, ".vos.atlas.modles", "did you mean 'models'?"),
     ]
+
+
+def test_an_edited_audit_report_is_denied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], site: tuple[Path, Path]
+) -> None:
+    key, policy = site
+    image = make_image(tmp_path)
+    assert run(capsys, "sign", str(image), "--key", str(key))[0] == EXIT_OK
+    audit = image / "audit.json"
+    audit.write_text(audit.read_text().replace('"passed": true', '"passed": false'))
+    code, out, _ = run(capsys, "verify", "-q", str(image), "--policy", str(policy))
+    assert code == EXIT_VERDICT
+    assert "audit.json: sha256 is" in out

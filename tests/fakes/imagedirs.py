@@ -119,6 +119,9 @@ def make_image(
     directory.mkdir(parents=True)
     sbom = directory / "sbom.cdx.json"
     sbom.write_bytes(sbom_bytes())
+    (directory / "audit.json").write_text(
+        json.dumps({"profile": "worker-node-default", "passed": True, "checks": []}) + "\n"
+    )
     if qcow2:
         disk_path = directory / "atlas-wn-debian12-1.0.qcow2"
         subprocess.run(

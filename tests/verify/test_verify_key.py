@@ -71,6 +71,7 @@ def test_key_signed_image_is_allowed(tmp_path: Path, keys: dict[str, Path]) -> N
         "atlas-wn-debian12-1.0.raw",
         "labels.json",
         "sbom.cdx.json",
+        "audit.json",
     ]
     assert statement["predicate"] == read_labels(image)
 
