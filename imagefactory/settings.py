@@ -80,13 +80,18 @@ class Settings:
     hypervisors: tuple[Path, ...] = DEFAULT_HYPERVISORS
     #: The host's packaged firmware files a gated domain may load (``<os><loader>``).
     firmware: tuple[Path, ...] = ()
+    #: The site's recipe directories a recipe's ``extends`` may read from.
+    include_roots: tuple[Path, ...] = ()
 
     def build_limits(self, include_roots: tuple[Path, ...] = ()) -> BuildLimits:
-        """The rules untrusted recipes are held to on this host."""
+        """The rules untrusted recipes are held to on this host.
+
+        ``include_roots`` adds to the settings' ``build.include_roots``.
+        """
         return BuildLimits(
             allow_scripts=self.allow_scripts,
             allowed_elements=self.allowed_elements,
-            include_roots=include_roots,
+            include_roots=(*self.include_roots, *include_roots),
         )
 
     @property
@@ -140,6 +145,13 @@ SETTINGS = Struct(
                         ListOf(Text("an element name", pattern=ELEMENT_PATTERN, max_length=64)),
                         "The diskimage-builder elements recipes may add.",
                         default=sorted(DEFAULT_ALLOWED_ELEMENTS),
+                    ),
+                    Field(
+                        "include_roots",
+                        ListOf(_PATH),
+                        "The site's recipe directories: a recipe's `extends` may name a"
+                        " recipe in them (a VO recipe extending the site base), besides"
+                        " its own directory.",
                     ),
                     Field(
                         "accel",
@@ -210,6 +222,7 @@ def _from_file(path: Path) -> Settings:
         accel=str(build["accel"]),
         hypervisors=tuple(Path(str(h)) for h in gate["hypervisors"]),
         firmware=tuple(Path(str(f)) for f in gate["firmware"]),
+        include_roots=tuple(here / str(root) for root in build["include_roots"]),
     )
 
 

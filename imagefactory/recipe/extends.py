@@ -113,6 +113,15 @@ class _Loader:
         display = posixpath.normpath(posixpath.join(posixpath.dirname(origin.display), value))
         candidate = origin.path.parent / value
         real = candidate.resolve()
+        if not real.is_file():
+            # Not next to the recipe: the site's recipe directories (settings
+            # build.include_roots), in order, so a VO recipe anywhere can say
+            # `extends: site-base-debian12.yaml`.
+            for root in self.roots[1:]:
+                if (root / value).resolve().is_file():
+                    candidate = root / value
+                    real, display = candidate.resolve(), str(candidate)
+                    break
         problem = None
         hint = None
         if not any(real.is_relative_to(root) for root in self.roots):
