@@ -11,8 +11,9 @@ An entry is a directory ``<cache>/builds/<key>/`` holding the disk files and
 under a temporary name and renamed into place, so a half-written entry is
 never visible. A hit re-hashes every file against ``entry.json`` before use:
 the cache cannot hand out a file that changed after it was stored (files are
-hard-linked into outputs, so a user writing to an output disk would otherwise
-corrupt the cache); a mismatching entry is evicted and the build runs.
+copied, or reflinked where the file system can, never hard-linked, and
+read-only; still, root can write anything); a mismatching entry is evicted and
+the build runs.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from imagefactory.digest import hash_file
+from imagefactory.run import run
 
 log = logging.getLogger(__name__)
 
 ENTRY_FILE = "entry.json"
+#: Cache entries and published image files are read-only (0444).
+READ_ONLY = 0o444
 # v2: the disk's audit.json, sbom.cdx.json and labels.json are cached with it.
 ENTRY_SCHEMA = "imagefactory/cache-entry/v2"
 
@@ -52,12 +56,15 @@ def file_digest(path: Path) -> str:
     return "sha256:" + hash_file(path).hexdigests["sha256"]
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` to ``dst`` (same file system) or copy it."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+def clone_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a read-only file of its own with ``src``'s bytes: a reflink where
+    the file system can (btrfs, XFS: instant, no space), else a sparse copy.
+
+    Never a hard link: a published disk booted read-write, or edited, would
+    change the cache entry and every other output sharing its inode.
+    """
+    run(["cp", "--reflink=auto", "--sparse=always", "--", src, dst])
+    os.chmod(dst, READ_ONLY)
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ class CacheEntry:
         out = {}
         for name in self.files:
             target = dest / name
-            link_or_copy(self.path / name, target)
+            clone_or_copy(self.path / name, target)
             out[name] = target
         return out
 
@@ -123,7 +130,7 @@ class BuildCache:
         try:
             meta: dict[str, Any] = {"schema": ENTRY_SCHEMA, "key": key, "files": {}}
             for name, src in files.items():
-                link_or_copy(src, tmp / name)
+                clone_or_copy(src, tmp / name)
                 meta["files"][name] = {"sha256": digests[name], "size": src.stat().st_size}
             meta["record"] = record
             (tmp / ENTRY_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")

@@ -95,6 +95,11 @@ def publish(staging: Path, final: Path, *, replace: bool = False) -> bool:
     if new is None:
         raise BuildError(f"{staging}: no {RECORD_FILE}; refusing to publish an incomplete build")
     final.parent.mkdir(parents=True, exist_ok=True)
+    # A published version is immutable: its files are read-only (0444), so
+    # booting the disk read-write by mistake fails instead of changing it.
+    for path in staging.iterdir():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o444)
     if final.exists():
         old = read_record(final)
         if old is not None and old.get("cache", {}).get("key") == new["cache"]["key"]:

@@ -63,3 +63,26 @@ def test_half_written_entries_are_invisible(tmp_path: Path) -> None:
     names = os.listdir(tmp_path / "cache" / "builds")
     assert names == ["k1"]
     assert cache.lookup("k1") is None  # and a wrong digest is caught on lookup
+
+
+def test_cache_and_outputs_share_no_inode_and_are_read_only(tmp_path: Path) -> None:
+    cache = BuildCache(tmp_path / "cache")
+    disk = tmp_path / "wn-1.raw"
+    with disk.open("wb") as stream:  # a sparse raw disk: 64 MiB, 4 KiB written
+        stream.truncate(64 * 1024 * 1024)
+        stream.write(b"x" * 4096)
+    cache.store("k1", {disk.name: disk}, {disk.name: file_digest(disk)}, {})
+    stored = tmp_path / "cache" / "builds" / "k1" / disk.name
+    entry = cache.lookup("k1")
+    assert entry is not None
+    out = tmp_path / "out"
+    out.mkdir()
+    published = entry.materialize(out)[disk.name]
+    inodes = {p.stat().st_ino for p in (disk, stored, published)}
+    assert len(inodes) == 3
+    for path in (stored, published):
+        assert path.stat().st_mode & 0o777 == 0o444
+        assert path.stat().st_nlink == 1
+        # Copied sparse: far fewer blocks than the 64 MiB the file says.
+        assert path.stat().st_blocks * 512 < 8 * 1024 * 1024
+    assert file_digest(published) == file_digest(disk)

@@ -41,6 +41,8 @@ def test_publish_is_a_rename_and_versions_are_immutable(tmp_path: Path) -> None:
         assert "bump `version`" in (info.value.hint or "")
         assert publish(staging, final, replace=True)
     assert json.loads((final / "build.json").read_text())["cache"]["key"] == "k2"
+    # Published files are read-only: booting the disk read-write fails instead.
+    assert (final / "build.json").stat().st_mode & 0o777 == 0o444
     assert sorted(os.listdir(tmp_path)) == ["wn"]
     assert os.listdir(tmp_path / "wn") == ["1"]
 
