@@ -10,6 +10,7 @@ from the public key alone.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -56,11 +57,19 @@ def public_key_from_pem(data: bytes, source: str) -> SSlibKey:
         raise KeyFileError(f"{source}: not a usable PEM public key: {exc}") from exc
 
 
+def _unreadable(path: Path, what: str, exc: OSError) -> InputError | FileAccessError:
+    """A key file read_bounded refused (too large, a FIFO: an unusable key, exit 1), or
+    one that cannot be read at all (missing, no permission: exit 2, like any file)."""
+    if exc.errno in (errno.EFBIG, errno.EINVAL):
+        return KeyFileError(f"{path}: cannot use the {what}: {exc.strerror}")
+    return FileAccessError.from_os_error(path, f"read the {what}", exc)
+
+
 def load_public_key(path: Path) -> SSlibKey:
     try:
         data = read_bounded(path, MAX_KEY_BYTES)
     except OSError as exc:
-        raise FileAccessError.from_os_error(path, "read the public key", exc) from exc
+        raise _unreadable(path, "public key", exc) from exc
     return public_key_from_pem(data, str(path))
 
 
@@ -127,7 +136,7 @@ def load_signer(key: str, public_key: Path | None = None) -> Signer:
             read_bounded(path, MAX_KEY_BYTES), password=None
         )
     except OSError as exc:
-        raise FileAccessError.from_os_error(path, "read the private key", exc) from exc
+        raise _unreadable(path, "private key", exc) from exc
     except (ValueError, TypeError) as exc:
         raise KeyFileError(f"{path}: not an unencrypted PEM private key: {exc}") from exc
     crypto_public = private_key.public_key()

@@ -97,5 +97,6 @@ def test_cli_formats_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "### recipe lint: all clear" in capsys.readouterr().out
     assert main(["lint", str(EXAMPLE)]) == 0
     assert ": ok" in capsys.readouterr().out
-    assert main(["lint", str(tmp_path / "absent.yaml")]) == 1
-    assert "cannot read the file" in capsys.readouterr().out
+    # A recipe that cannot be read is no answer (exit 2), like in every command.
+    assert main(["lint", str(tmp_path / "absent.yaml")]) == 2
+    assert "absent.yaml: cannot read: no such file" in capsys.readouterr().err
