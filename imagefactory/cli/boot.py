@@ -20,10 +20,7 @@ def cmd_boot_test(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.diskprobe import require_disk, require_file
     from imagefactory.progress import Progress
 
-    require_file(args.image)
-    info = check_safe(args.image, declared_format=args.format)
-    # Before qemu: a file with no partition table would only time out.
-    require_disk(args.image, info.format)
+    # The arguments first: a bad --marker is known before any file is read.
     try:
         re.compile(args.marker)
     except re.error as exc:
@@ -31,6 +28,10 @@ def cmd_boot_test(args: argparse.Namespace, settings: Settings) -> int:
             f"--marker {args.marker!r} is not a regular expression: {exc}",
             hint=r"the default is '\blogin: '",
         ) from exc
+    require_file(args.image)
+    info = check_safe(args.image, declared_format=args.format)
+    # Before qemu: a file with no partition table would only time out.
+    require_disk(args.image, info.format)
     console = args.console_log or Path(f"{args.image.name}.console.log")
     progress = Progress(total=1, quiet=args.json)
     with progress.step("boot-test", f"boot {args.image} ({info.format}) under qemu"):

@@ -128,3 +128,10 @@ def test_cannot_read_a_file_is_exit_2_in_every_command(
     ):
         assert cli.main(argv) == 2, argv
         assert "no such" in capsys.readouterr().err, argv
+
+
+def test_boot_test_marker_must_be_a_regex(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["boot-test", "--marker", "(", str(tmp_path / "absent.qcow2")]) == 2
+    assert "--marker '(' is not a regular expression" in capsys.readouterr().err
