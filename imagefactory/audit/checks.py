@@ -413,17 +413,21 @@ FS_ACCESS_CLIENTS: dict[str, tuple[str, tuple[str, ...]]] = {
 def check_fs_access(c: _Ctx) -> None:
     if c.fs_access is None:
         return
-    missing = []
+    missing, found = [], []
     for fs in c.fs_access:
         if fs not in FS_ACCESS_CLIENTS:
             continue  # 'none' declares nothing to provide
         what, paths = FS_ACCESS_CLIENTS[fs]
-        if not any(c.guest.lstat(p) is not None for p in paths):
+        present = [p for p in paths if c.guest.lstat(p) is not None]
+        if present:
+            found.append(_ev(present[0], f"fs_access {fs}: {what}"))
+        else:
             missing.append(_ev(" or ".join(paths), f"fs_access {fs}: {what} is not installed"))
     c.add(
         "labels.fs_access",
         "every file system the labels declare has its client in the image",
         missing,
+        examined=found,
     )
 
 

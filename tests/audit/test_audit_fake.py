@@ -231,7 +231,12 @@ def test_declared_file_systems_need_their_client_in_the_image() -> None:
     ]
     g.add("/usr/sbin/mount.nfs", b"\x7fELF", 0o755)
     g.add("/usr/bin/cvmfs2", b"\x7fELF", 0o755)
-    assert run_audit(g, PROFILE, RootPolicy.NONE, fs_access=("nfs", "cvmfs")).passed
+    passed = run_audit(g, PROFILE, RootPolicy.NONE, fs_access=("nfs", "cvmfs"))
+    assert passed.passed
+    assert [e.path for e in passed.by_id("labels.fs_access").examined] == [
+        "/usr/sbin/mount.nfs",
+        "/usr/bin/cvmfs2",
+    ]
     assert run_audit(hardened(), PROFILE, RootPolicy.NONE, fs_access=("none",)).passed
 
 
