@@ -1,0 +1,222 @@
+"""``publish``: put a signed image directory into a catalog.
+
+The image's files are copied beside the catalog (``images/<vo>/<name>/<version>/``)
+while they are hashed -- the descriptor names the digests of the bytes that
+were copied, not of a file that may have changed since -- and the copy
+appears under its final name in one rename. Then, under the catalog lock, the
+descriptor becomes a target of the VO's role (or of top-level targets when
+the VO has no role of its own), and a new snapshot and timestamp are written.
+
+A published version is immutable: the same name and version with other bytes
+is refused, the same bytes again is a no-op. A revoked version cannot come
+back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from securesystemslib.signer import Signer
+
+from imagefactory.attest.layout import LABELS_NAME, load_image_dir
+from imagefactory.catalog.atomic import fsync_dir, is_disk_full
+from imagefactory.catalog.descriptor import (
+    NAME_RE,
+    VERSION_RE,
+    VO_RE,
+    Descriptor,
+    FileEntry,
+    image_prefix,
+    parse_descriptor,
+    target_path,
+)
+from imagefactory.catalog.repo import Catalog, Transaction, vo_role
+from imagefactory.catalog.versions import version_key
+from imagefactory.digest import CHUNK, ProgressFn
+from imagefactory.errors import CatalogError
+
+KIND_BY_NAME = {LABELS_NAME: "labels", "sbom.cdx.json": "sbom"}
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish did."""
+
+    descriptor: Descriptor
+    role: str
+    #: ``False`` when the same image was already published (nothing changed).
+    changed: bool
+
+
+def _copy_hashing(
+    source: Path, dest: Path, on_progress: ProgressFn | None
+) -> tuple[int, dict[str, str]]:
+    sha256, sha512 = hashlib.sha256(), hashlib.sha512()
+    total = source.stat().st_size
+    done = 0
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as src, dest.open("xb") as out:
+        while chunk := src.read(CHUNK):
+            sha256.update(chunk)
+            sha512.update(chunk)
+            out.write(chunk)
+            done += len(chunk)
+            if on_progress is not None:
+                on_progress(done, total)
+        out.flush()
+        os.fsync(out.fileno())
+    os.chmod(dest, 0o644)
+    return done, {"sha256": sha256.hexdigest(), "sha512": sha512.hexdigest()}
+
+
+def _vo_of(labels: dict[str, object], vo: str | None) -> str:
+    vos = labels.get("vo")
+    names = [v for v in vos if isinstance(v, str)] if isinstance(vos, list) else []
+    if vo is None:
+        if len(names) != 1:
+            raise CatalogError(
+                f"the image is for VOs {names}; say which VO's role publishes it (--vo)",
+                code="catalog-usage",
+            )
+        vo = names[0]
+    if vo not in names or not VO_RE.fullmatch(vo):
+        raise CatalogError(f"the image's labels are not for VO {vo!r} (they name {names})")
+    return vo
+
+
+def publish(
+    catalog: Catalog,
+    image_dir: Path,
+    *,
+    vo: str | None = None,
+    signers: list[Signer] | None = None,
+    on_progress: ProgressFn | None = None,
+    oci: dict[str, str] | None = None,
+) -> Published:
+    """Publish the signed image directory ``image_dir`` into ``catalog``.
+
+    ``signers`` sign the VO's delegated role (the VO's own keys); a VO without
+    a role is signed by the catalog's top-level targets key. ``oci`` maps file
+    names to OCI references (``registry/repo@sha256:...``) of a push already done.
+    """
+    image = load_image_dir(image_dir)
+    if not image.attestations():
+        raise CatalogError(
+            f"{image_dir}: no attestation; sign the image before publishing it",
+            code="catalog-unsigned",
+            hint="imagefactory sign IMAGE-DIR --key KEY",
+        )
+    labels = image.labels
+    meta = labels.get("image") if isinstance(labels.get("image"), dict) else {}
+    name, version = meta.get("name"), meta.get("version")  # type: ignore[union-attr]
+    if not (isinstance(name, str) and NAME_RE.fullmatch(name)) or not (
+        isinstance(version, str) and VERSION_RE.fullmatch(version)
+    ):
+        raise CatalogError(f"{image_dir}: labels.json names no valid image name and version")
+    vo = _vo_of(labels, vo)
+    path = target_path(vo, name, version)
+    prefix = image_prefix(vo, name, version)
+    files = [image.disk, image.labels_path, image.sbom, *image.attestations()]
+    with catalog.transaction({vo_role(vo): list(signers or [])}) as tx:
+        for item in tx.catalog.revoked(tx.state):
+            if (item.get("vo"), item.get("name"), item.get("version")) == (vo, name, version):
+                raise CatalogError(
+                    f"{name} {version} ({vo}) was revoked ({item.get('reason')}); publish a new"
+                    " version",
+                    code="catalog-revoked",
+                )
+        final = catalog.directory / prefix
+        existing = _published(tx, path)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=_mkdirs(final.parent)))
+        try:
+            entries = []
+            for source in files:
+                length, hashes = _copy_hashing(
+                    source, staging / source.name, on_progress if source == image.disk else None
+                )
+                kind = KIND_BY_NAME.get(source.name, "attestation")
+                if source == image.disk:
+                    kind = "disk"
+                entries.append(
+                    FileEntry(
+                        source.name,
+                        length,
+                        hashes,
+                        f"{prefix}/{source.name}",
+                        kind,
+                        (oci or {}).get(source.name),
+                    )
+                )
+            disk_labels = labels["disk"]
+            disk_entry = entries[0]
+            if disk_labels.get("sha256") != disk_entry.hashes["sha256"] or disk_labels.get(
+                "size"
+            ) not in (None, disk_entry.length):
+                raise CatalogError(
+                    f"{image.disk}: its digest or size is not the one labels.json signs;"
+                    " the image directory changed after it was labelled",
+                    code="catalog-digest-mismatch",
+                )
+            role, role_md = tx.role_for(vo)
+            older = [
+                p.rsplit("/", 1)[1].removesuffix(".json")
+                for p in role_md.signed.targets
+                if p.startswith(f"{vo}/{name}/")
+            ]
+            older = [v for v in older if version_key(v) < version_key(version)]
+            descriptor = Descriptor(
+                name=name,
+                version=version,
+                vo=vo,
+                disk_format=image.declared_format,
+                files=tuple(entries),
+                labels=labels,
+                expires=str(meta.get("expires", "")),  # type: ignore[union-attr]
+                published=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                supersedes=max(older, key=version_key) if older else None,
+                oci_manifest=(oci or {}).get("manifest"),
+            )
+            if existing is not None:
+                if [f.to_dict() for f in existing.files] == [f.to_dict() for f in entries]:
+                    tx.dirty.clear()
+                    return Published(existing, role, changed=False)
+                raise CatalogError(
+                    f"{name} {version} ({vo}) is already published with other content;"
+                    " a published version is immutable",
+                    code="catalog-immutable",
+                )
+            if final.exists():
+                # Left by a publish that was killed before its commit: never served.
+                shutil.rmtree(final)
+            os.rename(staging, final)
+            fsync_dir(final.parent)
+            tx.add_target(role, path, descriptor.to_bytes(), descriptor.selection())
+            return Published(descriptor, role, changed=True)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise CatalogError(
+                    f"{catalog.directory}: no space left while publishing {name} {version}"
+                    f" ({exc.strerror}); the catalog is unchanged",
+                    code="catalog-disk-full",
+                ) from exc
+            raise CatalogError(f"cannot publish {name} {version}: {exc}") from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _mkdirs(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _published(tx: Transaction, path: str) -> Descriptor | None:
+    for _role, info in tx.state.all_targets():
+        if info.path == path:
+            return parse_descriptor(tx.catalog.read_target(info), path)
+    return None
