@@ -30,9 +30,7 @@ def store_list(store: Store) -> list[dict[str, Any]]:
                 "os": f"{labels['os']['distro']} {labels['os']['version']} {labels['os']['arch']}",
                 "expires": labels["image"].get("expires"),
                 "installed": (state.images.get(key, {}).get("installed") if state else None),
-                "minimum_version": (
-                    state.minimum.get(key.rsplit("/", 1)[0]) if state else None
-                ),
+                "minimum_version": (state.minimum.get(key.rsplit("/", 1)[0]) if state else None),
             }
         )
     return out

@@ -21,6 +21,7 @@ import hashlib
 import http.client
 import os
 import socket
+import stat
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -123,16 +124,22 @@ class Source:
 
     def _open_file(self, path: Path, offset: int) -> tuple[Iterator[bytes], int]:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            st = os.stat(path, follow_symlinks=False)
         except FileNotFoundError as exc:
             raise TransportError(f"{path}: not found", code="transport-not-found") from exc
         except OSError as exc:
             raise TransportError(f"{path}: cannot open: {exc.strerror}") from exc
-        stream = os.fdopen(fd, "rb")
-        stream.seek(offset)
+        if not stat.S_ISREG(st.st_mode):
+            raise TransportError(f"{path}: not a regular file", code="transport-not-found")
 
         def chunks() -> Iterator[bytes]:
-            with stream:
+            # Opened when first read, so an iterator never started holds no descriptor.
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as exc:
+                raise TransportError(f"{path}: cannot open: {exc.strerror}") from exc
+            with os.fdopen(fd, "rb") as stream:
+                stream.seek(offset)
                 while chunk := stream.read(CHUNK):
                     yield chunk
 

@@ -46,6 +46,7 @@ TIMESTAMP_MAX = 16 * 1024
 SNAPSHOT_MAX = 4 * 1024 * 1024
 TARGETS_MAX = 16 * 1024 * 1024
 ROOT_MAX = 512 * 1024
+LIMITS = (TIMESTAMP_MAX, SNAPSHOT_MAX, TARGETS_MAX, ROOT_MAX)
 
 
 class _Fetcher(FetcherInterface):
@@ -83,8 +84,15 @@ def _refused(exc: Exception, what: str) -> CatalogError:
     """Our error for a TUF (or transport) failure while doing ``what``."""
     cause = exc.__cause__
     if isinstance(exc, tuf_errors.DownloadLengthMismatchError):
+        # The cap is either a configured limit (oversized) or the signed length (another file).
+        limit = str(exc).rsplit(" ", 1)[-1]
+        if limit.isdigit() and int(limit) in LIMITS:
+            return CatalogRefusedError(
+                f"{what}: metadata larger than its limit ({exc})", code="catalog-oversized"
+            )
         return CatalogRefusedError(
-            f"{what}: metadata larger than its limit ({exc})", code="catalog-oversized"
+            f"{what}: not the length the catalog signed ({exc}): mix-and-match or tampering",
+            code="catalog-mix-and-match",
         )
     if isinstance(cause, TransportError):
         return CatalogError(f"{what}: {cause.message}", code=cause.code)
