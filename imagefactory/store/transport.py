@@ -154,6 +154,11 @@ class Source:
             response = _OPENER.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             exc.close()
+            if 300 <= exc.code < 400:  # urllib refused the target (file:, ...) before our handler
+                raise TransportError(
+                    f"{url}: redirected elsewhere ({exc.reason}); refused",
+                    code="transport-redirect",
+                ) from exc
             code = "transport-not-found" if exc.code in (403, 404, 410) else "transport-http"
             raise TransportError(f"{url}: HTTP {exc.code} {exc.reason}", code=code) from exc
         except TimeoutError as exc:
