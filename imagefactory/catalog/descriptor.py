@@ -233,11 +233,18 @@ def parse_descriptor(data: bytes, expected_path: str) -> Descriptor:
     return desc
 
 
+def _section(labels: dict[str, Any], key: str) -> dict[str, Any]:
+    value = labels.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _check_labels(desc: Descriptor, where: str) -> None:
     labels = desc.labels
-    image = labels.get("image") if isinstance(labels.get("image"), dict) else {}
-    disk = labels.get("disk") if isinstance(labels.get("disk"), dict) else {}
-    vos = labels.get("vo") if isinstance(labels.get("vo"), list) else []
+    image: dict[str, Any] = _section(labels, "image")
+    disk: dict[str, Any] = _section(labels, "disk")
+    vos = labels.get("vo")
+    if not isinstance(vos, list):
+        vos = []
     problems = []
     if image.get("name") != desc.name or image.get("version") != desc.version:
         problems.append(f"its labels name {image.get('name')!r} {image.get('version')!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,11 +26,11 @@ def list_images(catalog: Catalog) -> dict[str, Any]:
     )
     delegations = state.targets.signed.delegations
     roles = {}
-    for name, role in (delegations.roles or {}).items() if delegations else []:
+    for name, delegated in (delegations.roles or {}).items() if delegations else ():
         roles[name] = {
-            "keyids": sorted(role.keyids),
-            "threshold": role.threshold,
-            "paths": list(role.paths or []),
+            "keyids": sorted(delegated.keyids),
+            "threshold": delegated.threshold,
+            "paths": list(delegated.paths or []),
         }
     return {
         "version": state.timestamp.signed.version,
@@ -112,7 +113,7 @@ def refresh(catalog: Catalog) -> dict[str, Any]:
     }
 
 
-def delegate(catalog: Catalog, vo: str, keys: list[Key], threshold: int = 1) -> dict[str, Any]:
+def delegate(catalog: Catalog, vo: str, keys: Sequence[Key], threshold: int = 1) -> dict[str, Any]:
     """Give ``vo`` its own terminating role, signed by ``keys`` (``threshold`` of them)."""
     with catalog.transaction() as tx:
         tx.delegate(vo, keys, threshold)

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,7 +62,13 @@ REVOKED_TARGET = "revoked.json"
 REVOKED_SCHEMA = "urn:imagefactory:catalog-revoked:v1"
 
 #: Default validity of each role, in days (root and targets are offline keys).
-DEFAULT_EXPIRY_DAYS = {"root": 365, "targets": 90, "vo": 90, "snapshot": 7, "timestamp": 1}
+DEFAULT_EXPIRY_DAYS: dict[str, float] = {
+    "root": 365,
+    "targets": 90,
+    "vo": 90,
+    "snapshot": 7,
+    "timestamp": 1,
+}
 
 _SERIALIZER = JSONSerializer(compact=False)
 
@@ -116,7 +122,7 @@ class CatalogConfig:
     @classmethod
     def load(cls, directory: Path) -> CatalogConfig:
         path = directory / "config.json"
-        days = dict(DEFAULT_EXPIRY_DAYS)
+        days: dict[str, float] = dict(DEFAULT_EXPIRY_DAYS)
         if path.exists():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -148,7 +154,7 @@ class Catalog:
         """Create an empty catalog and its four keys; returns the root metadata to pin."""
         if (self.metadata_dir / "timestamp.json").exists():
             raise CatalogError(f"{self.directory}: already a catalog", code="catalog-exists")
-        days = dict(DEFAULT_EXPIRY_DAYS)
+        days: dict[str, float] = dict(DEFAULT_EXPIRY_DAYS)
         unknown = set(expiry_days or {}) - set(days)
         if unknown:
             raise CatalogError(f"unknown roles in the expiries: {', '.join(sorted(unknown))}")
@@ -397,7 +403,7 @@ class Transaction:
         doc = {"schema": REVOKED_SCHEMA, "revoked": items}
         self.add_target("targets", REVOKED_TARGET, json.dumps(doc, indent=1).encode(), {})
 
-    def delegate(self, vo: str, keys: list[Key], threshold: int) -> None:
+    def delegate(self, vo: str, keys: Sequence[Key], threshold: int) -> None:
         """Give ``vo`` its own terminating role for ``<vo>/*/*`` (new keys replace old ones)."""
         if not VO_RE.fullmatch(vo):
             raise CatalogError(f"{vo!r} is not a VO name", code="catalog-usage")

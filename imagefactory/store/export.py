@@ -13,7 +13,7 @@ from imagefactory.store.layout import Store
 def store_list(store: Store) -> list[dict[str, Any]]:
     """One entry per image directory in the store, with its labels' key facts."""
     state = store.load_state() if store.state_dir.exists() else None
-    out = []
+    out: list[dict[str, Any]] = []
     for key, path in sorted(store.installed().items()):
         try:
             image = load_image_dir(path)

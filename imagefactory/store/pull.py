@@ -60,8 +60,8 @@ PullProgress = Callable[[str, int, int], None]
 def parse_select(text: str | None) -> dict[str, set[str]]:
     """``distro=debian,release=12,vo=atlas`` -> {key: allowed values}; a key may repeat."""
     out: dict[str, set[str]] = {}
-    for item in (text or "").split(","):
-        item = item.strip()
+    for raw in (text or "").split(","):
+        item = raw.strip()
         if not item:
             continue
         key, sep, value = item.partition("=")
@@ -286,15 +286,15 @@ class _Pull:
         try:
             for entry in descriptor.files:
                 part = self.store.partial_dir / f"{entry.hashes['sha256']}.part"
-                progress = None
-                if self.options.on_progress is not None:
-                    report = self.options.on_progress
-                    what = f"{key} {entry.name}"
-
-                    def progress(done: int, total: int, what: str = what) -> None:
-                        report(what, done, total)
-
-                got = download(self.source, entry.path, part, entry.length, entry.hashes, progress)
+                progress = _progress_for(self.options.on_progress, f"{key} {entry.name}")
+                got = download(
+                    self.source,
+                    entry.path,
+                    part,
+                    entry.length,
+                    hashes=entry.hashes,
+                    on_progress=progress,
+                )
                 self.result.image_bytes += got.transferred
                 parts.append((entry.name, part))
         except ImageFactoryError as exc:
@@ -364,6 +364,16 @@ class _Pull:
         for part in self.store.partial_dir.iterdir():
             if part.name not in needed:
                 part.unlink(missing_ok=True)
+
+
+def _progress_for(report: PullProgress | None, what: str) -> Callable[[int, int], None] | None:
+    if report is None:
+        return None
+
+    def progress(done: int, total: int) -> None:
+        report(what, done, total)
+
+    return progress
 
 
 def read_root(path: Path) -> bytes:

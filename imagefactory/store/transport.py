@@ -28,7 +28,6 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 from typing import IO
 
@@ -44,13 +43,13 @@ DEFAULT_TIMEOUT = 30.0
 class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
     """Follow a redirect only to the same scheme, host and port."""
 
-    def redirect_request(
+    def redirect_request(  # noqa: PLR0917 -- urllib's signature
         self,
         req: urllib.request.Request,
         fp: IO[bytes],
         code: int,
         msg: str,
-        headers: Message,
+        headers: http.client.HTTPMessage,
         newurl: str,
     ) -> urllib.request.Request | None:
         old = urllib.parse.urlsplit(req.full_url)
@@ -247,6 +246,7 @@ def download(
     relpath: str,
     dest: Path,
     length: int,
+    *,
     hashes: dict[str, str],
     on_progress: ProgressFn | None = None,
 ) -> Downloaded:
@@ -256,55 +256,10 @@ def download(
     exactly those bytes (fsync'd). A truncated transfer keeps what arrived;
     every other failure removes ``dest``.
     """
-    hasher = _Hasher()
-    received = 0
+    transfer = _Transfer(source, relpath, dest, length, on_progress)
     try:
-        offset = dest.stat().st_size if dest.exists() else 0
-        if offset > length:
-            offset = 0
-        if offset:
-            with dest.open("rb") as part:
-                while chunk := part.read(min(CHUNK, offset - part.tell())):
-                    hasher.update(chunk)
-        done = offset
-        if done < length or length == 0:
-            chunks, start = source.open(relpath, offset)
-            if start != offset:  # the server ignored the Range request: start over
-                hasher.close()
-                hasher = _Hasher()
-                done = 0
-            with dest.open("r+b" if dest.exists() else "wb") as out:
-                out.seek(done)
-                out.truncate()
-                for chunk in chunks:
-                    if done + len(chunk) > length:
-                        raise TransportError(
-                            f"{source.url(relpath)}: more than the signed {length} bytes",
-                            code="transport-too-long",
-                        )
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    done += len(chunk)
-                    received += len(chunk)
-                    if on_progress is not None:
-                        on_progress(done, length)
-                out.flush()
-                os.fsync(out.fileno())
-        if done < length:
-            raise TransportError(
-                f"{source.url(relpath)}: truncated, {done} of {length} bytes; the next pull"
-                " resumes",
-                code="transport-truncated",
-            )
-        got = hasher.hexdigests()
-        for algo, want in hashes.items():
-            if got.get(algo) != want:
-                dest.unlink(missing_ok=True)
-                raise TransportError(
-                    f"{source.url(relpath)}: {algo} {got.get(algo)} is not the signed {want}",
-                    code="transport-digest-mismatch",
-                )
-        return Downloaded(dest, received, offset)
+        transfer.run()
+        transfer.check(hashes)
     except TransportError as exc:
         if exc.code != "transport-truncated":
             dest.unlink(missing_ok=True)
@@ -318,4 +273,73 @@ def download(
             ) from exc
         raise StoreError(f"{dest}: cannot write: {exc}") from exc
     finally:
-        hasher.close()
+        transfer.hasher.close()
+    return Downloaded(dest, transfer.received, transfer.offset)
+
+
+class _Transfer:
+    """One file's transfer into its partial file, hashed as it goes."""
+
+    def __init__(
+        self, source: Source, relpath: str, dest: Path, length: int, progress: ProgressFn | None
+    ) -> None:
+        self.source = source
+        self.relpath = relpath
+        self.dest = dest
+        self.length = length
+        self.progress = progress
+        self.hasher = _Hasher()
+        self.offset = 0
+        self.done = 0
+        self.received = 0
+
+    def run(self) -> None:
+        offset = self.dest.stat().st_size if self.dest.exists() else 0
+        self.offset = offset if offset <= self.length else 0
+        if self.offset:
+            with self.dest.open("rb") as part:
+                while chunk := part.read(min(CHUNK, self.offset - part.tell())):
+                    self.hasher.update(chunk)
+        self.done = self.offset
+        if self.done < self.length or self.length == 0:
+            chunks, start = self.source.open(self.relpath, self.offset)
+            if start != self.offset:  # the server ignored the Range request: start over
+                self.hasher.close()
+                self.hasher = _Hasher()
+                self.offset = self.done = 0
+            with self.dest.open("r+b" if self.dest.exists() else "wb") as out:
+                out.seek(self.done)
+                out.truncate()
+                for chunk in chunks:
+                    self._write(out, chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        if self.done < self.length:
+            raise TransportError(
+                f"{self.source.url(self.relpath)}: truncated, {self.done} of {self.length}"
+                " bytes; the next pull resumes",
+                code="transport-truncated",
+            )
+
+    def _write(self, out: IO[bytes], chunk: bytes) -> None:
+        if self.done + len(chunk) > self.length:
+            raise TransportError(
+                f"{self.source.url(self.relpath)}: more than the signed {self.length} bytes",
+                code="transport-too-long",
+            )
+        out.write(chunk)
+        self.hasher.update(chunk)
+        self.done += len(chunk)
+        self.received += len(chunk)
+        if self.progress is not None:
+            self.progress(self.done, self.length)
+
+    def check(self, hashes: dict[str, str]) -> None:
+        got = self.hasher.hexdigests()
+        for algo, want in hashes.items():
+            if got.get(algo) != want:
+                raise TransportError(
+                    f"{self.source.url(self.relpath)}: {algo} {got.get(algo)} is not the"
+                    f" signed {want}",
+                    code="transport-digest-mismatch",
+                )

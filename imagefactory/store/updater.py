@@ -214,14 +214,17 @@ class CatalogClient:
             ("targets", p) for p in targets.signed.targets if p != REVOKED_TARGET
         ]
         delegations = targets.signed.delegations
-        for role in delegations.roles.values() if delegations and delegations.roles else []:
-            vo = role.name.removeprefix("vo.")
-            listed = self._load_role(role.name, vo, result)
-            paths += [(role.name, p) for p in listed]
+        for delegated in delegations.roles.values() if delegations and delegations.roles else ():
+            vo = delegated.name.removeprefix("vo.")
+            listed = self._load_role(delegated.name, vo, result)
+            paths += [(delegated.name, p) for p in listed]
         if REVOKED_TARGET in targets.signed.targets:
             result.revoked = self._revoked()
+        seen: set[str] = set()
         for role, path in paths:
-            self._offer(role, path, result)
+            if path not in seen:
+                seen.add(path)
+                self._offer(role, path, result)
         result.metadata_bytes = self.fetcher.fetched_bytes
         return result
 
@@ -236,7 +239,7 @@ class CatalogClient:
         try:
             old = Metadata[Any].from_bytes(previous).signed.version
             new = Metadata[Any].from_bytes(served).signed.version
-        except Exception:  # noqa: BLE001 -- ngclient already refused unreadable bytes
+        except Exception:  # ngclient already refused unreadable bytes
             return
         if old == new:
             raise CatalogRefusedError(

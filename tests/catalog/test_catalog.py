@@ -45,9 +45,10 @@ def test_init_twice_is_refused(world: World) -> None:
 
 def test_publish_makes_a_descriptor_target_with_selection_labels(world: World) -> None:
     published = world.publish(world.image())
-    assert published.changed and published.role == "targets"
+    assert published.changed
+    assert published.role == "targets"
     state = world.catalog.load()
-    [(role, info)] = list(state.all_targets())
+    [(_, info)] = list(state.all_targets())
     assert info.path == "atlas/atlas-wn/1.0.json"
     assert info.custom["distro"] == "debian"
     assert info.custom["arch"] == "x86_64"

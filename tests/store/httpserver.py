@@ -13,6 +13,7 @@ tests.store.httpserver DIR``, which prints the port). Faults:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -62,7 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_state: Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -124,10 +125,8 @@ def main() -> None:
     server = Server(Path(sys.argv[1]))
     sys.stdout.write(f"{server.port}\n")
     sys.stdout.flush()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
     os._exit(0)
 
 

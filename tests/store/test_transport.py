@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from imagefactory.errors import CatalogError
+from imagefactory.store.pull import PullResult
 from tests.catalog.world import World, make_world
 from tests.store.httpserver import Server
 
@@ -31,9 +32,8 @@ def server(world: World) -> Iterator[Server]:
     server.stop()
 
 
-def _event(result: object, image: str = KEY) -> str:
-    events = getattr(result, "events")  # noqa: B009
-    return next(e.code for e in events if e.image == image)
+def _event(result: PullResult, image: str = KEY) -> str:
+    return next(e.code for e in result.events if e.image == image)
 
 
 def _partials(world: World) -> list[Path]:
