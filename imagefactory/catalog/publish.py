@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from securesystemslib.signer import Signer
 
 from imagefactory.attest.layout import LABELS_NAME, load_image_dir
@@ -40,6 +42,9 @@ from imagefactory.catalog.repo import Catalog, Transaction, vo_role
 from imagefactory.catalog.versions import version_key
 from imagefactory.digest import CHUNK, ProgressFn
 from imagefactory.errors import CatalogError
+
+if TYPE_CHECKING:
+    from imagefactory.oci.registry import Pushed
 
 KIND_BY_NAME = {LABELS_NAME: "labels", "sbom.cdx.json": "sbom"}
 
@@ -98,12 +103,14 @@ def publish(
     signers: list[Signer] | None = None,
     on_progress: ProgressFn | None = None,
     oci: dict[str, str] | None = None,
+    oci_referrers: list[str] | None = None,
 ) -> Published:
     """Publish the signed image directory ``image_dir`` into ``catalog``.
 
     ``signers`` sign the VO's delegated role (the VO's own keys); a VO without
     a role is signed by the catalog's top-level targets key. ``oci`` maps file
-    names to OCI references (``registry/repo@sha256:...``) of a push already done.
+    names to OCI references (``registry/repo@sha256:...``) of a push already done
+    (``manifest``: the disk manifest), ``oci_referrers`` the referrer manifests' digests.
     """
     image = load_image_dir(image_dir)
     if not image.attestations():
@@ -181,6 +188,7 @@ def publish(
                 published=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 supersedes=max(older, key=version_key) if older else None,
                 oci_manifest=(oci or {}).get("manifest"),
+                extra={"oci_referrers": oci_referrers} if oci_referrers else {},
             )
             if existing is not None:
                 if [f.to_dict() for f in existing.files] == [f.to_dict() for f in entries]:
@@ -220,3 +228,38 @@ def _published(tx: Transaction, path: str) -> Descriptor | None:
         if info.path == path:
             return parse_descriptor(tx.catalog.read_target(info), path)
     return None
+
+
+def publish_with_registry(
+    catalog: Catalog,
+    image_dir: Path,
+    registry: str,
+    *,
+    vo: str | None = None,
+    signers: list[Signer] | None = None,
+    on_progress: ProgressFn | None = None,
+) -> tuple[Published, Pushed]:
+    """Push the image to ``registry`` (``HOST/PROJECT``; repository ``HOST/PROJECT/NAME``),
+    then publish it with every digest of the push in its descriptor."""
+    from imagefactory.oci.registry import Registry, push_image
+
+    image = load_image_dir(image_dir)
+    if not image.attestations():
+        raise CatalogError(
+            f"{image_dir}: no attestation; sign the image before publishing it",
+            code="catalog-unsigned",
+        )
+    name = image.labels.get("image", {}).get("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise CatalogError(f"{image_dir}: labels.json names no valid image name")
+    pushed = push_image(image, Registry(f"{registry.rstrip('/')}/{name}"))
+    published = publish(
+        catalog,
+        image_dir,
+        vo=vo,
+        signers=signers,
+        on_progress=on_progress,
+        oci=pushed.oci_refs(),
+        oci_referrers=pushed.referrers,
+    )
+    return published, pushed

@@ -28,16 +28,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from imagefactory.catalog.descriptor import FileEntry
 from imagefactory.catalog.versions import version_key
 from imagefactory.errors import ImageFactoryError, InputError, StoreError, UsageError
 from imagefactory.policy.model import TrustPolicy
 from imagefactory.store.layout import Store, StoreState, rmtree_readonly
-from imagefactory.store.transport import Source, download
+from imagefactory.store.transport import ByteSource, Source, download
 from imagefactory.store.updater import CatalogClient, Offer
 from imagefactory.verify.cache import VerifiedCache, verify_cached
 from imagefactory.verify.pipeline import VerifyOptions, verify_image
+
+if TYPE_CHECKING:
+    from imagefactory.oci.registry import Registry
 
 #: The labels ``--select`` may name (the catalog target's ``custom``).
 SELECT_KEYS = (
@@ -145,6 +149,8 @@ class PullOptions:
     on_progress: PullProgress | None = None
     #: The time expiry is judged at (tests pin it); verify has its own in ``verify.now``.
     now: datetime | None = None
+    #: Fetch each file from the OCI registry the descriptor names (by digest), where it names one.
+    oci: bool = False
 
 
 def pull(
@@ -176,6 +182,7 @@ class _Pull:
         self.state: StoreState = store.load_state()
         self.now = options.now or datetime.now(UTC)
         self.cache = VerifiedCache(store.state_dir / "verify-cache")
+        self.registries: dict[str, Registry] = {}
 
     def run(self) -> PullResult:
         client = CatalogClient(self.source, self.root, self.store.state_dir)
@@ -287,9 +294,10 @@ class _Pull:
             for entry in descriptor.files:
                 part = self.store.partial_dir / f"{entry.hashes['sha256']}.part"
                 progress = _progress_for(self.options.on_progress, f"{key} {entry.name}")
+                source, where = self._source_for(entry)
                 got = download(
-                    self.source,
-                    entry.path,
+                    source,
+                    where,
                     part,
                     entry.length,
                     hashes=entry.hashes,
@@ -327,6 +335,16 @@ class _Pull:
             part.unlink(missing_ok=True)
         self.result.add(key, "installed", "verified", "downloaded, verified and installed")
         return True
+
+    def _source_for(self, entry: FileEntry) -> tuple[ByteSource, str]:
+        if not self.options.oci or entry.oci is None:
+            return self.source, entry.path
+        from imagefactory.oci.registry import Registry
+
+        repository = entry.oci.rpartition("@")[0]
+        if repository not in self.registries:
+            self.registries[repository] = Registry(repository, timeout=self.options.timeout)
+        return self.registries[repository], entry.oci
 
     def _raise_minimum(self, name_key: str, version: str) -> None:
         current = self.state.minimum.get(name_key)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from imagefactory.catalog.atomic import is_disk_full
 from imagefactory.digest import ProgressFn
@@ -67,6 +67,18 @@ _OPENER = urllib.request.build_opener(
     # No proxies from the environment for a site's catalog by default; no file:// handler.
     urllib.request.ProxyHandler({}),
 )
+
+
+class ByteSource(Protocol):
+    """Anything a file can be downloaded from: a catalog :class:`Source`, an OCI registry."""
+
+    def url(self, relpath: str) -> str:
+        """Where ``relpath`` is, for messages."""
+        ...
+
+    def open(self, relpath: str, offset: int = 0) -> tuple[Iterator[bytes], int]:
+        """Chunks from ``offset`` on, and the offset they really start at."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -242,7 +254,7 @@ class Downloaded:
 
 
 def download(
-    source: Source,
+    source: ByteSource,
     relpath: str,
     dest: Path,
     length: int,
@@ -281,7 +293,12 @@ class _Transfer:
     """One file's transfer into its partial file, hashed as it goes."""
 
     def __init__(
-        self, source: Source, relpath: str, dest: Path, length: int, progress: ProgressFn | None
+        self,
+        source: ByteSource,
+        relpath: str,
+        dest: Path,
+        length: int,
+        progress: ProgressFn | None,
     ) -> None:
         self.source = source
         self.relpath = relpath
