@@ -57,7 +57,7 @@ def registry(tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:

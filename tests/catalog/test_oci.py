@@ -23,7 +23,6 @@ from imagefactory.attest.layout import load_image_dir
 from imagefactory.catalog.publish import publish_with_registry
 from imagefactory.oci.manifests import ARTIFACT_TYPE, CONFIG_TYPE, INDEX, MANIFEST, fallback_tag
 from imagefactory.oci.registry import Registry, push_image
-from tests.catalog.registry import registry  # noqa: F401 -- the fixture
 from tests.catalog.world import World, make_world
 
 KEY = "atlas/atlas-wn/1.0"
@@ -125,7 +124,7 @@ class _ReferrersProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 data = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                request = urllib.request.Request(  # noqa: S310
+                request = urllib.request.Request(
                     f"http://{proxy.upstream}{self.path}",
                     data=data,
                     headers=headers,
