@@ -129,13 +129,17 @@ class Store:
     def staging(self) -> Path:
         return Path(tempfile.mkdtemp(prefix="staging-", dir=self.state_dir))
 
-    def install(self, staging: Path, key: str) -> Path:
-        """Make ``staging`` read-only and rename it to its place in the store."""
-        final = self.image_dir(key)
+    @staticmethod
+    def seal(staging: Path) -> None:
+        """Make a staged image's files read-only (and root's), before it is verified."""
         for path in staging.iterdir():
-            os.chmod(path, 0o444)
             if os.geteuid() == 0:
-                os.chown(path, 0, 0)
+                os.chown(path, 0, 0, follow_symlinks=False)
+            os.chmod(path, 0o444, follow_symlinks=False)
+
+    def install(self, staging: Path, key: str) -> Path:
+        """Rename the sealed, verified ``staging`` to its place in the store."""
+        final = self.image_dir(key)
         os.chmod(staging, 0o555)
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         if final.exists():

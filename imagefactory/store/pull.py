@@ -37,7 +37,7 @@ from imagefactory.policy.model import TrustPolicy
 from imagefactory.store.layout import Store, StoreState, rmtree_readonly
 from imagefactory.store.transport import ByteSource, Source, download
 from imagefactory.store.updater import CatalogClient, Offer
-from imagefactory.verify.cache import VerifiedCache, verify_cached
+from imagefactory.verify.cache import VerifiedCache, image_key, verify_cached
 from imagefactory.verify.pipeline import VerifyOptions, verify_image
 
 if TYPE_CHECKING:
@@ -186,7 +186,10 @@ class _Pull:
 
     def run(self) -> PullResult:
         client = CatalogClient(self.source, self.root, self.store.state_dir)
-        refresh = client.refresh()
+        vos = set(self.policy.vos)
+        if "vo" in self.options.select:
+            vos &= self.options.select["vo"]
+        refresh = client.refresh(vos)
         self.result.metadata_bytes = refresh.metadata_bytes
         for path, code, message in refresh.refused:
             self.result.add(path, "refused", code, message)
@@ -300,7 +303,7 @@ class _Pull:
                     where,
                     part,
                     entry.length,
-                    hashes=entry.hashes,
+                    hashes=_streamed_hashes(entry),
                     on_progress=progress,
                 )
                 self.result.image_bytes += got.transferred
@@ -315,6 +318,7 @@ class _Pull:
         try:
             for name, part in parts:
                 os.link(part, staging / name)
+            self.store.seal(staging)
             verdict = verify_image(staging, self.policy, self.options.verify)
             if not verdict.allowed:
                 reasons = "; ".join(r.render() for r in verdict.denials)
@@ -324,15 +328,20 @@ class _Pull:
                 "descriptor": _descriptor_digest(offer),
                 "installed": self.now.isoformat(),
             }
+            for _name, part in parts:
+                part.unlink()  # the staged links stay; a denied image keeps its partials
             self.store.save_state(self.state)
-            self.store.install(staging, key)
+            final = self.store.install(staging, key)
+            # The files just verified, renamed in a private directory: the next pull (and
+            # only this store's pulls) answer from the cache instead of re-hashing them.
+            final_key = image_key(final, self.policy)
+            if final_key is not None:
+                self.cache.store(final_key, verdict, self.now)
         except OSError as exc:
             raise StoreError(f"{self.store.directory}: cannot install {key}: {exc}") from exc
         finally:
             if staging.exists():
                 rmtree_readonly(staging)
-        for _name, part in parts:
-            part.unlink(missing_ok=True)
         self.result.add(key, "installed", "verified", "downloaded, verified and installed")
         return True
 
@@ -382,6 +391,19 @@ class _Pull:
         for part in self.store.partial_dir.iterdir():
             if part.name not in needed:
                 part.unlink(missing_ok=True)
+
+
+def _streamed_hashes(entry: FileEntry) -> dict[str, str]:
+    """The digests checked while a file streams in.
+
+    The disk's sha256 only: verify, which runs next on the staged image,
+    reads the disk again and checks both sha256 and sha512 against the signed
+    labels (whose own digest the descriptor names), so a second hash on the
+    wire would cost a core and add nothing.
+    """
+    if entry.kind == "disk":
+        return {"sha256": entry.hashes["sha256"]}
+    return dict(entry.hashes)
 
 
 def _progress_for(report: PullProgress | None, what: str) -> Callable[[int, int], None] | None:

@@ -11,8 +11,9 @@ Everything fetched is untrusted until its signed length and digests matched:
   ``transport-timeout``, not a hang;
 * a redirect is followed only to the same scheme, host and port
   (``transport-redirect`` otherwise: no ``file://``, no other host);
-* the bytes are hashed while they stream (sha256 here, sha512 on a helper
-  thread), and a mismatch deletes them (``transport-digest-mismatch``).
+* the bytes are hashed while they stream with every digest the caller names
+  (sha256 in the reading thread, others on a helper thread), and a mismatch
+  deletes them (``transport-digest-mismatch``).
 """
 
 from __future__ import annotations
@@ -221,28 +222,35 @@ class Source:
 
 
 class _Hasher:
-    """sha256 in the caller's thread, sha512 on a helper thread, over the same chunks."""
+    """The requested digests over the same chunks: sha256 here, any other on a helper thread."""
 
-    def __init__(self) -> None:
-        self.sha256 = hashlib.sha256()
-        self.sha512 = hashlib.sha512()
-        self._pool = ThreadPoolExecutor(max_workers=1)
+    def __init__(self, algorithms: tuple[str, ...] = ("sha256", "sha512")) -> None:
+        self.hashes = {name: hashlib.new(name) for name in algorithms}
+        self._first = self.hashes["sha256"]
+        self._others = [h for name, h in self.hashes.items() if name != "sha256"]
+        self._pool = ThreadPoolExecutor(max_workers=1) if self._others else None
         self._pending: Future[None] | None = None
 
+    def _update_others(self, chunk: bytes) -> None:
+        for h in self._others:
+            h.update(chunk)
+
     def update(self, chunk: bytes) -> None:
-        if self._pending is not None:
-            self._pending.result()
-        self._pending = self._pool.submit(self.sha512.update, chunk)
-        self.sha256.update(chunk)
+        if self._pool is not None:
+            if self._pending is not None:
+                self._pending.result()
+            self._pending = self._pool.submit(self._update_others, chunk)
+        self._first.update(chunk)
 
     def hexdigests(self) -> dict[str, str]:
         if self._pending is not None:
             self._pending.result()
-        self._pool.shutdown()
-        return {"sha256": self.sha256.hexdigest(), "sha512": self.sha512.hexdigest()}
+        self.close()
+        return {name: h.hexdigest() for name, h in self.hashes.items()}
 
     def close(self) -> None:
-        self._pool.shutdown(cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -268,7 +276,13 @@ def download(
     exactly those bytes (fsync'd). A truncated transfer keeps what arrived;
     every other failure removes ``dest``.
     """
-    transfer = _Transfer(source, relpath, dest, length, on_progress)
+    if "sha256" not in hashes:
+        raise TransportError(
+            f"{relpath}: the catalog names no sha256 for it", code="transport-path"
+        )
+    transfer = _Transfer(
+        source, relpath, dest, length, progress=on_progress, algorithms=tuple(hashes)
+    )
     try:
         transfer.run()
         transfer.check(hashes)
@@ -298,14 +312,17 @@ class _Transfer:
         relpath: str,
         dest: Path,
         length: int,
+        *,
         progress: ProgressFn | None,
+        algorithms: tuple[str, ...],
     ) -> None:
         self.source = source
         self.relpath = relpath
         self.dest = dest
         self.length = length
         self.progress = progress
-        self.hasher = _Hasher()
+        self.algorithms = tuple(dict.fromkeys(("sha256", *sorted(algorithms))))
+        self.hasher = _Hasher(self.algorithms)
         self.offset = 0
         self.done = 0
         self.received = 0
@@ -322,7 +339,7 @@ class _Transfer:
             chunks, start = self.source.open(self.relpath, self.offset)
             if start != self.offset:  # the server ignored the Range request: start over
                 self.hasher.close()
-                self.hasher = _Hasher()
+                self.hasher = _Hasher(self.algorithms)
                 self.offset = self.done = 0
             with self.dest.open("r+b" if self.dest.exists() else "wb") as out:
                 out.seek(self.done)

@@ -200,8 +200,12 @@ class CatalogClient:
                 code="catalog-other-root",
             )
 
-    def refresh(self) -> Refresh:
-        """Refresh the metadata and list every image the catalog offers."""
+    def refresh(self, vos: set[str] | None = None) -> Refresh:
+        """Refresh the metadata and list the images the catalog offers.
+
+        With ``vos``, only those VOs' delegated roles are fetched (a site
+        downloads the metadata of the VOs it runs, not of the whole catalog).
+        """
         previous = self._trusted_timestamp()
         try:
             self.updater.refresh()
@@ -216,12 +220,16 @@ class CatalogClient:
         delegations = targets.signed.delegations
         for delegated in delegations.roles.values() if delegations and delegations.roles else ():
             vo = delegated.name.removeprefix("vo.")
+            if vos is not None and vo not in vos:
+                continue
             listed = self._load_role(delegated.name, vo, result)
             paths += [(delegated.name, p) for p in listed]
         if REVOKED_TARGET in targets.signed.targets:
             result.revoked = self._revoked()
         seen: set[str] = set()
         for role, path in paths:
+            if vos is not None and path.split("/", 1)[0] not in vos:
+                continue
             if path not in seen:
                 seen.add(path)
                 self._offer(role, path, result)
