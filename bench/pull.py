@@ -41,7 +41,7 @@ from imagefactory.catalog.descriptor import parse_descriptor
 from imagefactory.catalog.publish import publish
 from imagefactory.catalog.repo import Catalog
 from imagefactory.policy import load_policy
-from imagefactory.store.pull import PullOptions, pull
+from imagefactory.store.pull import PullOptions, PullResult, pull
 from imagefactory.store.transport import Source, download
 
 MiB = 1 << 20
@@ -133,27 +133,42 @@ def main() -> int:
         again = pull(base, root, policy, work / "store", PullOptions())
         unchanged = time.perf_counter() - start
 
-        mib = size / MiB
-        print(f"cpus: {os.cpu_count()}, disk {args.size_mib} MiB, best of {args.repeat}")
-        print(f"plain urllib download + sha256:  {baseline:7.3f} s {mib / baseline:7.0f} MiB/s")
-        print(f"plain download + sha256 + fsync: {synced:7.3f} s {mib / synced:7.0f} MiB/s")
-        print(f"pull transfer (sha256):          {ours:7.3f} s {mib / ours:7.0f} MiB/s")
-        print(f"  ratio transfer/plain: {baseline / ours:.2f}x  (goal >= 0.9x)")
-        print(f"  ratio transfer/plain with fsync: {synced / ours:.2f}x")
-        print(
-            f"whole pull (refresh+transfer+verify+install): {full:7.3f} s {mib / full:7.0f} MiB/s"
-        )
-        print(f"  ratio whole pull/plain: {baseline / full:.2f}x  (verify re-reads and re-hashes)")
-        print(
-            f"unchanged catalog pull: {again.image_bytes} image bytes,"
-            f" {again.metadata_bytes} metadata bytes, {unchanged * 1000:.0f} ms"
-        )
+        times = {
+            "plain": baseline,
+            "synced": synced,
+            "ours": ours,
+            "full": full,
+            "unchanged": unchanged,
+        }
+        report(args.size_mib, args.repeat, times, again)
     finally:
         if server is not None:
             server.terminate()
             server.wait()
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def report(size_mib: int, repeat: int, t: dict[str, float], again: PullResult) -> None:
+    """Print the figures; ``t``: best seconds of each measurement."""
+    mib = float(size_mib)
+    print(f"cpus: {os.cpu_count()}, disk {size_mib} MiB, best of {repeat}")
+    print(f"plain urllib download + sha256:  {t['plain']:7.3f} s {mib / t['plain']:7.0f} MiB/s")
+    print(f"plain download + sha256 + fsync: {t['synced']:7.3f} s {mib / t['synced']:7.0f} MiB/s")
+    print(f"pull transfer (sha256):          {t['ours']:7.3f} s {mib / t['ours']:7.0f} MiB/s")
+    print(f"  ratio transfer/plain: {t['plain'] / t['ours']:.2f}x  (goal >= 0.9x)")
+    print(f"  ratio transfer/plain with fsync: {t['synced'] / t['ours']:.2f}x")
+    print(
+        f"whole pull (refresh+transfer+verify+install): {t['full']:7.3f} s"
+        f" {mib / t['full']:7.0f} MiB/s"
+    )
+    print(
+        f"  ratio whole pull/plain: {t['plain'] / t['full']:.2f}x  (verify re-reads and re-hashes)"
+    )
+    print(
+        f"unchanged catalog pull: {again.image_bytes} image bytes,"
+        f" {again.metadata_bytes} metadata bytes, {t['unchanged'] * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -25,10 +25,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that it appears complete or not at all."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | None = None) -> None:
+    """Write ``data`` to ``path`` so that it appears complete or not at all.
+
+    The temp file goes into ``tmp_dir`` (same file system) when given, so a
+    writer that keeps all its temp files in one place cleans up by listing it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    where = tmp_dir if tmp_dir is not None else path.parent
+    fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)
@@ -45,12 +50,3 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 def is_disk_full(exc: OSError) -> bool:
     """Whether ``exc`` means the file system (or the file size limit) is exhausted."""
     return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def remove_temp_files(directory: Path) -> None:
-    """Remove the ``.*.tmp`` leftovers of killed writers under ``directory``."""
-    if not directory.is_dir():
-        return
-    for path in directory.rglob(f".*{TMP_SUFFIX}"):
-        if path.is_file() or path.is_symlink():
-            path.unlink(missing_ok=True)

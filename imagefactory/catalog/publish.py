@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from securesystemslib.signer import Signer
 
-from imagefactory.attest.layout import LABELS_NAME, load_image_dir
+from imagefactory.attest.layout import LABELS_NAME, ImageDir, load_image_dir
 from imagefactory.catalog.atomic import fsync_dir, is_disk_full
 from imagefactory.catalog.descriptor import (
     NAME_RE,
@@ -138,27 +138,18 @@ def publish(
                     code="catalog-revoked",
                 )
         final = catalog.directory / prefix
-        existing = _published(tx, path)
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=_mkdirs(final.parent)))
+        existing = _published(tx, vo, path)
+        _mkdirs(final.parent)
+        staging = Path(tempfile.mkdtemp(prefix=f"staging-{name}-", dir=_mkdirs(catalog.tmp_dir)))
         try:
-            entries = []
-            for source in files:
-                length, hashes = _copy_hashing(
-                    source, staging / source.name, on_progress if source == image.disk else None
-                )
-                kind = KIND_BY_NAME.get(source.name, "attestation")
-                if source == image.disk:
-                    kind = "disk"
-                entries.append(
-                    FileEntry(
-                        source.name,
-                        length,
-                        hashes,
-                        f"{prefix}/{source.name}",
-                        kind,
-                        (oci or {}).get(source.name),
-                    )
-                )
+            entries = _stage(
+                image,
+                files,
+                staging=staging,
+                prefix=prefix,
+                oci=oci or {},
+                on_progress=on_progress,
+            )
             disk_labels = labels["disk"]
             disk_entry = entries[0]
             if disk_labels.get("sha256") != disk_entry.hashes["sha256"] or disk_labels.get(
@@ -217,14 +208,44 @@ def publish(
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def _stage(
+    image: ImageDir,
+    files: list[Path],
+    *,
+    staging: Path,
+    prefix: str,
+    oci: dict[str, str],
+    on_progress: ProgressFn | None,
+) -> list[FileEntry]:
+    """Copy ``files`` into ``staging`` while hashing them; their descriptor entries."""
+    entries = []
+    for source in files:
+        is_disk = source == image.disk
+        length, hashes = _copy_hashing(
+            source, staging / source.name, on_progress if is_disk else None
+        )
+        kind = "disk" if is_disk else KIND_BY_NAME.get(source.name, "attestation")
+        entries.append(
+            FileEntry(
+                source.name, length, hashes, f"{prefix}/{source.name}", kind, oci.get(source.name)
+            )
+        )
+    return entries
+
+
 def _mkdirs(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def _published(tx: Transaction, path: str) -> Descriptor | None:
-    for _role, info in tx.state.all_targets():
-        if info.path == path:
+def _published(tx: Transaction, vo: str, path: str) -> Descriptor | None:
+    """The descriptor already at ``path`` (in top-level targets or the VO's own role)."""
+    places = [tx.state.targets]
+    if tx.state.has_role(vo_role(vo)):
+        places.append(tx.state.roles[vo_role(vo)])
+    for md in places:
+        info = md.signed.targets.get(path)
+        if info is not None:
             return parse_descriptor(tx.catalog.read_target(info), path)
     return None
 

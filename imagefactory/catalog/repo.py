@@ -53,7 +53,7 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
 from imagefactory.attest.keys import generate_key, load_public_key, load_signer
-from imagefactory.catalog.atomic import is_disk_full, remove_temp_files, write_atomic
+from imagefactory.catalog.atomic import is_disk_full, write_atomic
 from imagefactory.catalog.descriptor import VO_RE
 from imagefactory.errors import CatalogError
 
@@ -145,6 +145,8 @@ class Catalog:
         self.metadata_dir = self.directory / "metadata"
         self.targets_dir = self.directory / "targets"
         self.images_dir = self.directory / "images"
+        #: Temp files and staged image copies of changes in progress (one place to clean).
+        self.tmp_dir = self.directory / ".tmp"
         #: The clock every expiry is computed from (tests move it).
         self.clock: Callable[[], datetime] = _utcnow
 
@@ -178,8 +180,8 @@ class Catalog:
         root.sign(keys.signer("root"))
         with self.locked():
             data = root.to_bytes(_SERIALIZER)
-            write_atomic(self.metadata_dir / "1.root.json", data)
-            write_atomic(self.metadata_dir / "root.json", data)
+            self.write(self.metadata_dir / "1.root.json", data)
+            self.write(self.metadata_dir / "root.json", data)
             tx = Transaction(self, keys, config, _State.empty(root))
             tx.dirty.add("targets")
             tx.set_revoked([])
@@ -208,19 +210,19 @@ class Catalog:
         targets_meta = snapshot.signed.meta["targets.json"]
         targets = self._read(f"{targets_meta.version}.targets.json", Targets)
         self._check(root, "targets", targets)
-        roles: dict[str, Metadata[Targets]] = {}
-        for filename, meta in snapshot.signed.meta.items():
-            name = filename.removesuffix(".json")
-            if name == "targets":
-                continue
-            md = self._read(f"{meta.version}.{filename}", Targets)
+
+        def load_role(name: str) -> Metadata[Targets]:
+            meta = snapshot.signed.meta[f"{name}.json"]
+            md = self._read(f"{meta.version}.{name}.json", Targets)
             try:
                 targets.verify_delegate(name, md)
             except (UnsignedMetadataError, ValueError) as exc:
                 raise CatalogError(
                     f"{self.directory}: role {name} does not verify: {exc}", code="catalog-invalid"
                 ) from exc
-            roles[name] = md
+            return md
+
+        roles = _Roles(load_role)
         return _State(root, timestamp, snapshot, targets, roles)
 
     def _read(self, name: str, kind: type[Any]) -> Metadata[Any]:
@@ -309,12 +311,19 @@ class Catalog:
                 self.clean_leftovers()
 
     def clean_leftovers(self) -> None:
-        """Remove what a killed change left behind (only while holding the lock)."""
-        remove_temp_files(self.metadata_dir)
-        remove_temp_files(self.targets_dir)
-        if self.images_dir.is_dir():
-            for stale in self.images_dir.rglob(".staging-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+        """Remove what a killed change left behind (only while holding the lock).
+
+        Every temp file and staged copy lives in ``.tmp/``, so this costs the
+        same whatever the catalog's size.
+        """
+        if self.tmp_dir.is_dir():
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
+
+    def write(self, path: Path, data: bytes, mode: int = 0o644) -> None:
+        """:func:`write_atomic` with the temp file in ``.tmp/``."""
+        self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
+        write_atomic(path, data, mode, tmp_dir=self.tmp_dir)
 
 
 def _unversioned(signed: Any) -> Metadata[Any]:
@@ -325,13 +334,32 @@ def _unversioned(signed: Any) -> Metadata[Any]:
     return Metadata(signed)
 
 
+class _Roles(dict[str, "Metadata[Targets]"]):
+    """Delegated roles, each read and verified only when first used.
+
+    A publish touches one VO's role; loading all of them would make its cost
+    grow with the whole catalog.
+    """
+
+    def __init__(self, loader: Callable[[str], Metadata[Targets]] | None = None) -> None:
+        super().__init__()
+        self._loader = loader
+
+    def __missing__(self, name: str) -> Metadata[Targets]:
+        if self._loader is None:
+            raise KeyError(name)
+        md = self._loader(name)
+        self[name] = md
+        return md
+
+
 @dataclass
 class _State:
     root: Metadata[Root]
     timestamp: Metadata[Timestamp]
     snapshot: Metadata[Snapshot]
     targets: Metadata[Targets]
-    roles: dict[str, Metadata[Targets]]
+    roles: _Roles
 
     @classmethod
     def empty(cls, root: Metadata[Root]) -> _State:
@@ -341,7 +369,7 @@ class _State:
             _unversioned(Timestamp(expires=now)),
             _unversioned(Snapshot(expires=now)),
             _unversioned(Targets(expires=now)),
-            {},
+            _Roles(),
         )
 
     def all_targets(self) -> Iterator[tuple[str, TargetFile]]:
@@ -349,9 +377,17 @@ class _State:
         for path, info in self.targets.signed.targets.items():
             if path != REVOKED_TARGET:
                 yield "targets", info
-        for role, md in sorted(self.roles.items()):
-            for info in md.signed.targets.values():
+        for role in self.role_names():
+            for info in self.roles[role].signed.targets.values():
                 yield role, info
+
+    def role_names(self) -> list[str]:
+        """Every delegated role that has metadata (written or being written)."""
+        names = {f.removesuffix(".json") for f in self.snapshot.signed.meta} | set(self.roles)
+        return sorted(names - {"targets"})
+
+    def has_role(self, name: str) -> bool:
+        return name in self.roles or f"{name}.json" in self.snapshot.signed.meta
 
     def delegation(self, vo: str) -> DelegatedRole | None:
         delegations = self.targets.signed.delegations
@@ -380,7 +416,7 @@ class Transaction:
         if delegation is None:
             return "targets", self.state.targets
         name = delegation.name
-        if name not in self.state.roles:
+        if not self.state.has_role(name):
             self.state.roles[name] = _unversioned(Targets(expires=self.catalog.clock()))
         return name, self.state.roles[name]
 
@@ -388,7 +424,7 @@ class Transaction:
         """Write ``data`` as target ``path`` (consistent name) and list it in ``role``."""
         info = TargetFile.from_data(path, data, ["sha256", "sha512"])
         info.unrecognized_fields["custom"] = custom
-        write_atomic(self.catalog.target_file(info), data)
+        self.catalog.write(self.catalog.target_file(info), data)
         md = self.state.targets if role == "targets" else self.state.roles[role]
         md.signed.targets[path] = info
         self.dirty.add(role)
@@ -451,7 +487,7 @@ class Transaction:
 
     def _write(self, role: str, md: Metadata[Any]) -> MetaFile:
         data = md.to_bytes(_SERIALIZER)
-        write_atomic(self.catalog.metadata_dir / f"{md.signed.version}.{role}.json", data)
+        self.catalog.write(self.catalog.metadata_dir / f"{md.signed.version}.{role}.json", data)
         return MetaFile(
             md.signed.version,
             length=len(data),
@@ -481,7 +517,7 @@ class Transaction:
         timestamp.expires = self.config.expires("timestamp", now)
         self._sign("timestamp", state.timestamp)
         # The one file readers start from: replaced last, in one rename.
-        write_atomic(
+        self.catalog.write(
             self.catalog.metadata_dir / "timestamp.json", state.timestamp.to_bytes(_SERIALIZER)
         )
         self.dirty.clear()

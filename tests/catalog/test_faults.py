@@ -101,8 +101,8 @@ def test_kill_9_during_publish_never_breaks_the_catalog(tmp_path: Path) -> None:
         assert outcome["ok"], (seed, outcome)
         published.append(f"atlas/img{round_ % len(images)}/1.0.json")
         assert set(published) <= set(_catalog_verifies(world))
-    assert not list(world.catalog.directory.rglob(".staging-*"))
-    assert not list(world.catalog.directory.rglob("*.tmp"))
+    assert list(world.catalog.tmp_dir.iterdir()) == []
+    assert not [p for p in world.catalog.directory.rglob("*.tmp") if p.is_file()]
     assert interrupted, f"seed {seed}: no kill landed inside a publish"
 
 
@@ -160,7 +160,7 @@ def test_disk_full_during_publish_leaves_the_catalog_unchanged(tmp_path: Path) -
     assert "no space left" in str(outcome["error"])
     assert (world.catalog.metadata_dir / "timestamp.json").read_bytes() == before
     assert _catalog_verifies(world) == []
-    assert not list(world.catalog.images_dir.rglob(".staging-*"))
+    assert list(world.catalog.tmp_dir.iterdir()) == []
     assert not list(world.catalog.images_dir.rglob("*.raw"))
 
 
