@@ -28,7 +28,7 @@ from imagefactory.catalog.repo import Catalog
 from imagefactory.store.transport import Source
 from imagefactory.store.updater import CatalogClient
 from tests.catalog.world import fresh
-from tests.sign.imagedirs import key_sign, make_image
+from tests.fakes.imagedirs import key_sign, make_image
 
 
 def metadata_bytes(catalog: Catalog) -> int:

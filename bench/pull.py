@@ -40,9 +40,9 @@ from imagefactory.attest.sign import sign_with_key
 from imagefactory.catalog.descriptor import parse_descriptor
 from imagefactory.catalog.publish import publish
 from imagefactory.catalog.repo import Catalog
-from imagefactory.policy import load_policy
 from imagefactory.store.pull import PullOptions, PullResult, pull
 from imagefactory.store.transport import Source, download
+from imagefactory.trust import load_policy
 
 MiB = 1 << 20
 REPO = Path(__file__).resolve().parent.parent

@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING
 
 from securesystemslib.signer import Signer
 
-from imagefactory.attest.layout import LABELS_NAME, ImageDir, load_image_dir
-from imagefactory.catalog.atomic import fsync_dir, is_disk_full
 from imagefactory.catalog.descriptor import (
     NAME_RE,
     VERSION_RE,
@@ -41,6 +39,8 @@ from imagefactory.catalog.repo import Catalog, Transaction, vo_role
 from imagefactory.catalog.versions import version_key
 from imagefactory.digest import CHUNK, ProgressFn
 from imagefactory.errors import CatalogError
+from imagefactory.fsutil import fsync_dir, is_disk_full
+from imagefactory.model.imagedir import LABELS_NAME, ImageDir, load_image_dir
 
 if TYPE_CHECKING:
     from imagefactory.oci.registry import Pushed

@@ -53,9 +53,9 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
 from imagefactory.attest.keys import generate_key, load_public_key, load_signer
-from imagefactory.catalog.atomic import is_disk_full, write_atomic
 from imagefactory.catalog.descriptor import VO_RE
 from imagefactory.errors import CatalogError
+from imagefactory.fsutil import atomic_write, is_disk_full
 
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 REVOKED_TARGET = "revoked.json"
@@ -166,7 +166,7 @@ class Catalog:
         for role in TOP_ROLES:
             if not (self.keys_dir / f"{role}.pem").exists():
                 generate_key(self.keys_dir / f"{role}.pem")
-        write_atomic(
+        atomic_write(
             self.keys_dir / "config.json", json.dumps({"expiry_days": days}).encode(), 0o600
         )
         for sub in (self.metadata_dir, self.targets_dir, self.images_dir):
@@ -321,9 +321,10 @@ class Catalog:
         self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
 
     def write(self, path: Path, data: bytes, mode: int = 0o644) -> None:
-        """:func:`write_atomic` with the temp file in ``.tmp/``."""
+        """:func:`atomic_write` with the temp file in ``.tmp/``."""
         self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
-        write_atomic(path, data, mode, tmp_dir=self.tmp_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data, mode, tmp_dir=self.tmp_dir)
 
 
 def _unversioned(signed: Any) -> Metadata[Any]:

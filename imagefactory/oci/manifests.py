@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagefactory.labels.exports import oci_annotations
+from imagefactory.model.labels import Labels
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -80,7 +81,7 @@ def disk_layer_annotations(labels: dict[str, Any], file_name: str) -> dict[str, 
 
 def disk_manifest(labels: dict[str, Any], config: Blob, disk: Blob) -> bytes:
     """The disk's image manifest (labels as config, the disk as its one layer)."""
-    annotations = oci_annotations(labels)
+    annotations = oci_annotations(Labels.from_dict(labels))
     return canonical(
         {
             "schemaVersion": 2,

@@ -23,8 +23,8 @@ from typing import Any
 
 import requests
 
-from imagefactory.attest.layout import ImageDir
 from imagefactory.errors import TransportError
+from imagefactory.model.imagedir import ImageDir
 from imagefactory.oci.manifests import (
     CONFIG_TYPE,
     DISK_TYPES,

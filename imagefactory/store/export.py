@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from imagefactory.attest.layout import LayoutError, load_image_dir
+from imagefactory.errors import LabelError
 from imagefactory.labels.exports import image_list_entry
+from imagefactory.model.imagedir import LayoutError, load_image_dir
+from imagefactory.model.labels import Labels
 from imagefactory.store.layout import Store
 
 
@@ -46,9 +48,10 @@ def image_list(store: Store, title: str = "imagefactory store") -> dict[str, Any
     for key, path in sorted(store.installed().items()):
         try:
             image = load_image_dir(path)
-        except LayoutError:
-            continue
-        images.append(image_list_entry(image.labels, uri=image.disk.as_uri()))
+            labels = Labels.from_dict(image.labels)
+        except (LayoutError, LabelError):
+            continue  # verified on the way in; unreadable now means someone changed it
+        images.append(image_list_entry(labels, uri=image.disk.as_uri()))
         del key
     return {
         "hv:imagelist": {

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagefactory.attest.layout import LABELS_NAME
-from imagefactory.catalog.atomic import fsync_dir, write_atomic
 from imagefactory.catalog.descriptor import NAME_RE, VERSION_RE, VO_RE
 from imagefactory.errors import StoreError
+from imagefactory.fsutil import atomic_write, fsync_dir
+from imagefactory.model.imagedir import LABELS_NAME
 
 STATE_DIR = ".pull"
 _FORMAT = 1
@@ -97,7 +97,7 @@ class Store:
         return StoreState(dict(doc.get("images", {})), dict(doc.get("minimum", {})))
 
     def save_state(self, state: StoreState) -> None:
-        write_atomic(self.state_dir / "state.json", state.to_bytes(), 0o600)
+        atomic_write(self.state_dir / "state.json", state.to_bytes(), 0o600)
 
     def image_dir(self, key: str) -> Path:
         vo, name, version = key.split("/")

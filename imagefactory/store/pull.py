@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 from imagefactory.catalog.descriptor import FileEntry
 from imagefactory.catalog.versions import version_key
 from imagefactory.errors import ImageFactoryError, InputError, StoreError, UsageError
-from imagefactory.policy.model import TrustPolicy
 from imagefactory.store.layout import Store, StoreState, rmtree_readonly
 from imagefactory.store.transport import ByteSource, Source, download
 from imagefactory.store.updater import CatalogClient, Offer
+from imagefactory.trust.model import TrustPolicy
 from imagefactory.verify.cache import VerifiedCache, image_key, verify_cached
 from imagefactory.verify.pipeline import VerifyOptions, verify_image
 

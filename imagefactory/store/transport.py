@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from imagefactory.catalog.atomic import is_disk_full
 from imagefactory.digest import ProgressFn
 from imagefactory.errors import StoreError, TransportError
+from imagefactory.fsutil import is_disk_full
 
 #: Bytes per read; large enough that the hashing thread hand-off is noise.
 CHUNK = 1024 * 1024

@@ -18,8 +18,8 @@ from typing import Any
 from imagefactory.catalog.publish import publish
 from imagefactory.catalog.repo import Catalog
 from imagefactory.errors import ImageFactoryError
-from imagefactory.policy import load_policy
 from imagefactory.store.pull import pull
+from imagefactory.trust import load_policy
 
 
 def main(argv: list[str]) -> int:

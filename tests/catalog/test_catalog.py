@@ -14,7 +14,7 @@ from imagefactory.catalog.ops import delegate, list_images, refresh, revoke
 from imagefactory.catalog.repo import Catalog
 from imagefactory.errors import CatalogError
 from tests.catalog.world import World, make_world
-from tests.sign.imagedirs import make_image
+from tests.fakes.imagedirs import make_image
 
 
 @pytest.fixture

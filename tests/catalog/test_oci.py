@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from imagefactory.attest.layout import load_image_dir
 from imagefactory.catalog.publish import publish_with_registry
+from imagefactory.model.imagedir import load_image_dir
 from imagefactory.oci.manifests import ARTIFACT_TYPE, CONFIG_TYPE, INDEX, MANIFEST, fallback_tag
 from imagefactory.oci.registry import Registry, push_image
 from tests.catalog.world import World, make_world

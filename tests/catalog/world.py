@@ -15,9 +15,9 @@ from typing import Any
 from imagefactory.attest.keys import load_signer
 from imagefactory.catalog.publish import Published, publish
 from imagefactory.catalog.repo import Catalog
-from imagefactory.policy import load_policy
 from imagefactory.store.pull import PullOptions, PullResult, pull
-from tests.sign.imagedirs import key_sign, key_signer, make_image, new_key, vo_rules, write_policy
+from imagefactory.trust import load_policy
+from tests.fakes.imagedirs import key_sign, key_signer, make_image, new_key, vo_rules, write_policy
 
 
 def _time(value: datetime) -> str:
@@ -37,6 +37,10 @@ def fresh(name: str, version: str, vo: str, days: int = 29) -> Any:
         )
         labels["vo"] = [vo]
         labels["recipe"].update(name=name, version=version)
+        # What the shared fake lacks for the label schema (OCI annotations validate it).
+        labels["audit"].setdefault("profile_digest", "sha256:" + "0" * 64)
+        labels["audit"].setdefault("warnings", [])
+        labels["builder"].setdefault("libguestfs", "1.48.6")
 
     return edit
 

@@ -12,10 +12,10 @@ from imagefactory.catalog.ops import revoke
 from imagefactory.errors import UsageError
 from imagefactory.gate.check import GateConfig, check_disks
 from imagefactory.gate.disks import DiskRequest
-from imagefactory.policy import load_policy
 from imagefactory.store.export import image_list, store_list
 from imagefactory.store.layout import Store
 from imagefactory.store.pull import parse_select
+from imagefactory.trust import load_policy
 from tests.catalog.world import World, make_world
 
 KEY = "atlas/atlas-wn/1.0"
@@ -74,7 +74,7 @@ def test_a_vo_the_policy_does_not_know_is_not_downloaded(world: World) -> None:
     world.publish(world.image())
     image = world.image("lhcb-wn", vo="lhcb")
     world.vo_keys.pop("lhcb")
-    from tests.sign.imagedirs import key_signer, vo_rules, write_policy
+    from tests.fakes.imagedirs import key_signer, vo_rules, write_policy
 
     write_policy(world.policy_path, {"atlas": vo_rules(key_signer("a", world.vo_keys["atlas"]))})
     world.publish(image)
