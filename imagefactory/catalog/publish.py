@@ -139,6 +139,10 @@ def publish(
                 )
         final = catalog.directory / prefix
         existing = _published(tx, vo, path)
+        if existing is not None and _same_content(existing, image):
+            # The same labels (which sign the disk's digest) and SBOM: nothing to do, and
+            # no disk copied. A new signature of the same statement does not change it.
+            return Published(existing, tx.role_for(vo)[0], changed=False)
         _mkdirs(final.parent)
         staging = Path(tempfile.mkdtemp(prefix=f"staging-{name}-", dir=_mkdirs(catalog.tmp_dir)))
         try:
@@ -181,9 +185,6 @@ def publish(
                 extra={"oci_referrers": oci_referrers} if oci_referrers else {},
             )
             if existing is not None:
-                if [f.to_dict() for f in existing.files] == [f.to_dict() for f in entries]:
-                    tx.dirty.clear()
-                    return Published(existing, role, changed=False)
                 raise CatalogError(
                     f"{name} {version} ({vo}) is already published with other content;"
                     " a published version is immutable",
@@ -231,6 +232,16 @@ def _stage(
             )
         )
     return entries
+
+
+def _same_content(existing: Descriptor, image: ImageDir) -> bool:
+    """Whether ``image`` has the labels and SBOM the published ``existing`` has."""
+    want = {f.kind: f.hashes["sha256"] for f in existing.files if f.kind in ("labels", "sbom")}
+    have = {
+        "labels": hashlib.sha256(image.labels_path.read_bytes()).hexdigest(),
+        "sbom": hashlib.sha256(image.sbom.read_bytes()).hexdigest(),
+    }
+    return want == have
 
 
 def _mkdirs(path: Path) -> Path:

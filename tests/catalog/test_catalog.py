@@ -14,7 +14,7 @@ from imagefactory.catalog.ops import delegate, list_images, refresh, revoke
 from imagefactory.catalog.repo import Catalog
 from imagefactory.errors import CatalogError
 from tests.catalog.world import World, make_world
-from tests.fakes.imagedirs import make_image
+from tests.fakes.imagedirs import key_sign, make_image
 
 
 @pytest.fixture
@@ -65,6 +65,15 @@ def test_publish_same_image_again_changes_nothing(world: World) -> None:
     image = world.image()
     world.publish(image)
     version = world.catalog.load().timestamp.signed.version
+    assert not world.publish(image).changed
+    assert world.catalog.load().timestamp.signed.version == version
+
+
+def test_publish_of_the_same_image_signed_again_changes_nothing(world: World) -> None:
+    image = world.image()
+    world.publish(image)
+    version = world.catalog.load().timestamp.signed.version
+    key_sign(image, world.vo_keys["atlas"])  # a second, different DSSE signature
     assert not world.publish(image).changed
     assert world.catalog.load().timestamp.signed.version == version
 
