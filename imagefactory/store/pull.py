@@ -3,10 +3,12 @@
 In order, under the store's lock:
 
 1. ``refresh``  -- TUF refresh against the pinned root; the offered images
-   (each descriptor verified by TUF) and the signed revocation list;
+   (each a target verified by TUF, with its selection labels) and the signed
+   revocation list;
 2. ``select``   -- drop what is revoked, expired, for a VO the policy does not
    know, not matching ``--select``, or below the site's minimum version for
-   that image; keep the newest version per image;
+   that image; keep the newest version per image. Only the chosen images'
+   descriptors are then downloaded (each checked by TUF against its target);
 3. ``fetch``    -- for each image not yet in the store: every file, resumable,
    capped at its signed length and hashed while it streams, into the store's
    private state; an image already in the store from the same descriptor
@@ -132,11 +134,6 @@ def _parse_time(value: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _key(offer: Offer) -> str:
-    d = offer.descriptor
-    return f"{d.vo}/{d.name}/{d.version}"
-
-
 def _descriptor_digest(offer: Offer) -> str:
     return str(offer.info.hashes["sha256"])
 
@@ -183,9 +180,10 @@ class _Pull:
         self.now = options.now or datetime.now(UTC)
         self.cache = VerifiedCache(store.state_dir / "verify-cache")
         self.registries: dict[str, Registry] = {}
+        self.client: CatalogClient | None = None
 
     def run(self) -> PullResult:
-        client = CatalogClient(self.source, self.root, self.store.state_dir)
+        client = self.client = CatalogClient(self.source, self.root, self.store.state_dir)
         vos = set(self.policy.vos)
         if "vo" in self.options.select:
             vos &= self.options.select["vo"]
@@ -203,7 +201,7 @@ class _Pull:
         self.state.images = {k: v for k, v in self.state.images.items() if k in installed}
         keep: set[str] = set()
         for name_key, offer in sorted(wanted.items()):
-            key = _key(offer)
+            key = offer.key
             have = self._have(key, offer, installed)
             if have == "denied":
                 continue
@@ -212,7 +210,7 @@ class _Pull:
                 continue
             if self._fetch_and_install(key, offer):
                 keep.add(key)
-                self._raise_minimum(name_key, offer.descriptor.version)
+                self._raise_minimum(name_key, offer.version)
             else:
                 # Keep what the store held for this image until a newer one is in.
                 keep.update(
@@ -225,47 +223,50 @@ class _Pull:
         self._prune(installed, keep, revoked, refresh.offers)
         self.store.save_state(self.state)
         self._clean_partials(wanted)
+        self.result.metadata_bytes = client.fetcher.fetched_bytes
         return self.result
 
     def _still_offered(self, key: str, offers: list[Offer]) -> bool:
         for offer in offers:
-            if _key(offer) == key:
-                expires = _parse_time(offer.descriptor.expires)
-                return expires is None or expires > self.now
+            if offer.key == key:
+                expires = _parse_time(offer.expires)
+                return expires is not None and expires > self.now
         return False
 
     def _select(self, offers: list[Offer], revoked: dict[str, str]) -> dict[str, Offer]:
         best: dict[str, Offer] = {}
         for offer in offers:
-            key = _key(offer)
-            d = offer.descriptor
-            name_key = f"{d.vo}/{d.name}"
+            key = offer.key
+            name_key = f"{offer.vo}/{offer.name}"
             if key in revoked:
                 self.result.add(key, "skipped", "revoked", f"revoked: {revoked[key]}")
                 continue
             if not _matches(offer.custom, self.options.select):
                 continue
-            if d.vo not in self.policy.vos:
+            if offer.vo not in self.policy.vos:
                 self.result.add(
-                    key, "skipped", "not-in-policy", f"the site policy has no rules for VO {d.vo}"
+                    key,
+                    "skipped",
+                    "not-in-policy",
+                    f"the site policy has no rules for VO {offer.vo}",
                 )
                 continue
-            expires = _parse_time(d.expires)
+            expires = _parse_time(offer.expires)
             if expires is None or expires <= self.now:
-                self.result.add(key, "skipped", "expired", f"expired at {d.expires}")
+                self.result.add(key, "skipped", "expired", f"expired at {offer.expires}")
                 continue
             minimum = self.state.minimum.get(name_key)
-            if minimum is not None and version_key(d.version) < version_key(minimum):
+            if minimum is not None and version_key(offer.version) < version_key(minimum):
                 self.result.add(
                     key,
                     "refused",
                     "below-minimum-version",
-                    f"version {d.version} is below this site's minimum {minimum}"
+                    f"version {offer.version} is below this site's minimum {minimum}"
                     " for the image (versions never go back)",
                 )
                 continue
             current = best.get(name_key)
-            if current is None or version_key(d.version) > version_key(current.descriptor.version):
+            if current is None or version_key(offer.version) > version_key(current.version):
                 best[name_key] = offer
         return best
 
@@ -291,9 +292,11 @@ class _Pull:
         return "have"
 
     def _fetch_and_install(self, key: str, offer: Offer) -> bool:
-        descriptor = offer.descriptor
         parts: list[tuple[str, Path]] = []
         try:
+            if self.client is None:
+                raise RuntimeError("fetch before refresh")
+            descriptor = self.client.descriptor(offer)
             for entry in descriptor.files:
                 part = self.store.partial_dir / f"{entry.hashes['sha256']}.part"
                 progress = _progress_for(self.options.on_progress, f"{key} {entry.name}")
@@ -367,7 +370,7 @@ class _Pull:
         revoked: dict[str, str],
         offers: list[Offer],
     ) -> None:
-        offered = {_key(o) for o in offers}
+        offered = {o.key for o in offers}
         for key in sorted(installed):
             if key in keep:
                 continue
@@ -387,7 +390,12 @@ class _Pull:
             self.result.add(key, "removed", code, why)
 
     def _clean_partials(self, wanted: dict[str, Offer]) -> None:
-        needed = {f"{e.hashes['sha256']}.part" for o in wanted.values() for e in o.descriptor.files}
+        needed = {
+            f"{e.hashes['sha256']}.part"
+            for o in wanted.values()
+            if o.descriptor is not None
+            for e in o.descriptor.files
+        }
         for part in self.store.partial_dir.iterdir():
             if part.name not in needed:
                 part.unlink(missing_ok=True)

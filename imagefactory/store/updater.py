@@ -34,7 +34,13 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
-from imagefactory.catalog.descriptor import Descriptor, parse_descriptor
+from imagefactory.catalog.descriptor import (
+    NAME_RE,
+    VERSION_RE,
+    VO_RE,
+    Descriptor,
+    parse_descriptor,
+)
 from imagefactory.catalog.repo import REVOKED_TARGET
 from imagefactory.errors import CatalogError, CatalogRefusedError, TransportError
 from imagefactory.store.transport import Source
@@ -122,16 +128,33 @@ def _refused(exc: Exception, what: str) -> CatalogError:
 
 @dataclass
 class Offer:
-    """An image the catalog offers: its verified target and parsed descriptor."""
+    """An image the catalog offers: its verified target; the descriptor once fetched.
+
+    ``vo``, ``name`` and ``version`` come from the target path, ``custom``
+    from the signed target, so a site selects before it downloads any
+    descriptor; :meth:`CatalogClient.descriptor` fetches one.
+    """
 
     role: str
     info: TargetFile
-    descriptor: Descriptor
+    vo: str
+    name: str
+    version: str
+    descriptor: Descriptor | None = None
 
     @property
     def custom(self) -> dict[str, Any]:
         value = self.info.custom
         return dict(value) if isinstance(value, dict) else {}
+
+    @property
+    def key(self) -> str:
+        """``vo/name/version``: where it goes in the store."""
+        return f"{self.vo}/{self.name}/{self.version}"
+
+    @property
+    def expires(self) -> str:
+        return str(self.custom.get("expires", ""))
 
 
 @dataclass
@@ -307,14 +330,34 @@ class CatalogClient:
                 )
             )
             return
-        try:
-            local = self.updater.find_cached_target(info) or self.updater.download_target(info)
-            descriptor = parse_descriptor(Path(local).read_bytes(), path)
-        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
-            error = _refused(exc, f"catalog target {path}")
-            result.refused.append((path, error.code, error.message))
+        parts = path.removesuffix(".json").split("/")
+        custom = info.custom if isinstance(info.custom, dict) else {}
+        if (
+            len(parts) != 3
+            or not path.endswith(".json")
+            or not (VO_RE.fullmatch(parts[0]) and NAME_RE.fullmatch(parts[1]))
+            or not VERSION_RE.fullmatch(parts[2])
+            or [custom.get("vo"), custom.get("name"), custom.get("version")] != parts
+        ):
+            result.refused.append(
+                (
+                    path,
+                    "descriptor-name-mismatch",
+                    f"{path}: its signed labels name {custom.get('vo')}/{custom.get('name')}"
+                    f" {custom.get('version')}: an image served under another image's name",
+                )
+            )
             return
-        except CatalogError as exc:
-            result.refused.append((path, exc.code, exc.message))
-            return
-        result.offers.append(Offer(role, info, descriptor))
+        result.offers.append(Offer(role, info, parts[0], parts[1], parts[2]))
+
+    def descriptor(self, offer: Offer) -> Descriptor:
+        """Fetch (or reuse) and check ``offer``'s descriptor; raises :class:`CatalogError`."""
+        if offer.descriptor is None:
+            path = offer.info.path
+            try:
+                local = self.updater.find_cached_target(offer.info)
+                local = local or self.updater.download_target(offer.info)
+            except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
+                raise _refused(exc, f"catalog target {path}") from exc
+            offer.descriptor = parse_descriptor(Path(local).read_bytes(), path)
+        return offer.descriptor
