@@ -130,6 +130,18 @@ def test_a_revoked_image_leaves_the_store_on_the_next_pull(world: World) -> None
     assert "compromised key" in removed[0].message
 
 
+def test_the_gate_refuses_a_revoked_image_after_the_next_pull(world: World) -> None:
+    world.publish(world.image())
+    world.pull()
+    disk = next((world.store / KEY).glob("*.raw"))
+    config = GateConfig(load_policy(world.policy_path), world.store)
+    assert check_disks([DiskRequest(str(disk), "raw", "vda")], config).allowed
+    revoke(world.catalog, "atlas-wn", "1.0", "compromised")
+    world.pull()
+    result = check_disks([DiskRequest(str(disk), "raw", "vda")], config)
+    assert not result.allowed
+
+
 def test_a_revoked_image_still_listed_by_a_vo_role_is_not_installed(world: World) -> None:
     from imagefactory.attest.keys import load_public_key
     from imagefactory.catalog.ops import delegate
