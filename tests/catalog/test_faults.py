@@ -38,7 +38,7 @@ def _start(*args: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "tests.catalog.faultrunner", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     assert proc.stdout is not None
@@ -47,9 +47,14 @@ def _start(*args: str) -> subprocess.Popen[str]:
 
 
 def _finish(proc: subprocess.Popen[str]) -> dict[str, object]:
-    out, err = proc.communicate(timeout=120)
+    # Read through the same buffered stream as readline() did: communicate() would
+    # read the pipe underneath it and miss what that buffer already holds.
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(timeout=120)
+    proc.stdout.close()
     lines = out.strip().splitlines()
-    assert lines, err
+    assert lines, (proc.returncode, proc.args)
     outcome: dict[str, object] = json.loads(lines[-1])
     return outcome
 
@@ -57,7 +62,9 @@ def _finish(proc: subprocess.Popen[str]) -> dict[str, object]:
 def _kill_at_random(proc: subprocess.Popen[str], rng: random.Random, upto: float) -> None:
     time.sleep(rng.uniform(0, upto))
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _catalog_verifies(world: World) -> list[str]:
