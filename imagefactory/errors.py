@@ -240,3 +240,37 @@ class CommandError(ImageFactoryError):
             tail = "\n".join(self.output.rstrip().splitlines()[-40:])
             text += "\n  last output:\n" + "\n".join("    " + line for line in tail.splitlines())
         return text
+
+
+class CatalogError(ImageFactoryError):
+    """The image catalog cannot be created, read, changed or trusted.
+
+    ``code`` names the failure for scripts and tests (``catalog-rollback``,
+    ``catalog-expired``, ``catalog-mix-and-match``, ...).
+    """
+
+    def __init__(self, message: str, *, code: str = "catalog", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class CatalogRefusedError(CatalogError):
+    """The catalog's signed metadata failed a TUF check: nothing from it is used."""
+
+    exit_code = EXIT_VERDICT
+
+
+class TransportError(ImageFactoryError):
+    """A download failed or served something other than what the catalog signed.
+
+    ``code``: ``transport-timeout``, ``transport-redirect``, ``transport-too-long``,
+    ``transport-truncated``, ``transport-digest-mismatch``, ``transport-not-found``, ...
+    """
+
+    def __init__(self, message: str, *, code: str = "transport", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class StoreError(ImageFactoryError):
+    """The site's image store cannot be used or changed (layout, ownership, disk full)."""

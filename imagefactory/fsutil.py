@@ -31,15 +31,26 @@ def parse_size(text: str) -> int:
     return int(text[:-1]) * _UNITS[text[-1]]
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, *, durable: bool = True) -> Path:
+def atomic_write(
+    path: Path,
+    data: bytes | str,
+    mode: int = 0o644,
+    *,
+    durable: bool = True,
+    tmp_dir: Path | None = None,
+) -> Path:
     """Replace ``path`` with ``data`` atomically; the file gets ``mode``.
 
     With ``durable`` the data and the rename are flushed to disk before this
     returns, so a crash right after leaves the new file, not an empty one.
+    ``tmp_dir`` (on the same file system) holds the temporary file instead of
+    ``path``'s directory: a writer that keeps every temporary file in one
+    place (the catalog) cleans up after a crash by emptying that place.
     """
     payload = data.encode() if isinstance(data, str) else data
     directory = path.parent
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    where = tmp_dir if tmp_dir is not None else directory
+    fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(payload)
@@ -54,6 +65,11 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, *, durable: b
     if durable:
         fsync_dir(directory)
     return path
+
+
+def is_disk_full(exc: OSError) -> bool:
+    """Whether ``exc`` means the file system (or the file size limit) is exhausted."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -1,5 +1,8 @@
-"""Publish: the signed TUF catalog of image descriptors and the OCI registry transport.
+"""Publish: the signed image catalog, a TUF repository of image descriptors.
 
-Not built yet (see the publish/pull issue). Above ``attest``, ``verify`` and
+``descriptor`` (what a catalog says about one image), ``repo`` (the TUF
+repository and its transactions), ``publish``, ``ops`` (list, revoke,
+refresh, delegate), ``versions`` (how versions order). The OCI registry
+transport is ``imagefactory.oci``. Above ``attest``, ``verify`` and
 ``model``; below ``cli``.
 """

@@ -34,7 +34,20 @@ from collections.abc import Sequence
 from types import FrameType
 
 from imagefactory import __version__
-from imagefactory.cli import boot, build, gate, host, image, lint, recipe, sign, trust, verify
+from imagefactory.cli import (
+    boot,
+    build,
+    catalog,
+    gate,
+    host,
+    image,
+    lint,
+    recipe,
+    sign,
+    store,
+    trust,
+    verify,
+)
 from imagefactory.cli.common import Parser, user_path
 from imagefactory.errors import EXIT_ERROR, EXIT_INTERRUPTED, ImageFactoryError
 from imagefactory.settings import load_settings
@@ -44,7 +57,20 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("imagefactory")
 
 #: The command groups, in the order ``--help`` lists them.
-COMMAND_GROUPS = (build, recipe, lint, boot, image, host, sign, verify, trust, gate)
+COMMAND_GROUPS = (
+    build,
+    recipe,
+    lint,
+    boot,
+    image,
+    host,
+    sign,
+    verify,
+    trust,
+    gate,
+    catalog,
+    store,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

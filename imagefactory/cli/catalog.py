@@ -1,0 +1,241 @@
+"""``catalog init/list/revoke/refresh/delegate`` and ``publish``: the signed image catalog."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from imagefactory.cli.common import MiB, Parser, emit_json, user_path
+from imagefactory.errors import EXIT_OK, UsageError
+from imagefactory.progress import Progress
+from imagefactory.settings import Settings
+
+
+def _catalog(args: argparse.Namespace) -> Any:
+    from imagefactory.catalog.repo import Catalog
+
+    return Catalog(args.catalog, args.keys)
+
+
+def _expiries(text: str | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        role, sep, days = item.partition("=")
+        try:
+            out[role.strip()] = float(days.removesuffix("d"))
+        except ValueError:
+            sep = ""
+        if not sep or out.get(role.strip(), 0) <= 0:
+            raise UsageError(f"--expires: {item!r} is not ROLE=DAYS (e.g. timestamp=1,snapshot=7)")
+    return out
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    catalog = _catalog(args)
+    root = catalog.init(_expiries(args.expires))
+    if args.json:
+        emit_json(
+            {"catalog": str(catalog.directory), "keys": str(catalog.keys_dir), "root": str(root)}
+        )
+    else:
+        sys.stdout.write(f"{catalog.directory}: new catalog; keys in {catalog.keys_dir}\n")
+        sys.stdout.write(f"{root}: the root metadata sites pin (pull --root)\n")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.catalog.ops import list_images
+
+    listing = list_images(_catalog(args))
+    if args.json:
+        emit_json(listing)
+        return EXIT_OK
+    out = sys.stdout
+    out.write(
+        f"catalog version {listing['version']}, timestamp expires"
+        f" {listing['expires']['timestamp']}\n"
+    )
+    for image in listing["images"]:
+        out.write(
+            f"  {image.get('vo')}/{image.get('name')} {image.get('version')}"
+            f"  {image.get('distro')} {image.get('release')} {image.get('arch')}"
+            f" {image.get('format')}  expires {image.get('expires')}  [{image['role']}]\n"
+        )
+    for item in listing["revoked"]:
+        out.write(
+            f"  revoked: {item.get('vo')}/{item.get('name')} {item.get('version')}:"
+            f" {item.get('reason')} ({item.get('revoked')})\n"
+        )
+    if not listing["images"] and not listing["revoked"]:
+        out.write("  (no images)\n")
+    return EXIT_OK
+
+
+def _signers(keys: list[str] | None) -> list[Any]:
+    from imagefactory.attest.keys import load_signer
+
+    return [load_signer(k) for k in keys or []]
+
+
+def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.catalog.ops import revoke
+
+    done = revoke(_catalog(args), args.name, args.version, args.reason, _signers(args.key))
+    if args.json:
+        emit_json(done)
+    else:
+        for item in done["revoked"]:
+            sys.stdout.write(
+                f"{item['vo']}/{item['name']} {item['version']}: revoked ({item['reason']})\n"
+            )
+    return EXIT_OK
+
+
+def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.catalog.ops import refresh
+
+    done = refresh(_catalog(args))
+    if args.json:
+        emit_json(done)
+    else:
+        sys.stdout.write(
+            f"catalog version {done['version']}: timestamp valid until"
+            f" {done['timestamp_expires']}, snapshot until"
+            f" {done['snapshot_expires']}\n"
+        )
+    return EXIT_OK
+
+
+def cmd_delegate(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.attest.keys import load_public_key
+    from imagefactory.catalog.ops import delegate
+
+    keys = [load_public_key(p) for p in args.key]
+    done = delegate(_catalog(args), args.vo, keys, args.threshold)
+    if args.json:
+        emit_json(done)
+    else:
+        sys.stdout.write(
+            f"VO {done['vo']}: role {done['role']}, {done['threshold']} of"
+            f" {len(done['keyids'])} keys ({', '.join(done['keyids'])})\n"
+        )
+    return EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.catalog.publish import publish, publish_with_registry
+
+    catalog = _catalog(args)
+    progress = Progress(total=1, quiet=args.quiet)
+    pushed = None
+    with progress.step("publish", str(args.image)):
+
+        def show(done: int, total: int) -> None:
+            progress.status(f"copy and hash {done // MiB}/{total // MiB} MiB")
+
+        signers = _signers(args.key)
+        if args.registry:
+            published, pushed = publish_with_registry(
+                catalog,
+                args.image,
+                args.registry,
+                vo=args.vo,
+                signers=signers,
+                on_progress=show,
+            )
+        else:
+            published = publish(catalog, args.image, vo=args.vo, signers=signers, on_progress=show)
+    d = published.descriptor
+    if args.json:
+        out: dict[str, Any] = {
+            "target": d.target_path,
+            "role": published.role,
+            "changed": published.changed,
+            "descriptor": d.to_dict(),
+        }
+        if pushed is not None:
+            out["oci"] = {
+                "manifest": pushed.manifest,
+                "referrers": pushed.referrers,
+                "referrers_via": pushed.referrers_via,
+            }
+        emit_json(out)
+    else:
+        what = "published" if published.changed else "already published, unchanged"
+        sys.stdout.write(f"{d.vo}/{d.name} {d.version}: {what} (role {published.role})\n")
+        if pushed is not None:
+            sys.stdout.write(
+                f"  OCI: {pushed.repository}@{pushed.manifest}"
+                f" ({len(pushed.referrers)} referrers, {pushed.referrers_via})\n"
+            )
+    return EXIT_OK
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    keys_help = "the catalog's keys directory (default: DIR-keys beside the catalog)"
+    catalog = sub.add_parser("catalog", help="the signed image catalog (a TUF repository)")
+    csub = catalog.add_subparsers(dest="catalog_command", required=True, parser_class=Parser)
+
+    p = csub.add_parser("init", parents=[common], help="create a catalog and its keys")
+    p.add_argument("catalog", type=user_path, metavar="DIR", help="the catalog directory")
+    p.add_argument("--keys", type=user_path, help=keys_help)
+    p.add_argument(
+        "--expires",
+        help="validity in days per role, e.g. timestamp=1,snapshot=7,targets=90,vo=90,root=365",
+    )
+    p.set_defaults(func=cmd_init)
+
+    def with_catalog(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--catalog", type=user_path, required=True, metavar="DIR", help="the catalog directory"
+        )
+        p.add_argument("--keys", type=user_path, help=keys_help)
+
+    p = csub.add_parser("list", parents=[common], help="the images and revocations")
+    with_catalog(p)
+    p.set_defaults(func=cmd_list)
+
+    p = csub.add_parser("revoke", parents=[common], help="revoke an image version, with a reason")
+    p.add_argument("name")
+    p.add_argument("version")
+    p.add_argument("--reason", required=True, help="why (shown to every site)")
+    p.add_argument("--key", action="append", help="the VO's key, to also withdraw the VO's entry")
+    with_catalog(p)
+    p.set_defaults(func=cmd_revoke)
+
+    p = csub.add_parser(
+        "refresh",
+        parents=[common],
+        help="re-sign snapshot and timestamp before they expire (from a timer)",
+    )
+    with_catalog(p)
+    p.set_defaults(func=cmd_refresh)
+
+    p = csub.add_parser("delegate", parents=[common], help="give a VO its own signing role")
+    p.add_argument("vo")
+    p.add_argument(
+        "--key",
+        type=user_path,
+        action="append",
+        required=True,
+        help="a public key (PEM) of the VO; repeat for several",
+    )
+    p.add_argument("--threshold", type=int, default=1, help="signatures needed (default 1)")
+    with_catalog(p)
+    p.set_defaults(func=cmd_delegate)
+
+    p = sub.add_parser("publish", parents=[common], help="put a signed image into a catalog")
+    p.add_argument("image", type=user_path, help="the signed image directory")
+    with_catalog(p)
+    p.add_argument("--registry", help="also push to this OCI registry: HOST[:PORT]/PROJECT")
+    p.add_argument("--vo", help="the VO whose role publishes it (when the labels name several)")
+    p.add_argument(
+        "--key",
+        action="append",
+        help="the VO's signing key for its delegated role; repeat for a threshold",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_publish)

@@ -1,0 +1,264 @@
+"""An OCI registry through oras-py: push an image directory, fetch blobs by digest.
+
+oras-py does the transport and auth (token handshakes, chunked uploads); the
+manifests are built in :mod:`imagefactory.oci.manifests` and every digest is
+checked here: a pushed blob must exist with its digest and size, a pushed
+manifest must come back as the bytes we sent. Reading a blob goes through
+:func:`imagefactory.store.transport.download` like any other download (capped
+at the signed length, hashed while it streams), by the digest the catalog's
+descriptor names -- never by a tag.
+
+A registry reached at ``127.0.0.1`` or ``localhost`` is spoken to over plain
+HTTP (tests, a site-local mirror); any other over HTTPS unless ``insecure``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from imagefactory.errors import TransportError
+from imagefactory.model.imagedir import ImageDir
+from imagefactory.oci.manifests import (
+    CONFIG_TYPE,
+    DISK_TYPES,
+    EMPTY,
+    EMPTY_TYPE,
+    INDEX,
+    MANIFEST,
+    Blob,
+    digest_of,
+    disk_layer_annotations,
+    disk_manifest,
+    fallback_tag,
+    referrer_manifest,
+    referrer_type,
+    referrers_index,
+)
+
+#: Larger blobs go up in chunks (oras-py's POST, PATCH..., PUT) instead of one read.
+CHUNKED_ABOVE = 64 * 1024 * 1024
+CHUNK = 1024 * 1024
+
+
+def _local(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host
+    return name in ("127.0.0.1", "localhost", "[::1]")
+
+
+@dataclass
+class Pushed:
+    """What a push put where: every digest, to go into the catalog's descriptor."""
+
+    repository: str
+    manifest: str
+    #: file name -> ``repository@digest`` of its blob.
+    blobs: dict[str, str] = field(default_factory=dict)
+    #: referrer manifests (attestations, SBOM) -> their digests.
+    referrers: list[str] = field(default_factory=list)
+    #: ``native`` (the registry's referrers API) or ``fallback-tag``.
+    referrers_via: str = "fallback-tag"
+
+    def oci_refs(self) -> dict[str, str]:
+        return {**self.blobs, "manifest": f"{self.repository}@{self.manifest}"}
+
+
+class Registry:
+    """One repository of a registry: ``host[:port]/path/name``."""
+
+    def __init__(self, reference: str, *, insecure: bool | None = None, timeout: float = 30.0):
+        import oras.provider
+
+        host, _, path = reference.partition("/")
+        if not host or not path or "@" in path or ":" in path:
+            raise TransportError(
+                f"{reference!r}: an OCI repository is HOST[:PORT]/PATH (no tag or digest)",
+                code="oci-reference",
+            )
+        self.host = host
+        self.path = path
+        self.repository = reference
+        self.insecure = _local(host) if insecure is None else insecure
+        self.scheme = "http" if self.insecure else "https"
+        self.timeout = timeout
+        self.oras = oras.provider.Registry(hostname=host, insecure=self.insecure)
+        self.container = self.oras.get_container(reference)
+
+    # -- low level -----------------------------------------------------------------
+
+    def _url(self, kind: str, reference: str) -> str:
+        return f"{self.scheme}://{self.host}/v2/{self.path}/{kind}/{reference}"
+
+    def _request(self, method: str, url: str, **kw: Any) -> requests.Response:
+        headers = dict(kw.pop("headers", {}))
+        token = getattr(self.oras.auth, "token", None)
+        if token:
+            headers.update(self.oras.auth.get_auth_header())
+        try:
+            response: requests.Response = self.oras.session.request(
+                method, url, headers=headers, timeout=self.timeout, **kw
+            )
+            return response
+        except requests.Timeout as exc:
+            raise TransportError(
+                f"{url}: no answer within {self.timeout:g}s", code="transport-timeout"
+            ) from exc
+        except requests.RequestException as exc:
+            raise TransportError(f"{url}: {exc}", code="transport-unreachable") from exc
+
+    def push_blob(self, path: Path, blob: Blob) -> None:
+        """Upload ``path`` as ``blob`` (unless the registry has it), then check it is there."""
+        try:
+            response = self.oras.upload_blob(
+                str(path), self.container, blob.to_dict(), do_chunked=blob.size > CHUNKED_ABOVE
+            )
+        except (requests.RequestException, ValueError) as exc:
+            raise TransportError(f"{self.repository}: blob upload failed: {exc}") from exc
+        if response.status_code not in (200, 201, 202):
+            raise TransportError(
+                f"{self.repository}: blob {blob.digest} refused: HTTP {response.status_code}"
+            )
+        head = self._request("HEAD", self._url("blobs", blob.digest))
+        size = head.headers.get("Content-Length")
+        if head.status_code != 200 or (size is not None and int(size) != blob.size):
+            raise TransportError(
+                f"{self.repository}: blob {blob.digest} is not in the registry with its size"
+                f" {blob.size} after the upload",
+                code="transport-digest-mismatch",
+            )
+
+    def push_manifest(self, data: bytes, media_type: str, reference: str | None = None) -> str:
+        """PUT ``data`` as a manifest (by tag, or by its digest); returns its checked digest."""
+        digest = digest_of(data)
+        response = self._request(
+            "PUT",
+            self._url("manifests", reference or digest),
+            data=data,
+            headers={"Content-Type": media_type},
+        )
+        if response.status_code not in (200, 201):
+            raise TransportError(
+                f"{self.repository}: manifest refused: HTTP {response.status_code}"
+                f" {response.text[:300]}"
+            )
+        echoed = response.headers.get("Docker-Content-Digest")
+        if echoed is not None and echoed != digest:
+            raise TransportError(
+                f"{self.repository}: the registry stored the manifest as {echoed}, not {digest}",
+                code="transport-digest-mismatch",
+            )
+        back = self.get_manifest(digest, media_type)
+        if back != data:
+            raise TransportError(
+                f"{self.repository}: manifest {digest} reads back as other bytes",
+                code="transport-digest-mismatch",
+            )
+        return digest
+
+    def get_manifest(self, reference: str, media_type: str = MANIFEST) -> bytes:
+        response = self._request(
+            "GET", self._url("manifests", reference), headers={"Accept": media_type}
+        )
+        if response.status_code != 200:
+            raise TransportError(
+                f"{self.repository}: manifest {reference}: HTTP {response.status_code}",
+                code="transport-not-found" if response.status_code == 404 else "transport-http",
+            )
+        data = response.content
+        if reference.startswith("sha256:") and digest_of(data) != reference:
+            raise TransportError(
+                f"{self.repository}: manifest {reference} has another digest",
+                code="transport-digest-mismatch",
+            )
+        return data
+
+    def referrers_api(self, subject: str) -> bool:
+        """Whether the registry answers the OCI 1.1 referrers API (404: it does not)."""
+        response = self._request("GET", self._url("referrers", subject), headers={"Accept": INDEX})
+        return response.status_code == 200
+
+    # -- reading blobs (a download source) ---------------------------------------
+
+    def url(self, relpath: str) -> str:
+        return self._url("blobs", relpath.rpartition("@")[2])
+
+    def open(self, relpath: str, offset: int = 0) -> tuple[Iterator[bytes], int]:
+        """Chunks of the blob ``REPOSITORY@DIGEST`` from ``offset`` on (a Range request)."""
+        repository, _, digest = relpath.rpartition("@")
+        if repository != self.repository or not digest.startswith("sha256:"):
+            raise TransportError(
+                f"{relpath}: not a blob of {self.repository} by digest", code="transport-path"
+            )
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self._request("GET", self.url(relpath), headers=headers, stream=True)
+        if response.status_code not in (200, 206):
+            response.close()
+            raise TransportError(
+                f"{self.url(relpath)}: HTTP {response.status_code}",
+                code="transport-not-found" if response.status_code == 404 else "transport-http",
+            )
+        start = offset if response.status_code == 206 else 0
+
+        def chunks() -> Iterator[bytes]:
+            with response:
+                try:
+                    yield from response.iter_content(CHUNK)
+                except requests.RequestException as exc:
+                    code = "transport-timeout" if "timed out" in str(exc) else "transport-truncated"
+                    raise TransportError(f"{self.url(relpath)}: {exc}", code=code) from exc
+
+        return chunks(), start
+
+
+def push_image(image: ImageDir, registry: Registry) -> Pushed:
+    """Push the disk manifest, then each attestation and the SBOM as its referrer."""
+    labels = image.labels
+    fmt = image.declared_format
+    disk = Blob(
+        DISK_TYPES[fmt],
+        "sha256:" + str(labels["disk"]["sha256"]),
+        image.disk.stat().st_size,
+        disk_layer_annotations(labels, image.disk.name),
+    )
+    config = Blob(
+        CONFIG_TYPE, digest_of(image.labels_path.read_bytes()), image.labels_path.stat().st_size
+    )
+    registry.push_blob(image.disk, disk)
+    registry.push_blob(image.labels_path, config)
+    manifest = disk_manifest(labels, config, disk)
+    tag = f"{labels['image']['version']}-{fmt}"
+    manifest_digest = registry.push_manifest(manifest, MANIFEST, tag)
+    pushed = Pushed(registry.repository, manifest_digest)
+    pushed.blobs[image.disk.name] = f"{registry.repository}@{disk.digest}"
+    pushed.blobs[image.labels_path.name] = f"{registry.repository}@{config.digest}"
+    subject = Blob(MANIFEST, manifest_digest, len(manifest))
+    with tempfile.NamedTemporaryFile(prefix="oci-empty-", delete=False) as empty:
+        empty.write(EMPTY)
+    try:
+        registry.push_blob(Path(empty.name), Blob(EMPTY_TYPE, digest_of(EMPTY), len(EMPTY)))
+    finally:
+        os.unlink(empty.name)
+    listed: list[tuple[Blob, str]] = []
+    for path in [image.sbom, *image.attestations()]:
+        data = path.read_bytes()
+        kind = referrer_type(path.name)
+        layer = Blob(
+            kind, digest_of(data), len(data), {"org.opencontainers.image.title": path.name}
+        )
+        registry.push_blob(path, layer)
+        ref = referrer_manifest(kind, subject, layer)
+        ref_digest = registry.push_manifest(ref, MANIFEST)
+        pushed.blobs[path.name] = f"{registry.repository}@{layer.digest}"
+        pushed.referrers.append(ref_digest)
+        listed.append((Blob(MANIFEST, ref_digest, len(ref)), kind))
+    if registry.referrers_api(manifest_digest):
+        pushed.referrers_via = "native"
+    else:
+        registry.push_manifest(referrers_index(listed), INDEX, fallback_tag(manifest_digest))
+    return pushed

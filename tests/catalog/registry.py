@@ -1,0 +1,70 @@
+"""A real OCI registry for tests: Debian's docker-registry on 127.0.0.1, as a child process.
+
+It gets its own config (never the package default, which listens on every
+interface) and storage under the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_or_skip
+
+CONFIG = """\
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """``127.0.0.1:PORT`` of a fresh registry, stopped after the test."""
+    binary = shutil.which("docker-registry")
+    require_or_skip(binary is not None, "docker-registry is not installed (scripts/setup --test)")
+    assert binary is not None
+    port = _free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(CONFIG.format(root=tmp_path / "registry-data", port=port))
+    log = tmp_path / "registry.log"
+    with log.open("wb") as log_stream:
+        proc = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=log_stream, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = log.read_text(errors="replace")[-2000:]
+                    pytest.fail(f"docker-registry did not start: {err}")
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

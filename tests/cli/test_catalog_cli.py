@@ -1,0 +1,234 @@
+"""The catalog and store commands: each one, --json, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imagefactory.cli import main
+from imagefactory.errors import EXIT_ERROR, EXIT_OK, EXIT_VERDICT
+from tests.catalog.world import World
+from tests.fakes.imagedirs import make_image
+from tests.store.httpserver import Server
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+@pytest.fixture
+def world(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> World:
+    from imagefactory.catalog.repo import Catalog
+
+    code, out, _ = run(
+        capsys,
+        "--json",
+        "catalog",
+        "init",
+        str(tmp_path / "catalog"),
+        "--expires",
+        "timestamp=2,snapshot=7",
+    )
+    assert code == EXIT_OK
+    assert Path(json.loads(out)["root"]).is_file()
+    world = World(tmp_path, Catalog(tmp_path / "catalog"))
+    world.vo_key("atlas")
+    return world
+
+
+@pytest.fixture
+def server(world: World) -> Iterator[Server]:
+    server = Server(world.catalog.directory).start()
+    yield server
+    server.stop()
+
+
+def _pull(
+    capsys: pytest.CaptureFixture[str], world: World, where: str, *extra: str
+) -> tuple[int, str, str]:
+    return run(
+        capsys,
+        "--json",
+        "pull",
+        "--catalog",
+        where,
+        "--root",
+        str(world.catalog.metadata_dir / "root.json"),
+        "--policy",
+        str(world.policy_path),
+        "--store",
+        str(world.store),
+        "-q",
+        *extra,
+    )
+
+
+def test_publish_list_pull_over_http_and_store_commands(
+    world: World, server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = str(world.catalog.directory)
+    code, out, _ = run(capsys, "--json", "publish", str(world.image()), "--catalog", catalog, "-q")
+    assert code == EXIT_OK
+    assert json.loads(out)["target"] == "atlas/atlas-wn/1.0.json"
+    code, out, _ = run(capsys, "--json", "catalog", "list", "--catalog", catalog)
+    assert [i["name"] for i in json.loads(out)["images"]] == ["atlas-wn"]
+    code, out, _ = _pull(capsys, world, server.url, "--select", "vo=atlas")
+    assert code == EXIT_OK
+    assert json.loads(out)["events"][0]["action"] == "installed"
+    code, out, _ = run(capsys, "--json", "store", "list", "--store", str(world.store))
+    assert [e["image"] for e in json.loads(out)] == ["atlas/atlas-wn/1.0"]
+    code, out, _ = run(capsys, "store", "export", "--to", "image-list", "--store", str(world.store))
+    assert json.loads(out)["hv:imagelist"]["hv:images"][0]["hv:image"]["hv:version"] == "1.0"
+
+
+def test_revoke_refresh_and_delegate(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    catalog = str(world.catalog.directory)
+    run(capsys, "publish", str(world.image()), "--catalog", catalog, "-q")
+    code, out, _ = run(
+        capsys,
+        "catalog",
+        "revoke",
+        "atlas-wn",
+        "1.0",
+        "--reason",
+        "bad kernel",
+        "--catalog",
+        catalog,
+    )
+    assert code == EXIT_OK
+    assert "revoked (bad kernel)" in out
+    code, out, _ = run(capsys, "--json", "catalog", "refresh", "--catalog", catalog)
+    assert code == EXIT_OK
+    assert json.loads(out)["version"] >= 4
+    key = world.vo_key("cms")
+    code, out, _ = run(
+        capsys, "--json", "catalog", "delegate", "cms", "--key", f"{key}.pub", "--catalog", catalog
+    )
+    assert code == EXIT_OK
+    assert json.loads(out)["role"] == "vo.cms"
+    code, out, _ = run(
+        capsys,
+        "--json",
+        "publish",
+        str(world.image("cms-wn", vo="cms")),
+        "--catalog",
+        catalog,
+        "--key",
+        str(key),
+        "-q",
+    )
+    assert code == EXIT_OK
+    assert json.loads(out)["role"] == "vo.cms"
+
+
+def test_a_refused_image_makes_pull_exit_1(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(
+        capsys,
+        "publish",
+        str(world.image(signer_vo="cms")),
+        "--catalog",
+        str(world.catalog.directory),
+        "-q",
+    )
+    code, out, _ = _pull(capsys, world, str(world.catalog.directory))
+    assert code == EXIT_VERDICT
+    assert json.loads(out)["ok"] is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["publish", "{unsigned}", "--catalog", "{catalog}"], "no attestation"),
+        (["catalog", "list", "--catalog", "{tmp}/nothing"], "not a catalog"),
+        (["catalog", "init", "{catalog}"], "already a catalog"),
+        (["catalog", "init", "{tmp}/c2", "--expires", "timestamp=soon"], "ROLE=DAYS"),
+        (
+            ["catalog", "revoke", "x", "1", "--reason", "r", "--catalog", "{catalog}"],
+            "not in the catalog",
+        ),
+        (
+            [
+                "pull",
+                "--catalog",
+                "{tmp}/nothing",
+                "--root",
+                "{root}",
+                "--policy",
+                "{policy}",
+                "--store",
+                "{tmp}/s",
+            ],
+            "not found",
+        ),
+        (
+            [
+                "pull",
+                "--catalog",
+                "{catalog}",
+                "--root",
+                "{root}",
+                "--policy",
+                "{policy}",
+                "--store",
+                "{tmp}/s",
+                "--select",
+                "colour=red",
+            ],
+            "unknown key 'colour'",
+        ),
+        (
+            [
+                "pull",
+                "--catalog",
+                "ftp://x/y",
+                "--root",
+                "{root}",
+                "--policy",
+                "{policy}",
+                "--store",
+                "{tmp}/s",
+            ],
+            "unsupported catalog location",
+        ),
+        (
+            [
+                "pull",
+                "--catalog",
+                "{catalog}",
+                "--root",
+                "{policy}",
+                "--policy",
+                "{policy}",
+                "--store",
+                "{tmp}/s",
+            ],
+            "pinned root",
+        ),
+    ],
+)
+def test_bad_input_is_a_clear_error(
+    world: World,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    values = {
+        "catalog": str(world.catalog.directory),
+        "tmp": str(tmp_path),
+        "root": str(world.catalog.metadata_dir / "root.json"),
+        "policy": str(world.policy_path),
+        "unsigned": str(make_image(tmp_path / "u", "x")),
+    }
+    code, _, err = run(capsys, *[a.format(**values) for a in argv])
+    assert code in (EXIT_VERDICT, EXIT_ERROR)
+    assert ("\n" + err).count("\nerror: ") == 1
+    assert message in err
