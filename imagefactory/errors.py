@@ -198,6 +198,10 @@ class AuditError(StageError):
         super().__init__(message, hint=hint)
         self.findings = findings
 
+    def __str__(self) -> str:
+        # Logs and test reports show str(): let them carry the evidence too.
+        return self.render()
+
     def render(self) -> str:
         lines = [self.message, *("  " + f for f in self.findings)]
         if self.hint:

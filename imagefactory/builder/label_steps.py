@@ -111,7 +111,8 @@ def audit_disk(ctx: BuildContext) -> None:
     )
     if not report.passed:
         raise AuditError(
-            f"the audit of {name} failed {len(report.failed)} required check(s)",
+            f"the audit of {name} failed {len(report.failed)} required check(s): "
+            + ", ".join(r.id for r in report.failed),
             [r.render() for r in report.failed],
             hint=f"see {AUDIT_FILE} for the evidence of every check",
         )

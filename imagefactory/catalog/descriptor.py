@@ -36,6 +36,10 @@ _HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "sha512": re.compile(r"^[0-9a-f
 SELECT_KEYS = ("name", "version", "vo", "distro", "release", "arch", "format", "model")
 
 
+#: What a file of an image directory is, as a descriptor names it.
+FILE_KINDS = ("disk", "labels", "sbom", "audit", "attestation")
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One file of the image directory as the descriptor signs it."""
@@ -45,7 +49,7 @@ class FileEntry:
     hashes: dict[str, str]
     #: Where it lives, relative to the catalog's root (``images/<vo>/<name>/<version>/<file>``).
     path: str
-    #: The role of the file: ``disk``, ``labels``, ``sbom`` or ``attestation``.
+    #: The role of the file: one of :data:`FILE_KINDS`.
     kind: str
     #: ``registry/repository@sha256:...`` when the file is also in an OCI registry.
     oci: str | None = None
@@ -147,7 +151,7 @@ def _file(item: Any, prefix: str) -> FileEntry:
         raise CatalogError("descriptor: a files entry is not an object", code="descriptor")
     name = _str(item, "name", FILE_RE)
     kind = _str(item, "kind")
-    if kind not in ("disk", "labels", "sbom", "attestation"):
+    if kind not in FILE_KINDS:
         raise CatalogError(f"descriptor: {name}: unknown kind {kind!r}", code="descriptor")
     length = item.get("length")
     if not isinstance(length, int) or isinstance(length, bool) or length < 0:

@@ -40,12 +40,18 @@ from imagefactory.catalog.versions import version_key
 from imagefactory.digest import CHUNK, ProgressFn
 from imagefactory.errors import CatalogError
 from imagefactory.fsutil import fsync_dir, is_disk_full
-from imagefactory.model.imagedir import LABELS_NAME, ImageDir, load_image_dir
+from imagefactory.model.imagedir import (
+    AUDIT_NAME,
+    LABELS_NAME,
+    SBOM_NAME,
+    ImageDir,
+    load_image_dir,
+)
 
 if TYPE_CHECKING:
     from imagefactory.oci.registry import Pushed
 
-KIND_BY_NAME = {LABELS_NAME: "labels", "sbom.cdx.json": "sbom"}
+KIND_BY_NAME = {LABELS_NAME: "labels", SBOM_NAME: "sbom", AUDIT_NAME: "audit"}
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,7 @@ def publish(
     vo = _vo_of(labels, vo)
     path = target_path(vo, name, version)
     prefix = image_prefix(vo, name, version)
-    files = [image.disk, image.labels_path, image.sbom, *image.attestations()]
+    files = [*image.subjects(), *image.attestations()]
     with catalog.transaction({vo_role(vo): list(signers or [])}) as tx:
         for item in tx.catalog.revoked(tx.state):
             if (item.get("vo"), item.get("name"), item.get("version")) == (vo, name, version):
@@ -235,11 +241,13 @@ def _stage(
 
 
 def _same_content(existing: Descriptor, image: ImageDir) -> bool:
-    """Whether ``image`` has the labels and SBOM the published ``existing`` has."""
-    want = {f.kind: f.hashes["sha256"] for f in existing.files if f.kind in ("labels", "sbom")}
+    """Whether ``image`` has the labels, SBOM and audit the published ``existing`` has."""
+    kinds = ("labels", "sbom", "audit")
+    want = {f.kind: f.hashes["sha256"] for f in existing.files if f.kind in kinds}
     have = {
         "labels": hashlib.sha256(image.labels_path.read_bytes()).hexdigest(),
         "sbom": hashlib.sha256(image.sbom.read_bytes()).hexdigest(),
+        "audit": hashlib.sha256(image.audit.read_bytes()).hexdigest(),
     }
     return want == have
 

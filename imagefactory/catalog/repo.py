@@ -156,6 +156,7 @@ class Catalog:
         """Create an empty catalog and its four keys; returns the root metadata to pin."""
         if (self.metadata_dir / "timestamp.json").exists():
             raise CatalogError(f"{self.directory}: already a catalog", code="catalog-exists")
+        _ensure_dir(self.directory)
         days: dict[str, float] = dict(DEFAULT_EXPIRY_DAYS)
         unknown = set(expiry_days or {}) - set(days)
         if unknown:
@@ -277,7 +278,7 @@ class Catalog:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the catalog's exclusive lock (publishes queue here)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        _ensure_dir(self.directory)
         fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -527,3 +528,15 @@ class Transaction:
 def load_public_keys(paths: list[Path]) -> list[Key]:
     """Public keys (PEM files) for a delegation."""
     return [load_public_key(p) for p in paths]
+
+
+def _ensure_dir(path: Path) -> None:
+    """``path`` as a directory (made if missing), or a :class:`CatalogError` naming it."""
+    if path.exists() and not path.is_dir():
+        raise CatalogError(
+            f"{path}: not a directory", hint="a catalog is a directory; name another path"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot create the catalog directory: {exc.strerror}") from exc

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagefactory.labels.exports import oci_annotations
+from imagefactory.model.imagedir import AUDIT_NAME
 from imagefactory.model.labels import Labels
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -34,6 +35,7 @@ REFERRER_TYPES = {
     "sigstore": "application/vnd.dev.sigstore.bundle.v0.3+json",
     "dsse": "application/vnd.dsse.envelope.v1+json",
     "sbom": "application/vnd.cyclonedx+json",
+    "audit": "application/vnd.imagefactory.audit.v1+json",
 }
 
 
@@ -129,4 +131,6 @@ def referrer_type(file_name: str) -> str:
         return REFERRER_TYPES["sigstore"]
     if file_name.endswith(".dsse.json"):
         return REFERRER_TYPES["dsse"]
+    if file_name == AUDIT_NAME:
+        return REFERRER_TYPES["audit"]
     return REFERRER_TYPES["sbom"]

@@ -245,7 +245,7 @@ def push_image(image: ImageDir, registry: Registry) -> Pushed:
     finally:
         os.unlink(empty.name)
     listed: list[tuple[Blob, str]] = []
-    for path in [image.sbom, *image.attestations()]:
+    for path in [image.sbom, image.audit, *image.attestations()]:
         data = path.read_bytes()
         kind = referrer_type(path.name)
         layer = Blob(

@@ -58,7 +58,7 @@ def test_publish_makes_a_descriptor_target_with_selection_labels(world: World) -
     assert set(disk.hashes) == {"sha256", "sha512"}
     assert disk.hashes["sha256"] == desc.labels["disk"]["sha256"]
     assert (world.catalog.directory / disk.path).stat().st_size == disk.length
-    assert [f.kind for f in desc.files] == ["disk", "labels", "sbom", "attestation"]
+    assert [f.kind for f in desc.files] == ["disk", "labels", "sbom", "audit", "attestation"]
 
 
 def test_publish_same_image_again_changes_nothing(world: World) -> None:
