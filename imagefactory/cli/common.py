@@ -38,6 +38,13 @@ def user_path(text: str) -> Path:
     return Path(text).expanduser().absolute()
 
 
+def catalog_location(text: str) -> str:
+    """A catalog's URL as given, or its directory made absolute (see :func:`user_path`)."""
+    if "://" in text:
+        return text
+    return str(user_path(text))
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 

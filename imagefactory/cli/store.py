@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from imagefactory.cli.common import MiB, Parser, emit_json, user_path
+from imagefactory.cli.common import MiB, Parser, catalog_location, emit_json, user_path
 from imagefactory.cli.gate import DEFAULT_STORE, DEFAULT_TRUST_POLICY
 from imagefactory.errors import EXIT_OK, EXIT_VERDICT
 from imagefactory.progress import Progress
@@ -93,6 +93,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--catalog",
+        type=catalog_location,
         required=True,
         metavar="URL-or-DIR",
         help="the catalog: a directory, or an http(s):// URL of one",
