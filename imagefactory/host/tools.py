@@ -9,16 +9,20 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from imagefactory import __version__
 from imagefactory.errors import HostError, MissingToolError
 from imagefactory.run import DEBIAN_PACKAGES, run
-from imagefactory.vocab import Arch
+from imagefactory.vocab import Arch, BootMode, Distro, Release
 
 #: Tools the build stage runs (directly or through diskimage-builder).
 BUILD_TOOLS = ("debootstrap", "sudo", "qemu-img", "sfdisk", "mkfs.ext4", "tar", "chroot")
+#: And for UEFI images: the EFI system partition is made and filled without a mount.
+UEFI_TOOLS = ("mkfs.vfat", "mcopy")
 
 
 def missing(tools: tuple[str, ...], extra_path: Path | None = None) -> dict[str, str]:
@@ -36,7 +40,7 @@ def require_tools(*tools: str) -> None:
         raise MissingToolError(absent)
 
 
-def require_build_host(arch: Arch) -> None:
+def require_build_host(arch: Arch, boot: BootMode = BootMode.BIOS) -> None:
     """Everything a build needs, checked before any work starts."""
     if os.geteuid() != 0:
         raise HostError(
@@ -44,7 +48,8 @@ def require_build_host(arch: Arch) -> None:
             hint="diskimage-builder's chroot and the image's file ownership need root; "
             "run it with sudo",
         )
-    require_tools(*BUILD_TOOLS, "disk-image-create")
+    uefi = UEFI_TOOLS if boot is BootMode.UEFI else ()
+    require_tools(*BUILD_TOOLS, *uefi, "disk-image-create")
     if arch is Arch.AARCH64 and os.uname().machine != "aarch64":
         raise HostError(
             "building aarch64 images on this host is not supported yet",
@@ -54,7 +59,15 @@ def require_build_host(arch: Arch) -> None:
 
 
 #: Debian packages whose versions shape the image.
-VERSIONED_PACKAGES = ("debootstrap", "qemu-utils", "e2fsprogs", "fdisk", "tar")
+VERSIONED_PACKAGES = (
+    "debootstrap",
+    "qemu-utils",
+    "e2fsprogs",
+    "fdisk",
+    "tar",
+    "dosfstools",
+    "mtools",
+)
 
 
 def tool_versions() -> dict[str, str]:
@@ -73,3 +86,54 @@ def tool_versions() -> dict[str, str]:
     for package in VERSIONED_PACKAGES:
         versions[package] = found.get(package) or "absent"
     return versions
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One kind of image a recipe can ask for: distribution release, arch, boot mode."""
+
+    distro: Distro
+    release: Release
+    arch: Arch
+    boot: BootMode
+
+    @property
+    def name(self) -> str:
+        return f"{self.distro}-{self.release.version}-{self.arch}-{self.boot}"
+
+
+def flavours() -> list[Flavour]:
+    """Every flavour the recipe rules accept, in vocabulary order."""
+    return [
+        Flavour(distro, release, arch, boot)
+        for distro in Distro
+        for release in distro.releases
+        for arch in Arch
+        if distro.supports(arch)
+        for boot in BootMode
+        if boot.supported_on(arch)
+    ]
+
+
+def flavour_problems(
+    flavour: Flavour,
+    *,
+    absent: Mapping[str, str],
+    firmware: Callable[[Arch], Path | None],
+    machine: str | None = None,
+) -> list[str]:
+    """Why this host cannot build and boot-test ``flavour`` (empty: it can).
+
+    ``absent`` is the missing tools (:func:`missing`); ``firmware`` gives the
+    UEFI firmware file of an arch, or None when it is not installed.
+    """
+    problems = []
+    if flavour.arch is Arch.AARCH64 and (machine or os.uname().machine) != "aarch64":
+        problems.append("aarch64 builds need an aarch64 host (cross-builds are not supported yet)")
+    tools = [*BUILD_TOOLS, flavour.arch.qemu_system]
+    if flavour.boot is BootMode.UEFI:
+        tools += UEFI_TOOLS
+        if firmware(flavour.arch) is None:
+            problems.append(f"no UEFI firmware for {flavour.arch} boot tests")
+    problems += [f"missing {t} (Debian package {absent[t]})" for t in tools if t in absent]
+    return problems

@@ -37,6 +37,7 @@ def test_canonical_form(monkeypatch: pytest.MonkeyPatch) -> None:
         "elements": [],
         "scripts": [],
         "disk": {"size": 2 * 1024**3, "formats": ["qcow2"]},
+        "boot": "bios",
         "vo": "ops",
         "root_policy": "none",
         "model": "non-persistent",
