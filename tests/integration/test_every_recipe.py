@@ -19,7 +19,14 @@ SHIPPED = sorted(p for p in RECIPES.glob("*.yaml") if p != EXAMPLE)
 
 
 def test_every_shipped_recipe_is_covered() -> None:
-    assert [p.stem for p in SHIPPED] == ["debian12-i386", "site-base-debian12", "ubuntu2404"]
+    assert [p.stem for p in SHIPPED] == [
+        "atlas-wn-debian12-uefi",
+        "atlas-wn-debian13",
+        "cms-wn-ubuntu2204",
+        "debian12-i386",
+        "site-base-debian12",
+        "ubuntu2404",
+    ]
 
 
 @pytest.mark.parametrize("recipe_path", SHIPPED, ids=lambda p: p.stem)
@@ -36,3 +43,8 @@ def test_recipe_builds_and_boots(recipe_path: Path, build_recipe: Builder, tmp_p
     assert recipe.base.arch.dib_arch in set(installed.values())
     console = (result.directory / "boot-test.log").read_text(errors="replace")
     assert "login:" in console
+    # Read back from the image (the ESP and its loader), not copied from the recipe.
+    labels = json.loads((result.directory / "labels.json").read_text())
+    assert labels["disk"]["boot_mode"] == str(recipe.boot)
+    assert record["disk"]["partition_table"] == ("gpt" if recipe.boot == "uefi" else "mbr")
+    assert labels["os"]["version"].split(".")[0] == recipe.base.version.split(".")[0]
