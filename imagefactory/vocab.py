@@ -30,6 +30,11 @@ class Arch(StrEnum):
         """The qemu system emulator that boots this architecture."""
         return _QEMU_SYSTEM[self]
 
+    @property
+    def serial_console(self) -> str:
+        """The kernel's name of the first serial port (PL011 on arm64 virt machines)."""
+        return "ttyAMA0" if self is Arch.AARCH64 else "ttyS0"
+
 
 _DIB_ARCH = {Arch.X86_64: "amd64", Arch.I386: "i386", Arch.AARCH64: "arm64"}
 

@@ -40,7 +40,7 @@ GRUB_PACKAGES: dict[tuple[BootMode, Arch], tuple[str, ...]] = {
     (BootMode.BIOS, Arch.X86_64): ("grub-pc",),
     (BootMode.BIOS, Arch.I386): ("grub-pc",),
     (BootMode.UEFI, Arch.X86_64): ("grub-efi-amd64", "grub-efi-amd64-signed", "shim-signed"),
-    (BootMode.UEFI, Arch.AARCH64): ("grub-efi-arm64",),
+    (BootMode.UEFI, Arch.AARCH64): ("grub-efi-arm64", "grub-efi-arm64-signed", "shim-signed"),
 }
 #: Where the element leaves the EFI system partition's files; the assembler
 #: moves them onto the ESP and keeps the directory as its mount point.

@@ -243,6 +243,7 @@ def assemble_disk(ctx: BuildContext) -> None:
         basename=ctx.basename,
         title=f"{recipe.name} {recipe.version}",
         boot=recipe.boot,
+        arch=recipe.base.arch,
         logfile=ctx.logfile,
     )
     tar.unlink()

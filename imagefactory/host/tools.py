@@ -50,12 +50,47 @@ def require_build_host(arch: Arch, boot: BootMode = BootMode.BIOS) -> None:
         )
     uefi = UEFI_TOOLS if boot is BootMode.UEFI else ()
     require_tools(*BUILD_TOOLS, *uefi, "disk-image-create")
-    if arch is Arch.AARCH64 and os.uname().machine != "aarch64":
+    problem = foreign_arch_problem(arch)
+    if problem is not None:
         raise HostError(
-            "building aarch64 images on this host is not supported yet",
-            hint="build aarch64 recipes on an aarch64 host; cross-builds need qemu-user "
-            "binfmt and UEFI disk assembly, which imagefactory does not do yet",
+            f"cannot build {arch} images on this {os.uname().machine} host: {problem}",
+            hint="run scripts/setup as root (it installs qemu-user-static, mounts"
+            " binfmt_misc and registers the format)",
         )
+
+
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+#: The binfmt_misc entry qemu-user-static registers per foreign architecture.
+BINFMT_ENTRY = {Arch.AARCH64: "qemu-aarch64"}
+#: Which machines run which image architectures natively.
+NATIVE = {"x86_64": {Arch.X86_64, Arch.I386}, "aarch64": {Arch.AARCH64}}
+
+
+def foreign_arch_problem(
+    arch: Arch, *, machine: str | None = None, binfmt: Path = BINFMT_DIR
+) -> str | None:
+    """Why this host cannot run ``arch``'s binaries in a chroot, or None when it can.
+
+    A foreign architecture runs through qemu-user-static registered with
+    binfmt_misc with the ``F`` flag (the interpreter is opened at registration,
+    so it works inside the chroot without being copied there).
+    """
+    host = machine or os.uname().machine
+    if arch in NATIVE.get(host, set()):
+        return None
+    entry = BINFMT_ENTRY.get(arch)
+    if entry is None:
+        return f"no emulation is known for {arch}"
+    try:
+        lines = (binfmt / entry).read_text(encoding="ascii").splitlines()
+    except OSError:
+        return f"{binfmt / entry} is not registered (binfmt_misc with qemu-user-static)"
+    if not lines or lines[0].strip() != "enabled":
+        return f"{binfmt / entry} is disabled"
+    flags = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("flags:")), "")
+    if "F" not in flags:
+        return f"{binfmt / entry} lacks the F flag, so it does not work inside a chroot"
+    return None
 
 
 #: Debian packages whose versions shape the image.
@@ -128,8 +163,9 @@ def flavour_problems(
     UEFI firmware file of an arch, or None when it is not installed.
     """
     problems = []
-    if flavour.arch is Arch.AARCH64 and (machine or os.uname().machine) != "aarch64":
-        problems.append("aarch64 builds need an aarch64 host (cross-builds are not supported yet)")
+    foreign = foreign_arch_problem(flavour.arch, machine=machine)
+    if foreign is not None:
+        problems.append(foreign)
     tools = [*BUILD_TOOLS, flavour.arch.qemu_system]
     if flavour.boot is BootMode.UEFI:
         tools += UEFI_TOOLS

@@ -10,7 +10,7 @@ import pytest
 
 from imagefactory.builder import assemble
 from imagefactory.errors import BuildError
-from imagefactory.vocab import BootMode
+from imagefactory.vocab import Arch, BootMode
 
 UUID = "0f0e0d0c-0b0a-0908-0706-050403020100"
 GIB = 1 << 30
@@ -70,7 +70,7 @@ def test_uefi_tree_without_a_staged_loader_names_the_element_hook(tmp_path: Path
     (boot / "initrd.img-6.1").write_text("i")
     (tmp_path / "etc").mkdir()
     with pytest.raises(BuildError) as err:
-        assemble.finish_tree(tmp_path, UUID, "t", BootMode.UEFI, "ABCD-1234")
+        assemble.finish_tree(tmp_path, UUID, "t", boot=BootMode.UEFI, esp_uuid="ABCD-1234")
     assert "boot/efi/EFI/BOOT/BOOT<arch>.EFI" in str(err.value)
     assert "90-imagefactory-bootloader" in (err.value.hint or "")
 
@@ -115,3 +115,10 @@ def test_make_esp_fills_a_fat_file_system_and_leaves_an_empty_mount_point(
     raw.write_bytes(bytes(assemble.ESP_SECTORS * 512 + 4096))
     assemble.copy_into(raw, image, 4096)
     assert raw.read_bytes()[4096 : 4096 + 16] == image.read_bytes()[:16]
+
+
+def test_aarch64_kernel_line_names_the_pl011_serial_console() -> None:
+    cfg = assemble.grub_cfg(UUID, "6.1.0-1-arm64", "t", BootMode.UEFI, Arch.AARCH64)
+    assert " console=ttyAMA0,115200n8 " in cfg
+    assert "ttyS0" not in cfg
+    assert " console=ttyS0,115200n8 " in assemble.grub_cfg(UUID, "6.1", "t")
