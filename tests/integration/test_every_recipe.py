@@ -20,6 +20,7 @@ SHIPPED = sorted(p for p in RECIPES.glob("*.yaml") if p != EXAMPLE)
 
 def test_every_shipped_recipe_is_covered() -> None:
     assert [p.stem for p in SHIPPED] == [
+        "atlas-wn-debian12-aarch64",
         "atlas-wn-debian12-uefi",
         "atlas-wn-debian13",
         "cms-wn-ubuntu2204",

@@ -20,6 +20,7 @@ EXAMPLES = sorted(RECIPES.glob("*.yaml"))
 
 def test_examples_are_shipped() -> None:
     assert [path.name for path in EXAMPLES] == [
+        "atlas-wn-debian12-aarch64.yaml",
         "atlas-wn-debian12-uefi.yaml",
         "atlas-wn-debian12.yaml",
         "atlas-wn-debian13.yaml",
