@@ -15,7 +15,7 @@ refuses, or whose build fails, gets a row with its error and the run goes on.
 When two rows share the recipe content but for the architecture (the same
 recipe on x86_64 and aarch64), their build ratio is printed as well.
 
-``--from DIR`` tabulates builds already in DIR (their ``build.json``) instead
+``--from DIR`` (repeatable) tabulates builds already in DIR (their ``build.json``) instead
 of building. Needs root and the host packages (scripts/setup).
 
     .venv/bin/python bench/flavours.py [RECIPE ...] [--output DIR] [--json]
@@ -146,11 +146,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipes", nargs="*", type=Path)
     parser.add_argument("--output", type=Path, help="where to build (default: a fresh temp dir)")
-    parser.add_argument("--from", dest="existing", type=Path, help="tabulate builds in DIR")
+    parser.add_argument(
+        "--from", dest="existing", type=Path, action="append", help="tabulate builds in DIR"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.existing is not None:
-        rows = rows_from(args.existing)
+    if args.existing:
+        rows = [row for directory in args.existing for row in rows_from(directory)]
     else:
         recipes = args.recipes or sorted(RECIPES.glob("*.yaml"))
         output = args.output or Path(tempfile.mkdtemp(prefix="bench-flavours-"))
