@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -231,6 +232,13 @@ def finish_tree(
         os.chmod(path, 0o555)
     for name in ("dev", "run"):
         (tree / name).mkdir(mode=0o755, exist_ok=True)
+    # /dev is a devtmpfs at boot; whatever the build left in it is the build
+    # host's (an emulated aarch64 build left the host's /dev/kvm, group 992).
+    for entry in (tree / "dev").iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     tmp = tree / "tmp"
     tmp.mkdir(exist_ok=True)
     os.chmod(tmp, 0o1777)

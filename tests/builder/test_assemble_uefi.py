@@ -122,3 +122,19 @@ def test_aarch64_kernel_line_names_the_pl011_serial_console() -> None:
     assert " console=ttyAMA0,115200n8 " in cfg
     assert "ttyS0" not in cfg
     assert " console=ttyS0,115200n8 " in assemble.grub_cfg(UUID, "6.1", "t")
+
+
+def test_finish_tree_empties_dev_of_what_the_build_host_left(tmp_path: Path) -> None:
+    boot = tmp_path / "boot/grub/i386-pc"
+    boot.mkdir(parents=True)
+    for name in ("core.img", "boot.img"):
+        (boot / name).write_bytes(b"x")
+    (tmp_path / "boot/vmlinuz-6.1").write_text("k")
+    (tmp_path / "boot/initrd.img-6.1").write_text("i")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "dev/pts").mkdir(parents=True)
+    (tmp_path / "dev/kvm").write_text("")
+    (tmp_path / "dev/fd").symlink_to("/proc/self/fd")
+    assemble.finish_tree(tmp_path, UUID, "t")
+    assert (tmp_path / "dev").is_dir()
+    assert list((tmp_path / "dev").iterdir()) == []
