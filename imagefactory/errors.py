@@ -153,6 +153,15 @@ class ArchiveError(HostError):
     """The package archive (mirror) is unreachable or serves inconsistent files."""
 
 
+class InconsistentArchiveError(ArchiveError):
+    """The archive's package indexes disagree with its signed InRelease files."""
+
+    def __init__(self, message: str, *, suites: tuple[str, ...], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        #: Each inconsistent index as ``SUITE/ARCH`` (``bookworm-security/i386``).
+        self.suites = suites
+
+
 class MissingToolError(HostError):
     """One or more external tools are not installed."""
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagefactory.errors import ArchiveError, HostError
+from imagefactory.errors import ArchiveError, HostError, InconsistentArchiveError
 from imagefactory.run import output_of
 from imagefactory.vocab import Arch, Distro
 
@@ -295,6 +295,7 @@ def check_indexes(
     (a suite without this architecture) is not checked; apt skips it too.
     """
     problems = []
+    suites: list[str] = []
     name = INDEX_NAME.format(component=component, arch=arch.dib_arch)
     for (mirror, suite), data in releases.items():
         expected = indexed_sizes(data).get(name)
@@ -304,9 +305,11 @@ def check_indexes(
         _, served = _fetch(url, method="HEAD")
         if served not in (-1, expected):
             problems.append(f"{url}: {served} bytes served, {expected} listed in InRelease")
+            suites.append(f"{suite}/{arch.dib_arch}")
     if problems:
-        raise ArchiveError(
+        raise InconsistentArchiveError(
             "the package archive serves indexes that do not match its signed InRelease"
             " (a mirror caught mid-sync?):\n  " + "\n  ".join(problems),
+            suites=tuple(suites),
             hint="retry later, or point the settings (mirrors:) at a consistent mirror",
         )

@@ -316,6 +316,8 @@ DEBIAN_PACKAGES: dict[str, str] = {
     "mksquashfs": "squashfs-tools",
     "sfdisk": "fdisk",
     "mkfs.ext4": "e2fsprogs",
+    "mkfs.vfat": "dosfstools",
+    "mcopy": "mtools",
     "tar": "tar",
     "chroot": "coreutils",
     "guestfish": "libguestfs-tools",

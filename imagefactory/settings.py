@@ -82,6 +82,8 @@ class Settings:
     firmware: tuple[Path, ...] = ()
     #: The site's recipe directories a recipe's ``extends`` may read from.
     include_roots: tuple[Path, ...] = ()
+    #: Archive indexes known to be inconsistent (``SUITE/ARCH``); see SETTINGS.
+    known_broken_archives: frozenset[str] = frozenset()
 
     def build_limits(self, include_roots: tuple[Path, ...] = ()) -> BuildLimits:
         """The rules untrusted recipes are held to on this host.
@@ -183,6 +185,19 @@ SETTINGS = Struct(
             ),
             "The boot gate on a hypervisor host.",
         ),
+        Field(
+            "known_broken_archives",
+            ListOf(
+                Text(
+                    "a suite and architecture like 'bookworm-security/i386'",
+                    pattern=r"^[a-z0-9][a-z0-9.-]*/[a-z0-9]+$",
+                    max_length=128,
+                )
+            ),
+            "Archive indexes (SUITE/ARCH, the archive's architecture names) known to"
+            " disagree with their signed InRelease. Builds still refuse them; the slow"
+            " test set then skips the recipes that use them instead of failing.",
+        ),
     )
 )
 
@@ -223,6 +238,7 @@ def _from_file(path: Path) -> Settings:
         hypervisors=tuple(Path(str(h)) for h in gate["hypervisors"]),
         firmware=tuple(Path(str(f)) for f in gate["firmware"]),
         include_roots=tuple(here / str(root) for root in build["include_roots"]),
+        known_broken_archives=frozenset(values["known_broken_archives"]),
     )
 
 

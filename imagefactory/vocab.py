@@ -30,6 +30,11 @@ class Arch(StrEnum):
         """The qemu system emulator that boots this architecture."""
         return _QEMU_SYSTEM[self]
 
+    @property
+    def serial_console(self) -> str:
+        """The kernel's name of the first serial port (PL011 on arm64 virt machines)."""
+        return "ttyAMA0" if self is Arch.AARCH64 else "ttyS0"
+
 
 _DIB_ARCH = {Arch.X86_64: "amd64", Arch.I386: "i386", Arch.AARCH64: "arm64"}
 
@@ -195,6 +200,30 @@ class BootMode(StrEnum):
 
     BIOS = "bios"
     UEFI = "uefi"
+
+    def supported_on(self, arch: Arch) -> bool:
+        """Whether images of ``arch`` are built for this boot mode.
+
+        i386 stays BIOS (32-bit UEFI machines are rare and GRUB's ia32 EFI
+        loader is not tested here); aarch64 has no BIOS.
+        """
+        return arch in _BOOT_ARCHES[self]
+
+    @classmethod
+    def usual_for(cls, arch: Arch) -> BootMode:
+        """The boot mode of a recipe that names none: BIOS where there is one."""
+        return cls.BIOS if cls.BIOS.supported_on(arch) else cls.UEFI
+
+
+_BOOT_ARCHES = {
+    BootMode.BIOS: frozenset({Arch.X86_64, Arch.I386}),
+    BootMode.UEFI: frozenset({Arch.X86_64, Arch.AARCH64}),
+}
+
+#: Per architecture: the name of the EFI removable-media loader
+#: (``/EFI/BOOT/BOOT<suffix>.EFI``) and GRUB's EFI platform.
+EFI_SUFFIX = {Arch.X86_64: "x64", Arch.AARCH64: "aa64", Arch.I386: "ia32"}
+GRUB_EFI_PLATFORM = {Arch.X86_64: "x86_64-efi", Arch.AARCH64: "arm64-efi", Arch.I386: "i386-efi"}
 
 
 class Contextualisation(StrEnum):

@@ -25,7 +25,7 @@ from imagefactory import mirrors
 from imagefactory.builder import pipeline
 from imagefactory.builder.context import BuildOptions
 from imagefactory.builder.pipeline import BuildResult, build
-from imagefactory.errors import ArchiveError
+from imagefactory.errors import ArchiveError, InconsistentArchiveError
 from imagefactory.progress import Progress
 from imagefactory.recipe import load_recipe
 from imagefactory.settings import Settings, load_settings
@@ -90,12 +90,31 @@ def build_recipe(build_settings: Settings) -> Builder:
         try:
             return build(recipe, build_settings, options, Progress(stream=io.StringIO()), output)
         except ArchiveError as exc:
-            # The mirror is the outside world: when it is caught mid-sync the
-            # build is refused up front (imagefactory.mirrors.check_indexes)
-            # and there is nothing to test until it is consistent again.
-            pytest.skip(f"package archive inconsistent, nothing to build: {exc}")
+            archive_refused(exc, build_settings)
+            raise
 
     return _build
+
+
+def archive_refused(exc: ArchiveError, settings: Settings) -> None:
+    """A build the archive refused: fail in CI, skip locally or when known broken.
+
+    The mirror is the outside world: caught mid-sync, the build is refused up
+    front (imagefactory.mirrors.check_indexes) with the failing index named.
+    CI must not pass silently over a flavour it did not build, so it fails
+    with that message, unless the host's settings list every failing index
+    under ``known_broken_archives``.
+    """
+    from tests.conftest import require_or_skip
+
+    if isinstance(exc, InconsistentArchiveError) and set(exc.suites) <= set(
+        settings.known_broken_archives
+    ):
+        pytest.skip(
+            f"archive known broken (settings known_broken_archives: {', '.join(exc.suites)}):"
+            f" {exc.render()}"
+        )
+    require_or_skip(False, f"the package archive refused the build: {exc.render()}")
 
 
 @pytest.fixture(scope="session")

@@ -14,13 +14,61 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagefactory.errors import HostError, MissingToolError
 from imagefactory.host.accel import HEADLESS_SERIAL, choose_accel
 from imagefactory.run import run
-from imagefactory.vocab import Arch
+from imagefactory.vocab import Arch, BootMode
 
 DEFAULT_MARKER = r"\blogin: "
 DEFAULT_TIMEOUT = 900.0
 DEFAULT_MEMORY_MIB = 1024
+
+
+@dataclass(frozen=True)
+class Firmware:
+    """A UEFI firmware: its code (read-only) and the variable store it starts from."""
+
+    code: Path
+    vars: Path
+    package: str
+
+    def present(self) -> bool:
+        return self.code.is_file() and self.vars.is_file()
+
+
+#: UEFI firmware per architecture, from the Debian packages that ship it.
+UEFI_FIRMWARE = {
+    Arch.X86_64: Firmware(
+        Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd"), "ovmf"
+    ),
+    Arch.AARCH64: Firmware(
+        Path("/usr/share/AAVMF/AAVMF_CODE.fd"),
+        Path("/usr/share/AAVMF/AAVMF_VARS.fd"),
+        "qemu-efi-aarch64",
+    ),
+}
+
+
+def uefi_firmware(arch: Arch) -> Firmware:
+    """The UEFI firmware that boots ``arch``; an error names the package when it is absent."""
+    firmware = UEFI_FIRMWARE.get(arch)
+    if firmware is None:
+        raise HostError(
+            f"no UEFI firmware for {arch} images", hint="boot them with --boot-mode bios"
+        )
+    if not firmware.present():
+        raise MissingToolError({str(firmware.code): firmware.package})
+    return firmware
+
+
+def firmware_argv(firmware: Firmware) -> list[str]:
+    """Two pflash drives; the variable store is opened with snapshot=on, never written."""
+    return [
+        "-drive",
+        f"if=pflash,format=raw,unit=0,readonly=on,file={_qemu_escape(str(firmware.code))}",
+        "-drive",
+        f"if=pflash,format=raw,unit=1,snapshot=on,file={_qemu_escape(str(firmware.vars))}",
+    ]
 
 
 @dataclass(frozen=True)
@@ -50,11 +98,22 @@ def _qemu_escape(value: str) -> str:
 
 
 def qemu_argv(
-    image: Path, fmt: str, arch: Arch, accel: str, *, memory_mib: int = DEFAULT_MEMORY_MIB
+    image: Path,
+    fmt: str,
+    arch: Arch,
+    accel: str,
+    *,
+    memory_mib: int = DEFAULT_MEMORY_MIB,
+    firmware: Firmware | None = None,
 ) -> list[str]:
-    """The qemu command line for a boot test (pure, asserted in tests)."""
+    """The qemu command line for a boot test (pure, asserted in tests).
+
+    ``firmware`` boots UEFI; without it the machine's default (SeaBIOS on x86).
+    """
+    machine = ["-machine", "virt", "-cpu", "max"] if arch is Arch.AARCH64 else []
     return [
         arch.qemu_system,
+        *machine,
         "-accel",
         accel,
         "-m",
@@ -67,6 +126,7 @@ def qemu_argv(
         f"file={_qemu_escape(str(image))},format={fmt},if=virtio,snapshot=on",
         "-nic",
         "none",
+        *(firmware_argv(firmware) if firmware is not None else []),
     ]
 
 
@@ -80,15 +140,17 @@ def boot_test(
     accel_cache: Path | None = None,
     marker: str = DEFAULT_MARKER,
     timeout: float = DEFAULT_TIMEOUT,
+    boot_mode: BootMode = BootMode.BIOS,
 ) -> BootResult:
-    """Boot ``image`` and wait for ``marker`` on the serial console."""
+    """Boot ``image`` with ``boot_mode``'s firmware; wait for ``marker`` on the serial console."""
+    firmware = uefi_firmware(arch) if boot_mode is BootMode.UEFI else None
     accel = choose_accel(accel_setting, arch.qemu_system, accel_cache)
     pattern = re.compile(marker)
     started = time.monotonic()
     console_log.parent.mkdir(parents=True, exist_ok=True)
     with console_log.open("w", encoding="utf-8") as log:
         result = run(
-            qemu_argv(image, fmt, arch, accel),
+            qemu_argv(image, fmt, arch, accel, firmware=firmware),
             logfile=log,
             until=lambda text: pattern.search(text) is not None,
             timeout=timeout,

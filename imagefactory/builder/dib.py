@@ -16,7 +16,7 @@ from pathlib import Path
 from imagefactory.errors import HostError
 from imagefactory.mirrors import BaseArchive
 from imagefactory.recipe import Recipe
-from imagefactory.vocab import Distro
+from imagefactory.vocab import Distro, kernel_package
 
 #: DIB's own work directories (and its chroot mounts) go inside the staging
 #: directory, so whatever an interrupted build leaves is removed with it.
@@ -99,6 +99,12 @@ def invocation(
         "DIB_NETWORK_INTERFACE_NAMES": "eth0",
         **archive.dib_env(),
     }
+    if recipe.base.distro is Distro.UBUNTU:
+        # ubuntu-minimal installs linux-image-generic unless told otherwise,
+        # which pulls in linux-firmware and linux-modules-extra (about 1 GB on
+        # 22.04): the image would not fit its disk. The element asks for the
+        # same kernel (vocab.kernel_package).
+        env["DIB_UBUNTU_KERNEL"] = kernel_package(recipe.base.distro, recipe.base.arch)
     keyring = (keyrings or {}).get(str(recipe.base.distro))
     if keyring is not None:
         env["DIB_APT_KEYRING"] = str(keyring)

@@ -20,13 +20,47 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagefactory.recipe import Recipe
-from imagefactory.vocab import kernel_package
+from imagefactory.vocab import (
+    EFI_SUFFIX,
+    GRUB_EFI_PLATFORM,
+    Arch,
+    BootMode,
+    kernel_package,
+)
 
 ELEMENT_NAME = "imagefactory-recipe"
 FILES_DIR = "imagefactory-files"
 
 #: Packages every image needs to boot from the disk the assembler makes.
-BOOT_PACKAGES = ("systemd-sysv", "initramfs-tools", "grub-pc")
+BOOT_PACKAGES = ("systemd-sysv", "initramfs-tools")
+#: The GRUB packages per boot mode and architecture. x86_64 UEFI takes the
+#: distribution's signed shim and GRUB (Secure Boot capable); the unsigned
+#: GRUB EFI binaries come with grub-efi-amd64 as the fallback and for modules.
+GRUB_PACKAGES: dict[tuple[BootMode, Arch], tuple[str, ...]] = {
+    (BootMode.BIOS, Arch.X86_64): ("grub-pc",),
+    (BootMode.BIOS, Arch.I386): ("grub-pc",),
+    (BootMode.UEFI, Arch.X86_64): ("grub-efi-amd64", "grub-efi-amd64-signed", "shim-signed"),
+    (BootMode.UEFI, Arch.AARCH64): ("grub-efi-arm64", "grub-efi-arm64-signed", "shim-signed"),
+}
+#: Where the element leaves the EFI system partition's files; the assembler
+#: moves them onto the ESP and keeps the directory as its mount point.
+ESP_STAGING = "/boot/efi"
+#: GRUB modules built into an unsigned EFI GRUB: enough to find /boot/grub on
+#: the second GPT partition (ext4) and boot Linux from it.
+GRUB_EFI_MODULES = (
+    "part_gpt",
+    "ext2",
+    "fat",
+    "search_fs_uuid",
+    "normal",
+    "configfile",
+    "linux",
+    "serial",
+    "terminal",
+    "echo",
+    "test",
+)
+GRUB_EFI_PREFIX = "(hd0,gpt2)/boot/grub"
 
 #: GRUB modules built into core.img: enough to find /boot/grub on the first
 #: MBR partition (ext4) and load the rest from there.
@@ -52,7 +86,11 @@ def install_list(recipe: Recipe) -> list[str]:
 
     The SBOM marks these (and what they depend on) as requested.
     """
-    packages = [*BOOT_PACKAGES, kernel_package(recipe.base.distro, recipe.base.arch)]
+    packages = [
+        *BOOT_PACKAGES,
+        *grub_packages(recipe.boot, recipe.base.arch),
+        kernel_package(recipe.base.distro, recipe.base.arch),
+    ]
     return packages + [p for p in recipe.packages if p not in packages]
 
 
@@ -108,8 +146,60 @@ def element_files(recipe: Recipe) -> dict[str, tuple[bytes, int]]:
             body += "\n"
         files[f"{phase}/{70 + index:02d}-recipe-{script.name}"] = (body.encode(), 0o755)
 
-    files["finalise.d/90-imagefactory-bootloader"] = (_bootloader_script().encode(), 0o755)
+    loader = (
+        _bootloader_script()
+        if recipe.boot is BootMode.BIOS
+        else _efi_bootloader_script(recipe.base.arch, str(recipe.base.distro))
+    )
+    files["finalise.d/90-imagefactory-bootloader"] = (loader.encode(), 0o755)
     return files
+
+
+def grub_packages(mode: BootMode, arch: Arch) -> tuple[str, ...]:
+    """The GRUB (and shim) packages for ``mode`` on ``arch``; the recipe rules refuse the rest."""
+    try:
+        return GRUB_PACKAGES[(mode, arch)]
+    except KeyError:
+        raise ValueError(f"internal error: no bootloader for {mode} on {arch}") from None
+
+
+def _efi_bootloader_script(arch: Arch, distro: str) -> str:
+    """Stage the ESP's files under ESP_STAGING, without grub-install.
+
+    The removable-media path (``/EFI/BOOT/BOOT<arch>.EFI``) needs no NVRAM
+    boot entry, so the disk boots on any firmware. Where the image has the
+    distribution's signed shim and GRUB, those go there (shim first, GRUB as
+    ``grub<arch>.efi`` beside it; the signed GRUB looks for its grub.cfg in
+    ``/EFI/<distro>``, so the same files go there too); otherwise an unsigned
+    GRUB built with the image's own grub-mkimage.
+    """
+    suffix = EFI_SUFFIX[arch]
+    platform = GRUB_EFI_PLATFORM[arch]
+    modules = " ".join(GRUB_EFI_MODULES)
+    return (
+        _HEADER
+        + f"esp={ESP_STAGING}\nsuffix={suffix}\nplatform={platform}\n"
+        + f"vendor={shlex.quote(distro)}\n"
+        + 'install -d -m 0755 "$esp/EFI/BOOT" "$esp/EFI/$vendor" "/boot/grub/$platform"\n'
+        + "# Modules for insmod from /boot/grub (an unsigned GRUB, or Secure Boot off).\n"
+        + 'cp /usr/lib/grub/$platform/*.mod /usr/lib/grub/$platform/*.lst "/boot/grub/$platform/"\n'
+        + "shim=\ngrub=/usr/lib/grub/$platform-signed/grub$suffix.efi.signed\n"
+        + "for candidate in /usr/lib/shim/shim$suffix.efi.signed"
+        + " /usr/lib/shim/shim$suffix.efi.signed.latest; do\n"
+        + '  if [ -f "$candidate" ]; then shim=$candidate; break; fi\ndone\n'
+        + 'if [ -n "$shim" ] && [ -f "$grub" ]; then\n'
+        + '  for dir in "$esp/EFI/BOOT" "$esp/EFI/$vendor"; do\n'
+        + '    cp "$grub" "$dir/grub$suffix.efi"\n'
+        + '    if [ -f "/usr/lib/shim/mm$suffix.efi.signed" ]; then\n'
+        + '      cp "/usr/lib/shim/mm$suffix.efi.signed" "$dir/mm$suffix.efi"\n'
+        + "    fi\n  done\n"
+        + '  cp "$shim" "$esp/EFI/BOOT/BOOT${suffix^^}.EFI"\n'
+        + '  cp "$shim" "$esp/EFI/$vendor/shim$suffix.efi"\n'
+        + "else\n"
+        + '  grub-mkimage -O "$platform" -o "$esp/EFI/BOOT/BOOT${suffix^^}.EFI"'
+        + f" -p '{GRUB_EFI_PREFIX}' {modules}\n"
+        + "fi\n"
+    )
 
 
 def _bootloader_script() -> str:

@@ -23,7 +23,7 @@ from imagefactory.builder.cache import file_digest
 from imagefactory.builder.context import BuildContext
 from imagefactory.builder.element import install_list
 from imagefactory.diskformat import check_safe
-from imagefactory.errors import AuditError
+from imagefactory.errors import AuditError, BuildError
 from imagefactory.guest.facts import os_facts, package_facts
 from imagefactory.guest.handle import boot_mode, libguestfs_version, open_guest
 from imagefactory.harden.apply import apply_profile
@@ -148,6 +148,12 @@ def label_disk(ctx: BuildContext) -> None:
         sha512=sha512,
         boot_mode=ctx.observed["boot_mode"],
     )
+    if disk.boot_mode != str(ctx.recipe.boot):
+        raise BuildError(
+            f"{name} boots with {disk.boot_mode} as read from the image,"
+            f" but the recipe asks for boot: {ctx.recipe.boot}",
+            hint="the EFI system partition or its loader is missing; see the build log",
+        )
     builder: dict[str, Any] = {
         "imagefactory": ctx.versions.get("imagefactory", "unknown"),
         "diskimage-builder": ctx.versions.get("diskimage-builder", "unknown"),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagefactory.boot.qemu import BootResult, boot_test
+from imagefactory.boot.qemu import BootResult, boot_test, uefi_firmware
 from imagefactory.builder import assemble as assembler
 from imagefactory.builder import dib
 from imagefactory.builder.cache import cache_key, file_digest
@@ -59,6 +59,7 @@ from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe
 from imagefactory.run import run
 from imagefactory.settings import Settings
+from imagefactory.vocab import BootMode
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,9 @@ class BuildResult:
 
 
 def check_host(ctx: BuildContext) -> None:
-    require_build_host(ctx.recipe.base.arch)
+    require_build_host(ctx.recipe.base.arch, ctx.recipe.boot)
+    if ctx.options.boot_test and ctx.recipe.boot is BootMode.UEFI:
+        uefi_firmware(ctx.recipe.base.arch)  # the firmware, before the long build
     dib.check_keyring(ctx.recipe, dict(ctx.settings.keyrings))
     # The appliance and the boot test need the accelerator only after
     # diskimage-builder: a probe that has to time out costs nothing there.
@@ -239,6 +242,8 @@ def assemble_disk(ctx: BuildContext) -> None:
         formats=recipe.disk.formats,
         basename=ctx.basename,
         title=f"{recipe.name} {recipe.version}",
+        boot=recipe.boot,
+        arch=recipe.base.arch,
         logfile=ctx.logfile,
     )
     tar.unlink()
@@ -250,8 +255,11 @@ def assemble_disk(ctx: BuildContext) -> None:
         "kernel": result.kernel,
         "content_bytes": result.content_bytes,
         "virtual_size": recipe.disk.size,
-        "boot_mode": "bios",
-        "partition_table": "mbr",
+        # What the assembler was asked to make; the labels' boot mode is read
+        # back from the finished image (guest.handle.boot_mode).
+        "boot_mode": str(recipe.boot),
+        "partition_table": result.partition_table,
+        **({"esp_uuid": result.esp_uuid} if result.esp_uuid else {}),
     }
 
 
@@ -273,6 +281,7 @@ def run_boot_test(ctx: BuildContext) -> None:
         accel_setting=ctx.settings.accel,
         accel_cache=ctx.settings.cache_dir / "accel.json",
         timeout=ctx.options.boot_timeout,
+        boot_mode=BootMode(ctx.disk.get("boot_mode", BootMode.BIOS)),
     )
     ctx.boot = result.to_dict()
     ctx.boot["console_log"] = BOOT_LOG

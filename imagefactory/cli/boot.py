@@ -11,7 +11,7 @@ from typing import Any
 from imagefactory.cli.common import STATED_FORMATS, emit_json, user_path
 from imagefactory.errors import EXIT_OK, EXIT_VERDICT, UsageError
 from imagefactory.settings import Settings
-from imagefactory.vocab import Arch
+from imagefactory.vocab import Arch, BootMode
 
 
 def cmd_boot_test(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,6 +44,7 @@ def cmd_boot_test(args: argparse.Namespace, settings: Settings) -> int:
             accel_cache=settings.cache_dir / "accel.json",
             marker=args.marker,
             timeout=args.timeout,
+            boot_mode=BootMode(args.boot_mode),
         )
     if args.json:
         emit_json(result.to_dict())
@@ -64,6 +65,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="the format the image must have (checked, never auto-detected)",
     )
     p.add_argument("--arch", choices=[a.value for a in Arch], default="x86_64")
+    p.add_argument(
+        "--boot-mode",
+        choices=[m.value for m in BootMode],
+        default="bios",
+        help="the firmware: bios, or uefi (OVMF on x86_64, AAVMF on aarch64)",
+    )
     p.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS")
     p.add_argument(
         "--marker",

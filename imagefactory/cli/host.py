@@ -14,12 +14,30 @@ from imagefactory.vocab import Arch
 
 
 def cmd_host_check(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.boot.qemu import UEFI_FIRMWARE
     from imagefactory.host.accel import choose_accel
-    from imagefactory.host.tools import BUILD_TOOLS, missing, tool_versions
+    from imagefactory.host.tools import (
+        BUILD_TOOLS,
+        UEFI_TOOLS,
+        flavour_problems,
+        flavours,
+        missing,
+        tool_versions,
+    )
     from imagefactory.mirrors import resolve_archive
     from imagefactory.vocab import Distro
 
-    absent = missing((*BUILD_TOOLS, "qemu-system-x86_64"), Path(sys.executable).parent)
+    emulators = tuple(sorted({a.qemu_system for a in Arch}))
+    every = missing((*BUILD_TOOLS, *UEFI_TOOLS, *emulators), Path(sys.executable).parent)
+    absent = {t: p for t, p in every.items() if t in (*BUILD_TOOLS, "qemu-system-x86_64")}
+
+    def firmware(arch: Arch) -> Path | None:
+        found = UEFI_FIRMWARE.get(arch)
+        return found.code if found is not None and found.present() else None
+
+    flavour_report = {
+        f.name: flavour_problems(f, absent=every, firmware=firmware) for f in flavours()
+    }
     accel = choose_accel(settings.accel, "qemu-system-x86_64", settings.cache_dir / "accel.json")
     archives = {}
     for distro in Distro:
@@ -37,6 +55,7 @@ def cmd_host_check(args: argparse.Namespace, settings: Settings) -> int:
         "accel": accel,
         "tools": versions,
         "archives": archives,
+        "flavours": flavour_report,
     }
     if args.json:
         emit_json(report)
@@ -47,6 +66,9 @@ def cmd_host_check(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(f"{name} archive: {info['mirror']} ({info['origin']})\n")
         for name, version in versions.items():
             sys.stdout.write(f"{name}: {version}\n")
+        for name, problems in flavour_report.items():
+            state = "ready" if not problems else "NOT READY: " + "; ".join(problems)
+            sys.stdout.write(f"flavour {name}: {state}\n")
         for tool, package in absent.items():
             sys.stdout.write(f"MISSING {tool} (Debian package {package})\n")
     return EXIT_VERDICT if absent else EXIT_OK

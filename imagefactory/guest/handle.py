@@ -13,6 +13,7 @@ Every libguestfs error is translated at this boundary into :class:`GuestError`.
 from __future__ import annotations
 
 import contextlib
+import re
 import stat
 import tempfile
 import time
@@ -439,15 +440,68 @@ def open_guest(
 
 
 def boot_mode(guest: Guest) -> str:
-    """``uefi`` for a GPT disk with an EFI system partition, else ``bios``."""
-    esp = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+    """``uefi`` for a GPT disk with an EFI system partition holding a loader, else ``bios``.
+
+    The loader is the removable-media path ``/EFI/BOOT/BOOT<arch>.EFI`` (any
+    case: FAT is case-insensitive), the one firmware boots without an NVRAM
+    entry, which a disk image never brings along. The ESP is mounted where
+    the image's fstab puts it (usually ``/boot/efi``); one that is not mounted
+    is looked at through a read-only mount of its own.
+    """
     try:
         device = guest.g.list_devices()[0]
         if guest.g.part_get_parttype(device) != "gpt":
             return "bios"
-        for part in guest.g.part_list(device):
-            if guest.g.part_get_gpt_type(device, part["part_num"]).lower() == esp:
+        for partition in guest.g.list_partitions():
+            if guest.g.part_to_dev(partition) != device:
+                continue
+            number = guest.g.part_to_partnum(partition)
+            is_esp = guest.g.part_get_gpt_type(device, number).upper() == ESP_GPT_TYPE
+            if is_esp and _esp_has_loader(guest, partition):
                 return "uefi"
     except (RuntimeError, IndexError):
         return "bios"
     return "bios"
+
+
+ESP_GPT_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+_EFI_LOADER = re.compile(r"(?i)^boot[a-z0-9]+\.efi$")
+
+
+#: Where an ESP the image does not mount itself is mounted to be looked at:
+#: the first of these that is a directory (the mount hides it only briefly).
+_ESP_MOUNT_CANDIDATES = ("/boot/efi", "/efi", "/mnt")
+
+
+def _esp_has_loader(guest: Guest, partition: str) -> bool:
+    mounted = {device: path for path, device in guest.mountpoints.items()}
+    where = mounted.get(partition)
+    if where is not None:
+        return _has_loader(guest, where)
+    for candidate in _ESP_MOUNT_CANDIDATES:
+        if guest.g.is_dir(candidate, followsymlinks=False):
+            guest.g.mount_ro(partition, candidate)
+            try:
+                return _has_loader(guest, candidate)
+            finally:
+                guest.g.umount(candidate)
+    return False
+
+
+def _has_loader(guest: Guest, where: str) -> bool:
+    efi = _child(guest, where, "EFI")
+    boot = _child(guest, efi, "BOOT") if efi is not None else None
+    if boot is None:
+        return False
+    return any(
+        _EFI_LOADER.match(name) and guest.g.is_file(f"{boot}/{name}", followsymlinks=False)
+        for name in guest.g.ls(boot)
+    )
+
+
+def _child(guest: Guest, directory: str, name: str) -> str | None:
+    """``directory/name`` matched case-insensitively (FAT), if it is a directory."""
+    for entry in guest.g.ls(directory):
+        if entry.upper() == name.upper() and guest.g.is_dir(f"{directory}/{entry}"):
+            return f"{directory.rstrip('/')}/{entry}"
+    return None

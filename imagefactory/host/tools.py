@@ -9,16 +9,20 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from imagefactory import __version__
 from imagefactory.errors import HostError, MissingToolError
 from imagefactory.run import DEBIAN_PACKAGES, run
-from imagefactory.vocab import Arch
+from imagefactory.vocab import Arch, BootMode, Distro, Release
 
 #: Tools the build stage runs (directly or through diskimage-builder).
 BUILD_TOOLS = ("debootstrap", "sudo", "qemu-img", "sfdisk", "mkfs.ext4", "tar", "chroot")
+#: And for UEFI images: the EFI system partition is made and filled without a mount.
+UEFI_TOOLS = ("mkfs.vfat", "mcopy")
 
 
 def missing(tools: tuple[str, ...], extra_path: Path | None = None) -> dict[str, str]:
@@ -36,7 +40,7 @@ def require_tools(*tools: str) -> None:
         raise MissingToolError(absent)
 
 
-def require_build_host(arch: Arch) -> None:
+def require_build_host(arch: Arch, boot: BootMode = BootMode.BIOS) -> None:
     """Everything a build needs, checked before any work starts."""
     if os.geteuid() != 0:
         raise HostError(
@@ -44,17 +48,61 @@ def require_build_host(arch: Arch) -> None:
             hint="diskimage-builder's chroot and the image's file ownership need root; "
             "run it with sudo",
         )
-    require_tools(*BUILD_TOOLS, "disk-image-create")
-    if arch is Arch.AARCH64 and os.uname().machine != "aarch64":
+    uefi = UEFI_TOOLS if boot is BootMode.UEFI else ()
+    require_tools(*BUILD_TOOLS, *uefi, "disk-image-create")
+    problem = foreign_arch_problem(arch)
+    if problem is not None:
         raise HostError(
-            "building aarch64 images on this host is not supported yet",
-            hint="build aarch64 recipes on an aarch64 host; cross-builds need qemu-user "
-            "binfmt and UEFI disk assembly, which imagefactory does not do yet",
+            f"cannot build {arch} images on this {os.uname().machine} host: {problem}",
+            hint="run scripts/setup as root (it installs qemu-user-static, mounts"
+            " binfmt_misc and registers the format)",
         )
 
 
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+#: The binfmt_misc entry qemu-user-static registers per foreign architecture.
+BINFMT_ENTRY = {Arch.AARCH64: "qemu-aarch64"}
+#: Which machines run which image architectures natively.
+NATIVE = {"x86_64": {Arch.X86_64, Arch.I386}, "aarch64": {Arch.AARCH64}}
+
+
+def foreign_arch_problem(
+    arch: Arch, *, machine: str | None = None, binfmt: Path = BINFMT_DIR
+) -> str | None:
+    """Why this host cannot run ``arch``'s binaries in a chroot, or None when it can.
+
+    A foreign architecture runs through qemu-user-static registered with
+    binfmt_misc with the ``F`` flag (the interpreter is opened at registration,
+    so it works inside the chroot without being copied there).
+    """
+    host = machine or os.uname().machine
+    if arch in NATIVE.get(host, set()):
+        return None
+    entry = BINFMT_ENTRY.get(arch)
+    if entry is None:
+        return f"no emulation is known for {arch}"
+    try:
+        lines = (binfmt / entry).read_text(encoding="ascii").splitlines()
+    except OSError:
+        return f"{binfmt / entry} is not registered (binfmt_misc with qemu-user-static)"
+    if not lines or lines[0].strip() != "enabled":
+        return f"{binfmt / entry} is disabled"
+    flags = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("flags:")), "")
+    if "F" not in flags:
+        return f"{binfmt / entry} lacks the F flag, so it does not work inside a chroot"
+    return None
+
+
 #: Debian packages whose versions shape the image.
-VERSIONED_PACKAGES = ("debootstrap", "qemu-utils", "e2fsprogs", "fdisk", "tar")
+VERSIONED_PACKAGES = (
+    "debootstrap",
+    "qemu-utils",
+    "e2fsprogs",
+    "fdisk",
+    "tar",
+    "dosfstools",
+    "mtools",
+)
 
 
 def tool_versions() -> dict[str, str]:
@@ -73,3 +121,55 @@ def tool_versions() -> dict[str, str]:
     for package in VERSIONED_PACKAGES:
         versions[package] = found.get(package) or "absent"
     return versions
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One kind of image a recipe can ask for: distribution release, arch, boot mode."""
+
+    distro: Distro
+    release: Release
+    arch: Arch
+    boot: BootMode
+
+    @property
+    def name(self) -> str:
+        return f"{self.distro}-{self.release.version}-{self.arch}-{self.boot}"
+
+
+def flavours() -> list[Flavour]:
+    """Every flavour the recipe rules accept, in vocabulary order."""
+    return [
+        Flavour(distro, release, arch, boot)
+        for distro in Distro
+        for release in distro.releases
+        for arch in Arch
+        if distro.supports(arch)
+        for boot in BootMode
+        if boot.supported_on(arch)
+    ]
+
+
+def flavour_problems(
+    flavour: Flavour,
+    *,
+    absent: Mapping[str, str],
+    firmware: Callable[[Arch], Path | None],
+    machine: str | None = None,
+) -> list[str]:
+    """Why this host cannot build and boot-test ``flavour`` (empty: it can).
+
+    ``absent`` is the missing tools (:func:`missing`); ``firmware`` gives the
+    UEFI firmware file of an arch, or None when it is not installed.
+    """
+    problems = []
+    foreign = foreign_arch_problem(flavour.arch, machine=machine)
+    if foreign is not None:
+        problems.append(foreign)
+    tools = [*BUILD_TOOLS, flavour.arch.qemu_system]
+    if flavour.boot is BootMode.UEFI:
+        tools += UEFI_TOOLS
+        if firmware(flavour.arch) is None:
+            problems.append(f"no UEFI firmware for {flavour.arch} boot tests")
+    problems += [f"missing {t} (Debian package {absent[t]})" for t in tools if t in absent]
+    return problems

@@ -27,6 +27,7 @@ from imagefactory.recipe import rules
 from imagefactory.vocab import (
     ARCH_ALIASES,
     Arch,
+    BootMode,
     DiskFormat,
     Distro,
     FsAccess,
@@ -288,6 +289,14 @@ RECIPE = Struct(
         ),
         Field("disk", DISK, "The disk image."),
         Field(
+            "boot",
+            Choice(BootMode),
+            "How the firmware starts the image: `bios` (MBR, GRUB for PC BIOS) or `uefi`"
+            " (GPT with an EFI system partition; on x86_64 the distribution's signed shim"
+            " and GRUB where it has them). Unset: the architecture's usual one, `bios` on"
+            " x86_64 and i386, `uefi` on aarch64.",
+        ),
+        Field(
             "vo",
             Text("a VO name like 'atlas'", pattern=VO_PATTERN),
             "The virtual organisation the image is for.",
@@ -347,6 +356,11 @@ RECIPE = Struct(
             "`none` in `fs_access` cannot be combined with other values.", rules.rule_fs_none_alone
         ),
         Rule("`scripts` needs a build host that allows scripts.", rules.rule_scripts_allowed),
+        Rule(
+            "`boot: uefi` is for x86_64 and aarch64, `boot: bios` for x86_64 and i386.",
+            rules.rule_boot_arch,
+            whole_only=True,
+        ),
         Rule(
             "`root_policy: user` allows only `fs_access: [none]` (user root and site file systems"
             " don't mix) and only the `non-persistent` or `user-defined` models.",

@@ -15,6 +15,7 @@ from typing import Any
 from imagefactory.recipe.rules import SourceFile
 from imagefactory.vocab import (
     Arch,
+    BootMode,
     DiskFormat,
     Distro,
     FsAccess,
@@ -108,6 +109,7 @@ class Recipe:
     elements: tuple[str, ...]
     scripts: tuple[Script, ...]
     disk: Disk
+    boot: BootMode
     vo: str
     root_policy: RootPolicy
     model: WorkerNodeModel
@@ -148,6 +150,7 @@ class Recipe:
                 {"name": s.name, "phase": s.phase.value, "content": s.content} for s in self.scripts
             ],
             "disk": {"size": self.disk.size, "formats": [f.value for f in self.disk.formats]},
+            "boot": self.boot.value,
             "vo": self.vo,
             "root_policy": self.root_policy.value,
             "model": self.model.value,
@@ -193,6 +196,7 @@ def build_recipe(values: dict[str, Any], sources: list[Path]) -> Recipe:
         elements=tuple(values["elements"]),
         scripts=tuple(Script(s["name"], s["phase"], s["content"]) for s in values["scripts"]),
         disk=Disk(values["disk"]["size"], tuple(values["disk"]["formats"])),
+        boot=values["boot"] or BootMode.usual_for(base["arch"]),
         vo=values["vo"],
         root_policy=values["root_policy"],
         model=values["model"],

@@ -19,7 +19,7 @@ from typing import Any
 from imagefactory.fields import values
 from imagefactory.fields.types import Checker, Problem, did_you_mean
 from imagefactory.fields.yamlsource import Map, Node, Scalar, Seq
-from imagefactory.vocab import Arch, Distro, FsAccess, RootPolicy, WorkerNodeModel
+from imagefactory.vocab import Arch, BootMode, Distro, FsAccess, RootPolicy, WorkerNodeModel
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -215,3 +215,17 @@ def rule_user_root(values: dict[str, Any], node: Map, ck: Checker) -> None:
     if isinstance(model, WorkerNodeModel) and model.site_managed:
         where = _entry_value(node, "model") or node
         ck.error(where.mark, f"a '{model}' worker node cannot give users root, but {why}")
+
+
+def rule_boot_arch(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    mode, base = values.get("boot"), values.get("base")
+    arch = base.get("arch") if isinstance(base, dict) else None
+    if not isinstance(mode, BootMode) or not isinstance(arch, Arch) or mode.supported_on(arch):
+        return
+    where = _entry_value(node, "boot") or node
+    other = next(m for m in BootMode if m is not mode and m.supported_on(arch))
+    ck.error(
+        where.mark,
+        f"'{arch}' images do not boot with '{mode}'",
+        f"set boot: {other}, or leave it out for the architecture's usual one",
+    )

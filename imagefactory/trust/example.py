@@ -36,7 +36,10 @@ vos:
     # How many different signers above must have signed (2 = VO and site co-sign).
     threshold: 1
     distros: [debian, ubuntu]
-    releases: ["12", "24.04"]          # empty or absent: any release
+    # Two OS generations side by side while the VO moves from one to the
+    # next: Debian 12 and 13, Ubuntu 22.04 and 24.04. Drop the older one once
+    # no job needs it. Empty or absent: any release.
+    releases: ["12", "13", "22.04", "24.04"]
     arches: [x86_64]
     models: [non-persistent]           # persistent, non-persistent, library, user-defined
     # Root policies acceptable per model (none, site-admin, user).

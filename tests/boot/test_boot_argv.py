@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagefactory.boot import qemu
+from imagefactory.errors import HostError, MissingToolError
 from imagefactory.host import accel
 from imagefactory.vocab import Arch
 
@@ -81,3 +82,26 @@ def test_probe_verdict_is_cached_per_boot_and_binary(
     monkeypatch.setattr(accel, "_cache_key", lambda q: f"boot-2:{q}")
     accel.choose_accel("auto", "qemu-system-x86_64", cache)
     assert len(calls) == 2
+
+
+def test_uefi_boot_adds_read_only_firmware_and_a_snapshot_variable_store() -> None:
+    firmware = qemu.Firmware(Path("/fw/CODE.fd"), Path("/fw/VARS,x.fd"), "ovmf")
+    argv = qemu.qemu_argv(Path("/img/wn.qcow2"), "qcow2", Arch.X86_64, "tcg", firmware=firmware)
+    assert argv[-4:] == [
+        "-drive",
+        "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd",
+        "-drive",
+        "if=pflash,format=raw,unit=1,snapshot=on,file=/fw/VARS,,x.fd",
+    ]
+
+
+def test_missing_uefi_firmware_names_its_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    absent = qemu.Firmware(tmp_path / "CODE.fd", tmp_path / "VARS.fd", "ovmf")
+    monkeypatch.setitem(qemu.UEFI_FIRMWARE, Arch.X86_64, absent)
+    with pytest.raises(MissingToolError) as err:
+        qemu.uefi_firmware(Arch.X86_64)
+    assert "apt-get install ovmf" in (err.value.hint or "")
+    with pytest.raises(HostError, match="no UEFI firmware for i386"):
+        qemu.uefi_firmware(Arch.I386)

@@ -90,6 +90,8 @@ def test_ubuntu_i386_and_extra_elements(tmp_path: Path) -> None:
     assert call.argv[-3:] == ["ubuntu-minimal", "imagefactory-recipe", "growroot"]
     assert call.env["DIB_RELEASE"] == "noble"
     assert call.env["DIB_UBUNTU_MIRROR_DISTS"] == "updates,security"
+    # the small VM kernel, as the element asks, not ubuntu-minimal's linux-image-generic
+    assert call.env["DIB_UBUNTU_KERNEL"] == "linux-image-virtual"
     assert call.env["DIB_APT_KEYRING"] == "/k.gpg"
     assert "DIB_DEBIAN_SECURITY_MIRROR" not in call.env
     assert "DIB_DEBIAN_DEBOOTSTRAP_SCRIPT" not in call.env

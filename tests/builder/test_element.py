@@ -136,3 +136,30 @@ def test_digest_changes_with_content_and_mode() -> None:
     assert digest_files(base) != digest_files({"a": (b"y", 0o644)})
     assert digest_files(base) != digest_files({"a": (b"x", 0o755)})
     assert digest_files(base) != digest_files({"b": (b"x", 0o644)})
+
+
+def test_uefi_x86_64_takes_the_signed_shim_and_grub_instead_of_grub_pc(tmp_path: Path) -> None:
+    recipe = load_recipe(_write(tmp_path, "r.yaml", BASE + "boot: uefi\n"))
+    files = element_files(recipe)
+    packages = files["package-installs.yaml"][0].decode().split()
+    assert "grub-pc:" not in packages
+    assert packages[:5] == [
+        "systemd-sysv:",
+        "initramfs-tools:",
+        "grub-efi-amd64:",
+        "grub-efi-amd64-signed:",
+        "shim-signed:",
+    ]
+    script = files["finalise.d/90-imagefactory-bootloader"][0].decode()
+    assert "vendor=debian\n" in script
+    assert "suffix=x64\n" in script
+    assert 'cp "$shim" "$esp/EFI/BOOT/BOOT${suffix^^}.EFI"' in script
+    # Without shim and signed GRUB: an unsigned GRUB on the same removable path.
+    assert 'grub-mkimage -O "$platform" -o "$esp/EFI/BOOT/BOOT${suffix^^}.EFI"' in script
+    assert "core.img" not in script
+
+
+def test_uefi_changes_the_element_digest(tmp_path: Path) -> None:
+    bios = element_files(load_recipe(_write(tmp_path, "a.yaml", BASE)))
+    uefi = element_files(load_recipe(_write(tmp_path, "b.yaml", BASE + "boot: uefi\n")))
+    assert digest_files(bios) != digest_files(uefi)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory.errors import ArchiveError
+from imagefactory.errors import ArchiveError, InconsistentArchiveError
 from imagefactory.mirrors import (
     AptEntry,
     BaseArchive,
@@ -101,6 +101,8 @@ def test_index_of_another_size_than_listed_names_the_url(archive_root: tuple[Pat
     assert "7 bytes served, 9 listed in InRelease" in message
     assert "bookworm-updates" not in message
     assert "mirrors:" in (info.value.hint or "")
+    assert isinstance(info.value, InconsistentArchiveError)
+    assert "bookworm-security/amd64" in info.value.suites
 
 
 def test_unreachable_archive_is_an_archive_error(archive_root: tuple[Path, str]) -> None:

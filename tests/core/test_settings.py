@@ -101,3 +101,14 @@ def test_relative_paths_are_made_absolute_once(
     monkeypatch.delenv("IMAGEFACTORY_SETTINGS", raising=False)
     monkeypatch.setattr("imagefactory.settings.SYSTEM_SETTINGS", tmp_path / "absent.yaml")
     assert load_settings(None).output_dir == elsewhere / "images"
+
+
+def test_known_broken_archives_are_suite_and_arch(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, "known_broken_archives: [bookworm-security/i386]\n"))
+    assert settings.known_broken_archives == frozenset({"bookworm-security/i386"})
+    assert load_settings(_write(tmp_path, "{}\n")).known_broken_archives == frozenset()
+    with pytest.raises(SettingsError) as info:
+        load_settings(_write(tmp_path, "known_broken_archives: [bookworm-security]\n"))
+    assert ":1:25: .known_broken_archives[0]: expected a suite and architecture" in (
+        info.value.render()
+    )

@@ -37,6 +37,7 @@ def test_canonical_form(monkeypatch: pytest.MonkeyPatch) -> None:
         "elements": [],
         "scripts": [],
         "disk": {"size": 2 * 1024**3, "formats": ["qcow2"]},
+        "boot": "bios",
         "vo": "ops",
         "root_policy": "none",
         "model": "non-persistent",
@@ -101,3 +102,25 @@ def test_extends_matches_flat_recipe(tmp_path: Path) -> None:
     flat = write(tmp_path, "flat.yaml", MINIMAL + "packages: [less, procps]\n")
     assert load_recipe(child).canonical() == load_recipe(flat).canonical()
     assert load_recipe(child).digest == load_recipe(flat).digest
+
+
+@pytest.mark.parametrize(
+    ("arch", "boot", "expected"),
+    [
+        ("x86_64", None, "bios"),
+        ("x86_64", "uefi", "uefi"),
+        ("i386", None, "bios"),
+        ("aarch64", None, "uefi"),
+    ],
+)
+def test_boot_mode_defaults_to_the_architectures_usual_one(
+    tmp_path: Path, arch: str, boot: str | None, expected: str
+) -> None:
+    text = f'name: t\nversion: "1"\nbase: {{distro: debian, release: "12", arch: {arch}}}\nvo: x\n'
+    if boot is not None:
+        text += f"boot: {boot}\n"
+    path = tmp_path / "r.yaml"
+    path.write_text(text, encoding="utf-8")
+    recipe = load_recipe(path)
+    assert recipe.boot == expected
+    assert recipe.canonical()["boot"] == expected

@@ -85,6 +85,10 @@ CASES: dict[str, list[str]] = {
         "ubuntu-i386/recipe.yaml:6:9: .base.arch: expected an architecture ubuntu supports"
         " (x86_64, aarch64); found 'i386'",
     ],
+    "boot-arch": [
+        "boot-arch/recipe.yaml:7:7: .boot: 'i386' images do not boot with 'uefi'"
+        " (set boot: bios, or leave it out for the architecture's usual one)",
+    ],
     "fs-none-mixed": [
         "fs-none-mixed/recipe.yaml:5:13: .fs_access[0]: 'none' cannot be combined with other"
         " file-system access (nfs)",

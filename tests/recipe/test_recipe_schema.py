@@ -20,7 +20,11 @@ EXAMPLES = sorted(RECIPES.glob("*.yaml"))
 
 def test_examples_are_shipped() -> None:
     assert [path.name for path in EXAMPLES] == [
+        "atlas-wn-debian12-aarch64.yaml",
+        "atlas-wn-debian12-uefi.yaml",
         "atlas-wn-debian12.yaml",
+        "atlas-wn-debian13.yaml",
+        "cms-wn-ubuntu2204.yaml",
         "debian12-i386.yaml",
         "site-base-debian12.yaml",
         "ubuntu2404.yaml",

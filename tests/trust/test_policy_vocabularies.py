@@ -25,9 +25,11 @@ def test_the_example_is_valid(tmp_path: Path) -> None:
 
 
 def test_releases_arches_and_vo_names_against_the_vocabularies(tmp_path: Path) -> None:
-    assert '    releases: ["12", "24.04"]' in EXAMPLE_POLICY
+    assert '    releases: ["12", "13", "22.04", "24.04"]' in EXAMPLE_POLICY
     text = (
-        EXAMPLE_POLICY.replace('releases: ["12", "24.04"]', 'releases: [12.0, "14", bookwrom]')
+        EXAMPLE_POLICY.replace(
+            'releases: ["12", "13", "22.04", "24.04"]', 'releases: [12.0, "14", bookwrom]'
+        )
         .replace("arches: [x86_64]", "arches: [amd64, arm64]")
         .replace("\n  atlas:", "\n  CMS:")
     )
@@ -50,6 +52,8 @@ def test_a_release_must_belong_to_an_allowed_distro(tmp_path: Path) -> None:
     assert "distros: [debian, ubuntu]" in EXAMPLE_POLICY
     text = EXAMPLE_POLICY.replace("distros: [debian, ubuntu]", "distros: [debian]")
     problems = _problems(tmp_path, text)
-    assert problems == [problems[0]]
-    assert "found '24.04'" in problems[0]
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(".vos.atlas.releases[2]:")
+    assert "found '22.04'" in problems[0]
+    assert "found '24.04'" in problems[1]
     assert "ubuntu" not in problems[0].split("found")[0]
