@@ -269,9 +269,9 @@ def release_fingerprint(releases: Mapping[tuple[str, str], bytes]) -> dict[str, 
     }
 
 
-def indexed_sizes(inrelease: bytes) -> dict[str, int]:
-    """File name -> size from the ``SHA256:`` list of a Release/InRelease file."""
-    sizes: dict[str, int] = {}
+def release_index(inrelease: bytes) -> dict[str, tuple[str, int]]:
+    """File name -> (sha256, size) from the ``SHA256:`` list of a Release/InRelease file."""
+    files: dict[str, tuple[str, int]] = {}
     in_list = False
     for line in inrelease.decode("utf-8", "replace").splitlines():
         if not line[:1].isspace():
@@ -279,8 +279,13 @@ def indexed_sizes(inrelease: bytes) -> dict[str, int]:
             continue
         fields = line.split()
         if in_list and len(fields) == 3 and fields[1].isdigit():
-            sizes[fields[2]] = int(fields[1])
-    return sizes
+            files[fields[2]] = (fields[0].lower(), int(fields[1]))
+    return files
+
+
+def indexed_sizes(inrelease: bytes) -> dict[str, int]:
+    """File name -> size from the ``SHA256:`` list of a Release/InRelease file."""
+    return {name: size for name, (_digest, size) in release_index(inrelease).items()}
 
 
 def check_indexes(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from imagefactory.errors import ArchiveError, Diagnostic, RecipeError
 from imagefactory.fsutil import atomic_write
-from imagefactory.mirrors import INDEX_NAME, BaseArchive, fetch_file
+from imagefactory.mirrors import INDEX_NAME, BaseArchive, fetch_file, release_index
 from imagefactory.recipe.model import PackagePlace, Recipe
 from imagefactory.vocab import Arch
 
@@ -74,16 +74,7 @@ class PackageIndex:
 
 def indexed_sha256(inrelease: bytes) -> dict[str, str]:
     """File name -> sha256 from the ``SHA256:`` list of a Release/InRelease file."""
-    digests: dict[str, str] = {}
-    in_list = False
-    for line in inrelease.decode("utf-8", "replace").splitlines():
-        if not line[:1].isspace():
-            in_list = line.strip() == "SHA256:"
-            continue
-        fields = line.split()
-        if in_list and len(fields) == 3 and fields[1].isdigit():
-            digests[fields[2]] = fields[0].lower()
-    return digests
+    return {name: digest for name, (digest, _size) in release_index(inrelease).items()}
 
 
 def load_index(
