@@ -28,7 +28,7 @@ from pathlib import Path
 from imagefactory.diskformat import UnsafeImageError, detect
 from imagefactory.gate.check import GateConfig, GateResult
 from imagefactory.gate.dirs import untrusted_dir
-from imagefactory.gate.disks import DiskRequest, Refused, _inside, _labels_disk
+from imagefactory.gate.disks import DiskRequest, Refused, inside, labels_disk, signed_base_format
 from imagefactory.gate.overlay import check_overlay
 from imagefactory.gate.qemu import PREFIX, Drive, QemuCommand
 from imagefactory.gate.text import shown
@@ -114,7 +114,7 @@ class _Binder:
         store = Path(os.path.realpath(self.config.store))
         name = f"{request.where} ({shown(request.path)})"
         real = Path(os.path.realpath(request.path))
-        own = _labels_disk(real.parent)
+        own = labels_disk(real.parent)
         if own is not None and own[0] == real.name:
             return self._bind_image(drive, request, real, signed=own[1], store=store, name=name)
         return self._bind_overlay(drive, request, real, store, name)
@@ -122,7 +122,7 @@ class _Binder:
     def _bind_image(
         self, drive: Drive, request: DiskRequest, real: Path, *, signed: str, store: Path, name: str
     ) -> str:
-        if not _inside(real, store):
+        if not inside(real, store):
             raise Refused("gate-outside-store", f"{name}: outside the image store {store}")
         self.trusted_store_dir(real.parent, name)
         if request.format != signed:
@@ -168,26 +168,14 @@ class _Binder:
                 "gate-overlay", f"{name}: backing file {shown(backing)} is not an absolute path"
             )
         base = Path(os.path.realpath(backing))
-        if not _inside(base, store):
+        if not inside(base, store):
             raise Refused(
                 "gate-outside-store",
                 f"{name}: the overlay's base {shown(backing)} is outside the image store {store}",
             )
         self.trusted_store_dir(base.parent, name)
-        own = _labels_disk(base.parent)
-        if own is None or own[0] != base.name:
-            raise Refused(
-                "gate-unverifiable-disk",
-                f"{name}: the overlay's base {shown(str(base))} is not the disk of an image",
-            )
-        backing_format = info.details.get("backing_format")
-        if backing_format != own[1]:
-            raise Refused(
-                "gate-format-mismatch",
-                f"{name}: the overlay opens its base as {backing_format or 'probed'},"
-                f" but it is signed as {own[1]}",
-            )
-        why = check_overlay(real, overlay.fd, base, own[1], self.config.run_dir)
+        base_format = signed_base_format(name, base, info)
+        why = check_overlay(real, overlay.fd, base, base_format, self.config.run_dir)
         if why is not None:
             raise Refused("gate-overlay", f"{name}: {why}")
         base_fd = self.open(base, name, writable=False)
@@ -195,7 +183,7 @@ class _Binder:
         return drive.argument(
             f"/dev/fdset/{overlay.fdset}",
             {
-                "backing.driver": own[1],
+                "backing.driver": base_format,
                 "backing.file.driver": "file",
                 "backing.file.filename": f"/dev/fdset/{base_fd.fdset}",
             },

@@ -16,7 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagefactory.diskformat import UnsafeImageError, detect
+from imagefactory.diskformat import DiskInfo, UnsafeImageError, detect
+from imagefactory.gate.text import shown
 from imagefactory.model.imagedir import LABELS_NAME, LayoutError, parse_json_object, read_small
 from imagefactory.verify.verdict import Reason
 
@@ -54,11 +55,11 @@ class Refused(Exception):
         self.reason = Reason(code, STEP, message)
 
 
-def _inside(path: Path, store: Path) -> bool:
+def inside(path: Path, store: Path) -> bool:
     return path == store or store in path.parents
 
 
-def _labels_disk(directory: Path) -> tuple[str, str] | None:
+def labels_disk(directory: Path) -> tuple[str, str] | None:
     """(disk.file, disk.format) from ``directory/labels.json``, if it reads as such."""
     labels = directory / LABELS_NAME
     try:
@@ -78,9 +79,9 @@ def map_disk(request: DiskRequest, store: Path) -> Mapped:
             f"{name}: no format given; the hypervisor would probe it (name the format)",
         )
     real = Path(os.path.realpath(request.path))
-    own = _labels_disk(real.parent)
+    own = labels_disk(real.parent)
     if own is not None and own[0] == real.name:
-        if not _inside(real, store):
+        if not inside(real, store):
             raise Refused(
                 "gate-outside-store", f"{name}: {real} is outside the image store {store}"
             )
@@ -121,23 +122,33 @@ def _map_overlay(request: DiskRequest, real: Path, store: Path, name: str) -> Ma
             "gate-overlay", f"{name}: backing file {backing!r} is not an absolute plain path"
         )
     base = Path(os.path.realpath(real.parent / backing))
-    if not _inside(base, store):
+    if not inside(base, store):
         raise Refused(
             "gate-outside-store",
             f"{name}: the overlay's backing file {backing!r} resolves to {base}, outside the"
             f" image store {store}",
         )
-    own = _labels_disk(base.parent)
+    base_format = signed_base_format(name, base, info)
+    return Mapped(request, base.parent, overlay=real, base=base, base_format=base_format)
+
+
+def signed_base_format(name: str, base: Path, info: DiskInfo) -> str:
+    """The format ``base`` is signed in, which the overlay ``info`` must open it as.
+
+    Raises :class:`Refused` when ``base`` is not the disk of an image directory
+    or the overlay would open it in another (or a probed) format.
+    """
+    own = labels_disk(base.parent)
     if own is None or own[0] != base.name:
         raise Refused(
             "gate-unverifiable-disk",
-            f"{name}: the overlay's backing file {base} is not the disk of an image directory",
+            f"{name}: the overlay's base {shown(str(base))} is not the disk of an image directory",
         )
     backing_format = info.details.get("backing_format")
     if backing_format != own[1]:
         raise Refused(
             "gate-format-mismatch",
-            f"{name}: the overlay opens its backing file as {backing_format or 'probed'},"
+            f"{name}: the overlay opens its base as {backing_format or 'probed'},"
             f" but it is signed as {own[1]}",
         )
-    return Mapped(request, base.parent, overlay=real, base=base, base_format=own[1])
+    return own[1]
