@@ -125,10 +125,21 @@ def test_boot_test_command_passes_the_built_image(
 def test_boot_test_command_fails_an_image_that_does_not_boot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    disk = tmp_path / "blank.raw"
-    with disk.open("wb") as f:
-        f.truncate(16 * 1024 * 1024)  # no boot code: the firmware finds nothing to boot
+    blank = tmp_path / "blank.raw"
+    with blank.open("wb") as f:
+        f.truncate(16 * 1024 * 1024)
     console = tmp_path / "console.log"
+    # A file with no partition table and no file system is refused before qemu starts.
+    argv = ["boot-test", str(blank), "--format", "raw", "--console-log", str(console)]
+    assert cli.main([*argv, "--timeout", "20"]) == 1
+    assert "not a disk image" in capsys.readouterr().err
+    assert not console.exists()
+    # An MBR with a boot signature but no boot code is a disk that does not boot.
+    disk = tmp_path / "no-boot-code.raw"
+    with disk.open("wb") as f:
+        f.truncate(16 * 1024 * 1024)
+        f.seek(510)
+        f.write(b"\x55\xaa")
     argv = ["boot-test", str(disk), "--format", "raw", "--console-log", str(console)]
     assert cli.main([*argv, "--timeout", "20"]) == 1
     out = capsys.readouterr().out
