@@ -451,7 +451,7 @@ def _inspection(run: _Run) -> list[Reason]:
         observed = inspector(disk, run.disk_format, labels)
     except (ImageFactoryError, OSError) as exc:  # an inspection that fails is a refusal
         return [Reason("inspection-mismatch", "inspection", f"inspection failed: {exc}")]
-    return [
+    mismatches = [
         Reason(
             "inspection-mismatch",
             "inspection",
@@ -460,6 +460,9 @@ def _inspection(run: _Run) -> list[Reason]:
         for key, value in sorted(observed.items())
         if label(labels, key) != value
     ]
+    if not mismatches:
+        run.verdict.inspected = sorted(observed)
+    return mismatches
 
 
 _STEPS: tuple[tuple[str, Callable[[_Run], list[Reason]]], ...] = (

@@ -83,6 +83,8 @@ class Verdict:
     cached: bool = False
     #: After this time the verdict no longer holds (expiry, maximum age).
     valid_until: datetime | None = None
+    #: The label keys a fresh inspection of the disk confirmed (empty: none ran).
+    inspected: list[str] = field(default_factory=list)
 
     @property
     def allowed(self) -> bool:
@@ -106,6 +108,7 @@ class Verdict:
             "signers": list(self.signers),
             "cached": self.cached,
             "valid_until": self.valid_until.isoformat() if self.valid_until else None,
+            "inspected": list(self.inspected),
         }
 
     def render(self) -> str:
@@ -113,6 +116,13 @@ class Verdict:
         lines = [f"{head}: {printable(str(self.image))}"]
         if self.signers:
             lines.append("  signed by: " + ", ".join(self.signers))
+        if self.allowed and self.valid_until is not None:
+            lines.append(f"  valid until: {self.valid_until.isoformat()}")
+        if self.allowed and self.inspected:
+            lines.append(
+                f"  inspected: the disk matches its signed labels ({len(self.inspected)} facts:"
+                f" {', '.join(self.inspected)})"
+            )
         lines += ["  " + r.render() for r in self.reasons]
         if self.cached:
             lines.append("  (verified earlier; unchanged since, answered from the verified cache)")

@@ -415,7 +415,13 @@ def test_user_defined_inspection_must_match_labels(tmp_path: Path, keys: dict[st
     def lying(disk: Path, disk_format: str, labels: Mapping[str, Any]) -> dict[str, Any]:
         return {"os.distro": "ubuntu", "trust.root_policy": "user"}
 
-    assert verify(image, trust, inspector=truthful).allowed
+    allowed = verify(image, trust, inspector=truthful)
+    assert allowed.allowed
+    assert allowed.inspected == ["os.distro", "os.version", "trust.root_policy"]
+    text = allowed.render()
+    assert "inspected: the disk matches its signed labels (3 facts" in text
+    assert allowed.valid_until is not None
+    assert f"valid until: {allowed.valid_until.isoformat()}" in text
     assert seen == [(image / "atlas-wn-debian12-1.0.raw", "raw")]
     verdict = verify(image, trust, inspector=lying)
     assert_denied(verdict, "inspection-mismatch")
