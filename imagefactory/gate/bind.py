@@ -28,7 +28,14 @@ from pathlib import Path
 from imagefactory.diskformat import UnsafeImageError, detect
 from imagefactory.gate.check import GateConfig, GateResult
 from imagefactory.gate.dirs import untrusted_dir
-from imagefactory.gate.disks import DiskRequest, Refused, inside, labels_disk, signed_base_format
+from imagefactory.gate.disks import (
+    DiskRequest,
+    Refused,
+    absolute_backing,
+    inside,
+    labels_disk,
+    signed_base_format,
+)
 from imagefactory.gate.overlay import check_overlay
 from imagefactory.gate.qemu import PREFIX, Drive, QemuCommand
 from imagefactory.gate.text import shown
@@ -157,16 +164,7 @@ class _Binder:
                 "gate-unverifiable-disk",
                 f"{name}: neither a store image (no labels.json names it) nor a qcow2 overlay",
             )
-        other = [p for p in info.problems if p.code != "qcow2-backing-file"]
-        if other:
-            raise Refused("gate-overlay", f"{name}: " + "; ".join(p.message for p in other))
-        backing = info.backing_file
-        # Relative names resolve against the overlay's directory for qemu, and against
-        # whatever the gate thought that was: only an absolute one means one thing.
-        if not backing.startswith("/") or ":" in backing:
-            raise Refused(
-                "gate-overlay", f"{name}: backing file {shown(backing)} is not an absolute path"
-            )
+        backing = absolute_backing(name, info)
         base = Path(os.path.realpath(backing))
         if not inside(base, store):
             raise Refused(

@@ -111,17 +111,8 @@ def _map_overlay(request: DiskRequest, real: Path, store: Path, name: str) -> Ma
             f"{name}: an overlay must be qcow2 opened as qcow2 (is {info.format},"
             f" opened as {request.format})",
         )
-    other = [p for p in info.problems if p.code != "qcow2-backing-file"]
-    if other:
-        raise Refused("gate-overlay", f"{name}: " + "; ".join(p.message for p in other))
-    backing = info.backing_file
-    if not backing.startswith("/") or ":" in backing:
-        # A relative name resolves against the overlay's directory for qemu, which a
-        # symlinked overlay makes another directory than the one we would look in.
-        raise Refused(
-            "gate-overlay", f"{name}: backing file {backing!r} is not an absolute plain path"
-        )
-    base = Path(os.path.realpath(real.parent / backing))
+    backing = absolute_backing(name, info)
+    base = Path(os.path.realpath(backing))
     if not inside(base, store):
         raise Refused(
             "gate-outside-store",
@@ -130,6 +121,24 @@ def _map_overlay(request: DiskRequest, real: Path, store: Path, name: str) -> Ma
         )
     base_format = signed_base_format(name, base, info)
     return Mapped(request, base.parent, overlay=real, base=base, base_format=base_format)
+
+
+def absolute_backing(name: str, info: DiskInfo) -> str:
+    """The overlay's backing path, refused unless it is absolute and the header is otherwise clean.
+
+    A relative name resolves against the overlay's directory for qemu, which a
+    symlinked overlay makes another directory than the one the gate looks in:
+    only an absolute path means one thing to both.
+    """
+    other = [p for p in info.problems if p.code != "qcow2-backing-file"]
+    if other:
+        raise Refused("gate-overlay", f"{name}: " + "; ".join(p.message for p in other))
+    backing = info.backing_file or ""
+    if not backing.startswith("/") or ":" in backing:
+        raise Refused(
+            "gate-overlay", f"{name}: backing file {shown(backing)} is not an absolute plain path"
+        )
+    return backing
 
 
 def signed_base_format(name: str, base: Path, info: DiskInfo) -> str:
