@@ -60,6 +60,8 @@ from imagefactory.fsutil import atomic_write, is_disk_full
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 REVOKED_TARGET = "revoked.json"
 REVOKED_SCHEMA = "urn:imagefactory:catalog-revoked:v1"
+#: Where a rotation keeps the keys it took out (in the keys directory).
+RETIRED_DIR = "retired"
 
 #: Default validity of each role, in days (root and targets are offline keys).
 DEFAULT_EXPIRY_DAYS: dict[str, float] = {
@@ -70,7 +72,7 @@ DEFAULT_EXPIRY_DAYS: dict[str, float] = {
     "timestamp": 1,
 }
 
-_SERIALIZER = JSONSerializer(compact=False)
+SERIALIZER = JSONSerializer(compact=False)
 
 
 def vo_role(vo: str) -> str:
@@ -90,10 +92,19 @@ def _utcnow() -> datetime:
 
 @dataclass
 class CatalogKeys:
-    """The catalog owner's signers (those whose private keys are in the keys directory)."""
+    """The catalog owner's signers: every private key in the keys directory.
+
+    ``ROLE.pem`` is a role's key; ``ROLE.next.pem`` a key a rotation is
+    putting in its place; ``retired/`` the keys rotations took out. Which of
+    them sign is decided by key id against the current root, never by file
+    name, so a rotation killed between writing the new root and renaming the
+    key files still signs with the key the root trusts.
+    """
 
     directory: Path
     signers: dict[str, Signer] = field(default_factory=dict)
+    #: Every key found, by key id.
+    by_keyid: dict[str, Signer] = field(default_factory=dict)
 
     @classmethod
     def load(cls, directory: Path) -> CatalogKeys:
@@ -102,6 +113,16 @@ class CatalogKeys:
             path = keys.directory / f"{role}.pem"
             if path.exists():
                 keys.signers[role] = load_signer(str(path))
+        paths = [keys.directory / f"{role}.next.pem" for role in TOP_ROLES]
+        retired = keys.directory / RETIRED_DIR
+        if retired.is_dir():
+            paths += sorted(retired.glob("*.pem"))
+        for signer in keys.signers.values():
+            keys.by_keyid[signer.public_key.keyid] = signer
+        for path in paths:
+            if path.is_file():
+                signer = load_signer(str(path))
+                keys.by_keyid.setdefault(signer.public_key.keyid, signer)
         return keys
 
     def signer(self, role: str) -> Signer:
@@ -111,6 +132,19 @@ class CatalogKeys:
                 code="catalog-no-key",
             )
         return self.signers[role]
+
+    def trusted(self, role: str, root: Metadata[Root]) -> list[Signer]:
+        """The keys here that ``root`` trusts for ``role`` (at least its threshold)."""
+        spec = root.signed.roles[role]
+        signers = [self.by_keyid[k] for k in sorted(spec.keyids) if k in self.by_keyid]
+        if len(signers) < spec.threshold:
+            raise CatalogError(
+                f"{self.directory}: {len(signers)} of the {role} keys the root (version"
+                f" {root.signed.version}) trusts are here; it needs {spec.threshold}",
+                code="catalog-no-key",
+                hint=f"put the catalog's {role} key into {self.directory}",
+            )
+        return signers
 
 
 @dataclass(frozen=True)
@@ -180,7 +214,7 @@ class Catalog:
             root.signed.add_key(keys.signer(role).public_key, role)
         root.sign(keys.signer("root"))
         with self.locked():
-            data = root.to_bytes(_SERIALIZER)
+            data = root.to_bytes(SERIALIZER)
             self.write(self.metadata_dir / "1.root.json", data)
             self.write(self.metadata_dir / "root.json", data)
             tx = Transaction(self, keys, config, _State.empty(root))
@@ -202,9 +236,8 @@ class Catalog:
                 code="catalog-missing",
                 hint="create one with: imagefactory catalog init DIR",
             )
-        root = self._read("root.json", Root)
+        root = self.latest_root()
         timestamp = self._read("timestamp.json", Timestamp)
-        self._check(root, "root", root)
         self._check(root, "timestamp", timestamp)
         snapshot = self._read(f"{timestamp.signed.snapshot_meta.version}.snapshot.json", Snapshot)
         self._check(root, "snapshot", snapshot)
@@ -225,6 +258,29 @@ class Catalog:
 
         roles = _Roles(load_role)
         return _State(root, timestamp, snapshot, targets, roles)
+
+    def latest_root(self) -> Metadata[Root]:
+        """The newest root: ``root.json``, then each ``N+1.root.json`` it signs on to.
+
+        A rotation writes ``N+1.root.json`` before ``root.json``; following the
+        chain (as a site's TUF client does) means a change killed between the
+        two still signs for the root the sites already follow.
+        """
+        root = self._read("root.json", Root)
+        self._check(root, "root", root)
+        while True:
+            name = f"{root.signed.version + 1}.root.json"
+            if not (self.metadata_dir / name).exists():
+                return root
+            new = self._read(name, Root)
+            self._check(root, "root", new)
+            self._check(new, "root", new)
+            if new.signed.version != root.signed.version + 1:
+                raise CatalogError(
+                    f"{self.metadata_dir / name}: says version {new.signed.version}",
+                    code="catalog-invalid",
+                )
+            root = new
 
     def _read(self, name: str, kind: type[Any]) -> Metadata[Any]:
         path = self.metadata_dir / name
@@ -411,6 +467,9 @@ class Transaction:
         self.role_signers: dict[str, list[Signer]] = {}
         #: Re-sign snapshot and timestamp even when no role changed (``catalog refresh``).
         self.refresh = False
+        #: Keys that sign a top-level role besides those the root trusts (a rotation's
+        #: new key, so the role verifies under the old root and the new one).
+        self.extra_signers: dict[str, list[Signer]] = {}
 
     def role_for(self, vo: str) -> tuple[str, Metadata[Targets]]:
         """The role that signs ``vo``'s images: its delegated role, or top-level targets."""
@@ -485,10 +544,15 @@ class Transaction:
             for signer in signers:
                 md.sign(signer, append=True)
         else:
-            md.sign(self.keys.signer(role))
+            signers = self.keys.trusted(role, self.state.root) + self.extra_signers.get(role, [])
+            seen: set[str] = set()
+            for signer in signers:
+                if signer.public_key.keyid not in seen:
+                    seen.add(signer.public_key.keyid)
+                    md.sign(signer, append=True)
 
     def _write(self, role: str, md: Metadata[Any]) -> MetaFile:
-        data = md.to_bytes(_SERIALIZER)
+        data = md.to_bytes(SERIALIZER)
         self.catalog.write(self.catalog.metadata_dir / f"{md.signed.version}.{role}.json", data)
         return MetaFile(
             md.signed.version,
@@ -520,7 +584,7 @@ class Transaction:
         self._sign("timestamp", state.timestamp)
         # The one file readers start from: replaced last, in one rename.
         self.catalog.write(
-            self.catalog.metadata_dir / "timestamp.json", state.timestamp.to_bytes(_SERIALIZER)
+            self.catalog.metadata_dir / "timestamp.json", state.timestamp.to_bytes(SERIALIZER)
         )
         self.dirty.clear()
 

@@ -1,4 +1,4 @@
-"""``catalog init/list/revoke/refresh/delegate`` and ``publish``: the signed image catalog."""
+"""The catalog commands (init, list, revoke, refresh, delegate, rotate-key, prune) and publish."""
 
 from __future__ import annotations
 
@@ -125,6 +125,39 @@ def cmd_delegate(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.catalog.rotate import rotate_key
+
+    done = rotate_key(_catalog(args), args.role)
+    if args.json:
+        emit_json(done)
+    else:
+        sys.stdout.write(
+            f"{done['role']} key rotated: now {done['keyid']}; retired"
+            f" {', '.join(done['retired'])}\n"
+            f"root version {done['root_version']} ({done['root']}): sites follow it from the"
+            " root they pinned; a new site pins this one\n"
+        )
+    return EXIT_OK
+
+
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.catalog.prune import prune
+
+    done = prune(_catalog(args), args.keep, dry_run=args.dry_run)
+    if args.json:
+        emit_json({"dry_run": args.dry_run, **done.to_dict()})
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        sys.stdout.write(
+            f"{verb} {len(done.metadata)} metadata files, {len(done.descriptors)} descriptors,"
+            f" {len(done.images)} image versions ({done.bytes // MiB} MiB)\n"
+        )
+        for image in done.images:
+            sys.stdout.write(f"  {image}\n")
+    return EXIT_OK
+
+
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.catalog.publish import publish, publish_with_registry
 
@@ -226,6 +259,27 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=int, default=1, help="signatures needed (default 1)")
     with_catalog(p)
     p.set_defaults(func=cmd_delegate)
+
+    p = csub.add_parser(
+        "rotate-key",
+        parents=[common],
+        help="replace one of the catalog's own keys (sites follow the new root)",
+    )
+    p.add_argument("role", choices=["root", "targets", "snapshot", "timestamp"])
+    with_catalog(p)
+    p.set_defaults(func=cmd_rotate_key)
+
+    p = csub.add_parser(
+        "prune",
+        parents=[common],
+        help="remove metadata, descriptors and images no recent snapshot refers to",
+    )
+    p.add_argument(
+        "--keep", type=int, default=3, help="snapshots to keep with what they name (default 3)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    with_catalog(p)
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("publish", parents=[common], help="put a signed image into a catalog")
     p.add_argument("image", type=user_path, help="the signed image directory")

@@ -127,6 +127,46 @@ def test_revoke_refresh_and_delegate(world: World, capsys: pytest.CaptureFixture
     assert json.loads(out)["role"] == "vo.cms"
 
 
+def test_rotate_key_and_prune(
+    world: World, server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = str(world.catalog.directory)
+    pinned = world.root.parent / (world.root.name + "-pinned-root.json")
+    pinned.write_bytes(world.root_json)
+    run(capsys, "publish", str(world.image()), "--catalog", catalog, "-q")
+    code, out, _ = run(capsys, "catalog", "rotate-key", "timestamp", "--catalog", catalog)
+    assert code == EXIT_OK
+    assert "timestamp key rotated" in out
+    assert "root version 2" in out
+    code, out, _ = run(capsys, "--json", "catalog", "rotate-key", "root", "--catalog", catalog)
+    assert code == EXIT_OK
+    assert json.loads(out)["root_version"] == 3
+    code, out, _ = run(capsys, "--json", "catalog", "prune", "--keep", "1", "--catalog", catalog)
+    assert code == EXIT_OK
+    assert json.loads(out)["metadata"]
+    assert not json.loads(out)["images"]
+    # A site that pinned the first root still pulls over HTTP through the rotations.
+    code, out, _ = run(
+        capsys,
+        "--json",
+        "pull",
+        "--catalog",
+        server.url,
+        "--root",
+        str(pinned),
+        "--policy",
+        str(world.policy_path),
+        "--store",
+        str(world.store),
+        "-q",
+    )
+    assert code == EXIT_OK, out
+    assert json.loads(out)["events"][0]["action"] == "installed"
+    code, out, err = run(capsys, "catalog", "rotate-key", "vo.atlas", "--catalog", catalog)
+    assert code != EXIT_OK
+    assert "invalid choice" in err
+
+
 def test_a_refused_image_makes_pull_exit_1(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
