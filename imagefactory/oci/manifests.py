@@ -110,13 +110,22 @@ def referrer_manifest(artifact_type: str, subject: Blob, layer: Blob) -> bytes:
     )
 
 
-def referrers_index(referrers: list[tuple[Blob, str]]) -> bytes:
-    """The fallback-tag index: each referrer manifest with its ``artifactType``."""
-    manifests = []
+def referrers_index(
+    referrers: list[tuple[Blob, str]], present: list[dict[str, Any]] | None = None
+) -> bytes:
+    """The fallback-tag index: ``present`` entries (kept, in order), then each new referrer.
+
+    A referrer already listed (same digest) is not listed twice.
+    """
+    manifests = list(present or [])
+    seen = {m.get("digest") for m in manifests}
     for blob, artifact_type in referrers:
+        if blob.digest in seen:
+            continue
         entry = blob.to_dict()
         entry["artifactType"] = artifact_type
         manifests.append(entry)
+        seen.add(blob.digest)
     return canonical({"schemaVersion": 2, "mediaType": INDEX, "manifests": manifests})
 
 

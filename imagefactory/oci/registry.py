@@ -14,6 +14,7 @@ HTTP (tests, a site-local mirror); any other over HTTPS unless ``insecure``.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -67,6 +68,10 @@ class Pushed:
 
     def oci_refs(self) -> dict[str, str]:
         return {**self.blobs, "manifest": f"{self.repository}@{self.manifest}"}
+
+
+#: What an older tool may have left under a fallback tag (seen, so it is not overwritten).
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 
 
 class Registry:
@@ -178,6 +183,30 @@ class Registry:
             )
         return data
 
+    def fallback_index(self, tag: str) -> list[dict[str, Any]]:
+        """The referrers already listed under a fallback tag (none if the tag is not there).
+
+        Other tools (cosign, a scanner) may have listed their referrers of the
+        same manifest there: the index is extended, never replaced. An index
+        that cannot be understood is refused rather than overwritten.
+        """
+        try:
+            data = self.get_manifest(tag, f"{INDEX}, {DOCKER_LIST}, {MANIFEST}")
+        except TransportError as exc:
+            if exc.code == "transport-not-found":
+                return []
+            raise
+        problem = _index_problem(data)
+        if problem is not None:
+            raise TransportError(
+                f"{self.repository}:{tag}: the referrers fallback index there is not an OCI"
+                f" image index ({problem}); it was left as it is",
+                code="oci-fallback-index",
+                hint="look at what wrote it; delete the tag if it is garbage, then publish again",
+            )
+        manifests: list[dict[str, Any]] = json.loads(data)["manifests"]
+        return manifests
+
     def referrers_api(self, subject: str) -> bool:
         """Whether the registry answers the OCI 1.1 referrers API (404: it does not)."""
         response = self._request("GET", self._url("referrers", subject), headers={"Accept": INDEX})
@@ -214,6 +243,23 @@ class Registry:
                     raise TransportError(f"{self.url(relpath)}: {exc}", code=code) from exc
 
         return chunks(), start
+
+
+def _index_problem(data: bytes) -> str | None:
+    """Why ``data`` is not an OCI image index whose entries have digests; ``None`` if it is."""
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        return f"not JSON: {exc}"
+    if not isinstance(doc, dict) or doc.get("mediaType", INDEX) != INDEX:
+        kind = doc.get("mediaType") if isinstance(doc, dict) else type(doc).__name__
+        return f"media type {kind!r}"
+    manifests = doc.get("manifests")
+    if not isinstance(manifests, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("digest"), str) for m in manifests
+    ):
+        return "no list of manifests with digests"
+    return None
 
 
 def push_image(image: ImageDir, registry: Registry) -> Pushed:
@@ -260,5 +306,7 @@ def push_image(image: ImageDir, registry: Registry) -> Pushed:
     if registry.referrers_api(manifest_digest):
         pushed.referrers_via = "native"
     else:
-        registry.push_manifest(referrers_index(listed), INDEX, fallback_tag(manifest_digest))
+        tag = fallback_tag(manifest_digest)
+        present = registry.fallback_index(tag)
+        registry.push_manifest(referrers_index(listed, present), INDEX, tag)
     return pushed

@@ -20,8 +20,18 @@ from typing import Any
 import pytest
 
 from imagefactory.catalog.publish import publish_with_registry
+from imagefactory.errors import TransportError
 from imagefactory.model.imagedir import load_image_dir
-from imagefactory.oci.manifests import ARTIFACT_TYPE, CONFIG_TYPE, INDEX, MANIFEST, fallback_tag
+from imagefactory.oci.manifests import (
+    ARTIFACT_TYPE,
+    CONFIG_TYPE,
+    INDEX,
+    MANIFEST,
+    Blob,
+    digest_of,
+    fallback_tag,
+    referrer_manifest,
+)
 from imagefactory.oci.registry import Registry, push_image
 from tests.catalog.world import World, make_world
 
@@ -176,3 +186,68 @@ def test_a_registry_with_the_referrers_api_gets_no_fallback_tag(
         INDEX,
     )
     assert status == 404
+
+
+def _put_index(registry: str, tag: str, body: bytes, media_type: str = INDEX) -> None:
+    request = urllib.request.Request(
+        f"http://{registry}/v2/atlas/atlas-wn/manifests/{tag}",
+        data=body,
+        method="PUT",
+        headers={"Content-Type": media_type},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        assert response.status == 201
+
+
+def test_the_fallback_index_keeps_referrers_other_tools_listed(world: World, registry: str) -> None:
+    image = load_image_dir(world.image())
+    first = push_image(image, Registry(f"{registry}/atlas/atlas-wn"))
+    tag = fallback_tag(first.manifest)
+    _, body = _get(f"http://{registry}/v2/atlas/atlas-wn/manifests/{tag}", INDEX)
+    index = json.loads(body)
+    # Another tool (a scanner, cosign) lists its own referrer of the same manifest.
+    repo = Registry(f"{registry}/atlas/atlas-wn")
+    scan_type = "application/vnd.example.scan+json"
+    report = world.root / "scan.json"
+    report.write_bytes(b'{"findings": []}')
+    layer = Blob(scan_type, digest_of(report.read_bytes()), report.stat().st_size)
+    repo.push_blob(report, layer)
+    subject = Blob(
+        MANIFEST,
+        first.manifest,
+        len(_get(f"http://{registry}/v2/atlas/atlas-wn/manifests/{first.manifest}")[1]),
+    )
+    scan = referrer_manifest(scan_type, subject, layer)
+    other = {
+        "mediaType": MANIFEST,
+        "digest": repo.push_manifest(scan, MANIFEST),
+        "size": len(scan),
+        "artifactType": scan_type,
+    }
+    index["manifests"].insert(0, other)
+    _put_index(registry, tag, json.dumps(index).encode())
+
+    again = push_image(image, Registry(f"{registry}/atlas/atlas-wn"))
+
+    assert again.manifest == first.manifest
+    _, body = _get(f"http://{registry}/v2/atlas/atlas-wn/manifests/{tag}", INDEX)
+    merged = [m["digest"] for m in json.loads(body)["manifests"]]
+    assert merged[0] == other["digest"]
+    assert sorted(merged[1:]) == sorted(first.referrers)  # ours once each, not twice
+
+
+def test_a_fallback_index_that_is_not_an_index_is_left_alone_and_named(
+    world: World, registry: str
+) -> None:
+    image = load_image_dir(world.image())
+    first = push_image(image, Registry(f"{registry}/atlas/atlas-wn"))
+    tag = fallback_tag(first.manifest)
+    docker_list = "application/vnd.docker.distribution.manifest.list.v2+json"
+    garbage = json.dumps({"schemaVersion": 2, "mediaType": docker_list, "manifests": []}).encode()
+    _put_index(registry, tag, garbage, docker_list)
+    with pytest.raises(TransportError) as err:
+        push_image(image, Registry(f"{registry}/atlas/atlas-wn"))
+    assert err.value.code == "oci-fallback-index"
+    assert tag in err.value.message
+    _, body = _get(f"http://{registry}/v2/atlas/atlas-wn/manifests/{tag}", docker_list)
+    assert body == garbage
