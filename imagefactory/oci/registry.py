@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import requests.adapters
 
 from imagefactory.errors import TransportError
 from imagefactory.model.imagedir import ImageDir
+from imagefactory.oci.credentials import PASSWORD_VAR, USER_VAR, Credentials, find_credentials
 from imagefactory.oci.manifests import (
     CONFIG_TYPE,
     DISK_TYPES,
@@ -74,12 +76,38 @@ class Pushed:
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 
 
+class _Timeouts(requests.adapters.HTTPAdapter):
+    """Every request of the session gets ``timeout`` unless it names its own."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def send(self, request: Any, **kw: Any) -> requests.Response:  # type: ignore[override]
+        if kw.get("timeout") is None:
+            kw["timeout"] = self._timeout
+        response: requests.Response = super().send(request, **kw)
+        return response
+
+
 class Registry:
-    """One repository of a registry: ``host[:port]/path/name``."""
+    """One repository of a registry: ``host[:port]/path/name``.
 
-    def __init__(self, reference: str, *, insecure: bool | None = None, timeout: float = 30.0):
-        import oras.provider
+    The first request asks ``/v2/`` how the registry authenticates (nothing,
+    HTTP Basic, or a token service) and sets oras-py up for it with the
+    :mod:`credentials <imagefactory.oci.credentials>` found for the host;
+    every later request, oras-py's uploads included, goes through that one
+    session, with the timeout.
+    """
 
+    def __init__(
+        self,
+        reference: str,
+        *,
+        insecure: bool | None = None,
+        timeout: float = 30.0,
+        credentials: Credentials | None = None,
+    ):
         host, _, path = reference.partition("/")
         if not host or not path or "@" in path or ":" in path:
             raise TransportError(
@@ -92,8 +120,54 @@ class Registry:
         self.insecure = _local(host) if insecure is None else insecure
         self.scheme = "http" if self.insecure else "https"
         self.timeout = timeout
-        self.oras = oras.provider.Registry(hostname=host, insecure=self.insecure)
-        self.container = self.oras.get_container(reference)
+        self.credentials = credentials if credentials is not None else find_credentials(host)
+        self._oras: Any = None
+
+    @property
+    def oras(self) -> Any:
+        """oras-py's registry client, set up for this registry's authentication."""
+        if self._oras is None:
+            self._oras = self._connect()
+        return self._oras
+
+    def _connect(self) -> Any:
+        import oras.provider
+
+        url = f"{self.scheme}://{self.host}/v2/"
+        try:
+            probe = requests.get(url, timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise TransportError(
+                f"{url}: no answer within {self.timeout:g}s", code="transport-timeout"
+            ) from exc
+        except requests.RequestException as exc:
+            raise TransportError(f"{url}: {exc}", code="transport-unreachable") from exc
+        challenge = probe.headers.get("WWW-Authenticate", "") if probe.status_code == 401 else ""
+        scheme = challenge.partition(" ")[0].lower()
+        if scheme not in ("", "basic", "bearer"):
+            raise self._unauthorised(f"asks for {scheme!r} authentication, which is not supported")
+        if scheme == "basic" and self.credentials is None:
+            raise self._unauthorised("asks for a user name and password and none was found")
+        client = oras.provider.Registry(
+            hostname=self.host,
+            insecure=self.insecure,
+            auth_backend="basic" if scheme == "basic" else "token",
+        )
+        if self.credentials is not None:
+            client.auth.set_basic_auth(self.credentials.username, self.credentials.password)
+        adapter = _Timeouts(self.timeout)
+        client.session.mount("http://", adapter)
+        client.session.mount("https://", adapter)
+        return client
+
+    def _unauthorised(self, why: str) -> TransportError:
+        given = f" (credentials from {self.credentials.source})" if self.credentials else ""
+        return TransportError(
+            f"registry {self.host} {why}{given}",
+            code="oci-unauthorised",
+            hint=f"set {USER_VAR} and {PASSWORD_VAR} (a CI job maps its registry token onto"
+            " them), or log in with docker login / podman login",
+        )
 
     # -- low level -----------------------------------------------------------------
 
@@ -102,29 +176,36 @@ class Registry:
 
     def _request(self, method: str, url: str, **kw: Any) -> requests.Response:
         headers = dict(kw.pop("headers", {}))
-        token = getattr(self.oras.auth, "token", None)
-        if token:
-            headers.update(self.oras.auth.get_auth_header())
         try:
-            response: requests.Response = self.oras.session.request(
-                method, url, headers=headers, timeout=self.timeout, **kw
-            )
-            return response
+            response: requests.Response = self.oras.do_request(url, method, headers=headers, **kw)
+        except ValueError as exc:  # oras-py: "Cannot respond to request for authentication."
+            raise self._unauthorised(f"refused the request ({exc})") from exc
         except requests.Timeout as exc:
             raise TransportError(
                 f"{url}: no answer within {self.timeout:g}s", code="transport-timeout"
             ) from exc
         except requests.RequestException as exc:
             raise TransportError(f"{url}: {exc}", code="transport-unreachable") from exc
+        if response.status_code in (401, 403):
+            response.close()
+            raise self._unauthorised(f"refused {method} {url}: HTTP {response.status_code}")
+        return response
 
     def push_blob(self, path: Path, blob: Blob) -> None:
         """Upload ``path`` as ``blob`` (unless the registry has it), then check it is there."""
         try:
             response = self.oras.upload_blob(
-                str(path), self.container, blob.to_dict(), do_chunked=blob.size > CHUNKED_ABOVE
+                str(path),
+                self.oras.get_container(self.repository),
+                blob.to_dict(),
+                do_chunked=blob.size > CHUNKED_ABOVE,
             )
-        except (requests.RequestException, ValueError) as exc:
+        except ValueError as exc:
+            raise self._unauthorised(f"refused the blob upload ({exc})") from exc
+        except requests.RequestException as exc:
             raise TransportError(f"{self.repository}: blob upload failed: {exc}") from exc
+        if response.status_code in (401, 403):
+            raise self._unauthorised(f"refused the blob upload: HTTP {response.status_code}")
         if response.status_code not in (200, 201, 202):
             raise TransportError(
                 f"{self.repository}: blob {blob.digest} refused: HTTP {response.status_code}"

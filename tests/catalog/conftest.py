@@ -1,3 +1,6 @@
 """Fixtures of the catalog tests."""
 
-from tests.catalog.registry import registry  # noqa: F401 -- a real docker-registry on 127.0.0.1
+from tests.catalog.registry import (  # noqa: F401 -- real docker-registries on 127.0.0.1
+    auth_registry,
+    registry,
+)

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,15 +40,41 @@ def _free_port() -> int:
         return port
 
 
+AUTH = """\
+auth:
+  htpasswd:
+    realm: imagefactory-test
+    path: {htpasswd}
+"""
+
+#: The user and password of :func:`auth_registry`.
+USER, PASSWORD = "vo-robot", "s3cret-token"
+
+
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[str]:
     """``127.0.0.1:PORT`` of a fresh registry, stopped after the test."""
+    yield from _serve(tmp_path, "")
+
+
+@pytest.fixture
+def auth_registry(tmp_path: Path) -> Iterator[str]:
+    """A registry that wants HTTP Basic credentials (:data:`USER`, :data:`PASSWORD`)."""
+    import bcrypt
+
+    htpasswd = tmp_path / "htpasswd"
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"{USER}:{hashed}\n")
+    yield from _serve(tmp_path, AUTH.format(htpasswd=htpasswd))
+
+
+def _serve(tmp_path: Path, extra: str) -> Iterator[str]:
     binary = shutil.which("docker-registry")
     require_or_skip(binary is not None, "docker-registry is not installed (scripts/setup --test)")
     assert binary is not None
     port = _free_port()
     config = tmp_path / "registry.yml"
-    config.write_text(CONFIG.format(root=tmp_path / "registry-data", port=port))
+    config.write_text(CONFIG.format(root=tmp_path / "registry-data", port=port) + extra)
     log = tmp_path / "registry.log"
     with log.open("wb") as log_stream:
         proc = subprocess.Popen(
@@ -59,6 +86,8 @@ def registry(tmp_path: Path) -> Iterator[str]:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
                     break
+            except urllib.error.HTTPError:
+                break  # it answers (401: it wants credentials)
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     err = log.read_text(errors="replace")[-2000:]
