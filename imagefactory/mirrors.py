@@ -239,6 +239,8 @@ def _fetch(url: str, *, method: str = "GET", limit: int = MAX_RELEASE_BYTES) -> 
             length = int(resp.headers.get("Content-Length") or -1)
             data = resp.read(limit + 1) if method == "GET" else b""
     except (urllib.error.URLError, OSError, ValueError) as exc:
+        if isinstance(exc, urllib.error.HTTPError):
+            exc.close()  # its body is not read: a 404 is an answer, not a leak
         raise ArchiveError(
             f"cannot reach the package archive: {url}: {exc}",
             hint="check the mirror in the settings (mirrors:) or the host's apt sources",
@@ -246,6 +248,17 @@ def _fetch(url: str, *, method: str = "GET", limit: int = MAX_RELEASE_BYTES) -> 
     if len(data) > limit:
         raise ArchiveError(f"{url}: larger than {limit} bytes; is this a package archive?")
     return data, length
+
+
+def fetch_optional(url: str, *, limit: int = MAX_RELEASE_BYTES) -> bytes | None:
+    """The body of an http(s) URL, or ``None`` when the server says it has no such file (404)."""
+    try:
+        return _fetch(url, limit=limit)[0]
+    except ArchiveError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, urllib.error.HTTPError) and cause.code in (404, 410):
+            return None
+        raise
 
 
 def fetch_file(url: str, *, limit: int) -> bytes:

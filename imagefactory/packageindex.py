@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import lzma
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,45 @@ def indexed_sha256(inrelease: bytes) -> dict[str, str]:
     return {name: digest for name, (digest, _size) in release_index(inrelease).items()}
 
 
+def fetch_index(
+    url: str,
+    digest: str,
+    size: int | None,
+    *,
+    cache_dir: Path,
+    on_status: Callable[[str], None] = lambda text: None,
+) -> bytes:
+    """An index file checked against the sha256 (and size) its signed Release lists.
+
+    Kept in ``cache_dir`` by digest, so an unchanged index is fetched once; an
+    index that does not match is refused, as apt would refuse it.
+    """
+    cached = cache_dir / f"{digest}{_suffix(url)}"
+    data = _read_cached(cached, digest)
+    if data is not None:
+        return data
+    on_status(f"fetching {url}")
+    data = fetch_file(url, limit=MAX_INDEX_BYTES)
+    got = hashlib.sha256(data).hexdigest()
+    if got != digest or (size is not None and len(data) != size):
+        raise ArchiveError(
+            f"{url}: sha256 {got} ({len(data)} bytes), but the signed Release lists"
+            f" {digest}{f' ({size} bytes)' if size is not None else ''}"
+            " (a mirror caught mid-sync, or a tampered index)",
+            hint="retry later, or point the settings (mirrors:) at a consistent mirror",
+        )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(cached, data, 0o644, durable=False)
+    return data
+
+
+def _suffix(url: str) -> str:
+    for suffix in (".xz", ".gz"):
+        if url.endswith(suffix):
+            return suffix
+    return ""
+
+
 def load_index(
     archive: BaseArchive,
     arch: Arch,
@@ -94,22 +134,9 @@ def load_index(
         if digest is None:
             continue  # this suite has no index for the arch; apt skips it too
         url = f"{mirror}/dists/{suite}/{name}"
-        cached = cache_dir / f"{digest}.xz"
-        data = _read_cached(cached, digest)
-        if data is None:
-            on_status(f"fetching {url}")
-            data = fetch_file(url, limit=MAX_INDEX_BYTES)
-            got = hashlib.sha256(data).hexdigest()
-            if got != digest:
-                raise ArchiveError(
-                    f"{url}: sha256 {got}, but InRelease lists {digest}"
-                    " (a mirror caught mid-sync, or a tampered index)",
-                    hint="retry later, or point the settings (mirrors:) at a consistent mirror",
-                )
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(cached, data, 0o644, durable=False)
+        data = fetch_index(url, digest, None, cache_dir=cache_dir, on_status=on_status)
         on_status(f"reading {suite}/{name}")
-        index.add(_unpack(data, url), url)
+        index.add(unpack_index(data, url), url)
     return index
 
 
@@ -122,11 +149,17 @@ def _read_cached(path: Path, digest: str) -> bytes | None:
     return data if hashlib.sha256(data).hexdigest() == digest else None
 
 
-def _unpack(data: bytes, url: str) -> str:
+def unpack_index(data: bytes, url: str) -> str:
+    """The text of a ``Packages``, ``Packages.xz`` or ``Packages.gz`` file (by its URL)."""
     try:
-        unpacked = lzma.LZMADecompressor().decompress(data, max_length=MAX_UNPACKED_BYTES)
-    except lzma.LZMAError as exc:
-        raise ArchiveError(f"{url}: not an xz file: {exc}") from exc
+        if url.endswith(".xz"):
+            unpacked = lzma.LZMADecompressor().decompress(data, max_length=MAX_UNPACKED_BYTES)
+        elif url.endswith(".gz"):
+            unpacked = zlib.decompressobj(wbits=31).decompress(data, MAX_UNPACKED_BYTES)
+        else:
+            unpacked = data[:MAX_UNPACKED_BYTES]
+    except (lzma.LZMAError, zlib.error) as exc:
+        raise ArchiveError(f"{url}: not a compressed index: {exc}") from exc
     return unpacked.decode("utf-8", "replace")
 
 
@@ -161,9 +194,12 @@ def check_recipe_packages(
     *,
     cache_dir: Path,
     on_status: Callable[[str], None] = lambda text: None,
+    extra: Callable[[PackageIndex], str] | None = None,
 ) -> PackageIndex | None:
     """Check the recipe's packages against the archive, before diskimage-builder starts.
 
+    ``extra`` adds the indexes of the recipe's own repositories (already
+    verified) to the archive's and says what it added, for the message.
     Returns the index read, or ``None`` when no suite lists an index for the
     recipe's architecture (nothing to check against; apt will judge).
     """
@@ -173,10 +209,14 @@ def check_recipe_packages(
     index = load_index(archive, arch, releases, cache_dir=cache_dir, on_status=on_status)
     if not index.sources:
         return None
+    suites = len(index.sources)
+    added = extra(index) if extra is not None else ""
     places = recipe.package_places or tuple(
         PackagePlace(p, str(recipe.sources[0]) if recipe.sources else recipe.name, 1, 1, "")
         for p in recipe.packages
     )
-    where = f"{archive.distro} {archive.release} main {arch.dib_arch} ({len(index.sources)} suites)"
+    where = f"{archive.distro} {archive.release} main {arch.dib_arch} ({suites} suites)"
+    if added:
+        where += f" or {added}"
     check_packages(places, index, where)
     return index

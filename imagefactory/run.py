@@ -322,6 +322,10 @@ DEBIAN_PACKAGES: dict[str, str] = {
     "chroot": "coreutils",
     "guestfish": "libguestfs-tools",
     "losetup": "mount",
+    "gpgv": "gpgv",
+    "gpg": "gpg",
+    "apt-ftparchive": "apt-utils",
+    "dpkg-deb": "dpkg",
 }
 
 

@@ -20,6 +20,13 @@ Example::
       cache_dir: /var/cache/imagefactory
       allow_scripts: false
       allowed_elements: [cloud-init, growroot]
+      # Third-party apt repositories recipes may add (none by default): a URL
+      # (or a prefix of it) and the key fingerprints it may be pinned to.
+      allowed_repositories:
+        - url_prefix: https://repo.example.org/cvmfs
+          fingerprints: [0123456789ABCDEF0123456789ABCDEF01234567]
+      # Keys for repositories a recipe pins by fingerprint alone (*.asc, *.gpg).
+      repository_keys: /etc/imagefactory/repository-keys
       accel: auto            # auto | kvm | tcg
     gate:
       # The only programs 'imagefactory gate --' and 'run' start (absolute paths).
@@ -38,8 +45,10 @@ from pathlib import Path
 from imagefactory.errors import InputError, SettingsError
 from imagefactory.fields import load_table
 from imagefactory.fields.types import Choice, Field, Flag, ListOf, Struct, Text
-from imagefactory.recipe import DEFAULT_ALLOWED_ELEMENTS, BuildLimits
+from imagefactory.pgpkey import FINGERPRINT_PATTERN
+from imagefactory.recipe import DEFAULT_ALLOWED_ELEMENTS, BuildLimits, RepositoryAllowance
 from imagefactory.recipe.fields import ELEMENT_PATTERN
+from imagefactory.recipe.rules import check_repository_url, fingerprint_hint, to_fingerprint
 from imagefactory.vocab import Accel
 
 SYSTEM_SETTINGS = Path("/etc/imagefactory/settings.yaml")
@@ -84,6 +93,10 @@ class Settings:
     include_roots: tuple[Path, ...] = ()
     #: Archive indexes known to be inconsistent (``SUITE/ARCH``); see SETTINGS.
     known_broken_archives: frozenset[str] = frozenset()
+    #: The third-party apt repositories (URL prefix and key fingerprints) recipes may add.
+    allowed_repositories: tuple[RepositoryAllowance, ...] = ()
+    #: Where the keys of repositories pinned by fingerprint alone are kept.
+    repository_keys: Path | None = None
 
     def build_limits(self, include_roots: tuple[Path, ...] = ()) -> BuildLimits:
         """The rules untrusted recipes are held to on this host.
@@ -94,6 +107,7 @@ class Settings:
             allow_scripts=self.allow_scripts,
             allowed_elements=self.allowed_elements,
             include_roots=(*self.include_roots, *include_roots),
+            allowed_repositories=self.allowed_repositories,
         )
 
     @property
@@ -105,6 +119,30 @@ class Settings:
 _URL = Text("an http(s) URL", pattern=r"^https?://[^\s]+$", max_length=2048)
 _PATH = Text("a path", max_length=4096)
 _ABSOLUTE = Text("an absolute path", pattern=r"^/[^\0]*$", max_length=4096)
+_ALLOWED_REPOSITORY = Struct(
+    expects="a mapping with url_prefix and fingerprints",
+    fields=(
+        Field(
+            "url_prefix",
+            Text("an http(s) URL", max_length=2048, check=check_repository_url),
+            "A repository URL, or a prefix of it at a '/' (every repository under it).",
+            required=True,
+        ),
+        Field(
+            "fingerprints",
+            ListOf(
+                Text(
+                    "a 40-hex-digit OpenPGP fingerprint",
+                    pattern=FINGERPRINT_PATTERN,
+                    convert=to_fingerprint,
+                    suggest=fingerprint_hint,
+                )
+            ),
+            "The key fingerprints a repository there may be pinned to.",
+            required=True,
+        ),
+    ),
+)
 
 #: The settings file's field table (checked like recipes: every problem at
 #: file:line:column, "did you mean" for misspelt keys).
@@ -154,6 +192,20 @@ SETTINGS = Struct(
                         "The site's recipe directories: a recipe's `extends` may name a"
                         " recipe in them (a VO recipe extending the site base), besides"
                         " its own directory.",
+                    ),
+                    Field(
+                        "allowed_repositories",
+                        ListOf(_ALLOWED_REPOSITORY),
+                        "The third-party apt repositories recipes may add, each a URL"
+                        " (prefix) with the key fingerprints it may be pinned to. None by"
+                        " default: a recipe's `repositories` entry is refused until the"
+                        " site lists it.",
+                    ),
+                    Field(
+                        "repository_keys",
+                        _PATH,
+                        "A directory of OpenPGP public keys (*.asc, *.gpg, one key each) for"
+                        " recipe repositories pinned by fingerprint alone.",
                     ),
                     Field(
                         "accel",
@@ -239,6 +291,11 @@ def _from_file(path: Path) -> Settings:
         firmware=tuple(Path(str(f)) for f in gate["firmware"]),
         include_roots=tuple(here / str(root) for root in build["include_roots"]),
         known_broken_archives=frozenset(values["known_broken_archives"]),
+        allowed_repositories=tuple(
+            RepositoryAllowance(str(a["url_prefix"]), frozenset(a["fingerprints"]))
+            for a in build["allowed_repositories"]
+        ),
+        repository_keys=here / str(build["repository_keys"]) if build["repository_keys"] else None,
     )
 
 

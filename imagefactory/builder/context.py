@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from imagefactory.aptrepo import VerifiedRepository
 from imagefactory.audit import AuditReport
 from imagefactory.boot.qemu import DEFAULT_TIMEOUT
 from imagefactory.builder.cache import BuildCache, CacheEntry
@@ -44,6 +45,8 @@ class BuildContext:
     logfile: IO[str]
     archive: BaseArchive | None = None
     fingerprint: dict[str, str] = field(default_factory=dict)
+    #: The recipe's third-party repositories, verified against their pinned keys.
+    repositories: list[VerifiedRepository] = field(default_factory=list)
     element: GeneratedElement | None = None
     versions: dict[str, str] = field(default_factory=dict)
     key: str = ""

@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagefactory.recipe import Recipe
+from imagefactory.recipe import Recipe, Repository
 from imagefactory.vocab import (
     EFI_SUFFIX,
     GRUB_EFI_PLATFORM,
@@ -30,6 +31,10 @@ from imagefactory.vocab import (
 
 ELEMENT_NAME = "imagefactory-recipe"
 FILES_DIR = "imagefactory-files"
+REPOSITORIES_DIR = "imagefactory-repositories"
+#: Where a repository's pinned key goes in the image (apt's Signed-By names it).
+APT_KEYRINGS = "/etc/apt/keyrings"
+APT_SOURCES_DIR = "/etc/apt/sources.list.d"
 
 #: Packages every image needs to boot from the disk the assembler makes.
 BOOT_PACKAGES = ("systemd-sysv", "initramfs-tools")
@@ -94,9 +99,60 @@ def install_list(recipe: Recipe) -> list[str]:
     return packages + [p for p in recipe.packages if p not in packages]
 
 
-def element_files(recipe: Recipe) -> dict[str, tuple[bytes, int]]:
-    """Relative path -> (content, mode) of every file of the element."""
+def repository_sources(repository: Repository) -> str:
+    """The deb822 ``.sources`` stanza of a repository: apt trusts only its pinned key."""
+    lines = [
+        "# Added by imagefactory from the recipe; verified with the pinned key"
+        f" {repository.fingerprint}.",
+        "Types: deb",
+        f"URIs: {repository.url}",
+        f"Suites: {' '.join(repository.suites)}",
+        f"Components: {' '.join(repository.components)}",
+        f"Signed-By: {APT_KEYRINGS}/{repository.name}.gpg",
+    ]
+    if repository.arch:
+        lines.append(f"Architectures: {' '.join(a.dib_arch for a in repository.arch)}")
+    return "\n".join(lines) + "\n"
+
+
+def _repositories_script(recipe: Recipe, keys: Mapping[str, bytes]) -> dict[str, tuple[bytes, int]]:
+    """pre-install.d: each repository's key and .sources, then apt-get update.
+
+    Before the package installs (install.d), so the recipe's packages resolve
+    from them like any other; the key is the one the host verified the
+    repository's Release with.
+    """
     files: dict[str, tuple[bytes, int]] = {}
+    lines = [_HEADER, f'src="$(dirname "$0")/{REPOSITORIES_DIR}"\n']
+    lines.append(f"install -d -m 0755 {APT_KEYRINGS} {APT_SOURCES_DIR}\n")
+    for repository in recipe.repositories:
+        key = keys.get(repository.name)
+        if key is None:
+            raise ValueError(f"internal error: no verified key for repository {repository.name}")
+        name = repository.name
+        files[f"pre-install.d/{REPOSITORIES_DIR}/{name}.gpg"] = (key, 0o644)
+        files[f"pre-install.d/{REPOSITORIES_DIR}/{name}.sources"] = (
+            repository_sources(repository).encode(),
+            0o644,
+        )
+        lines.append(f'install -m 0644 "$src/{name}.gpg" {APT_KEYRINGS}/{name}.gpg\n')
+        lines.append(f'install -m 0644 "$src/{name}.sources" {APT_SOURCES_DIR}/{name}.sources\n')
+    lines.append("apt-get update\n")
+    files["pre-install.d/50-imagefactory-repositories"] = ("".join(lines).encode(), 0o755)
+    return files
+
+
+def element_files(
+    recipe: Recipe, repository_keys: Mapping[str, bytes] | None = None
+) -> dict[str, tuple[bytes, int]]:
+    """Relative path -> (content, mode) of every file of the element.
+
+    ``repository_keys`` holds the verified key (binary) of each of the
+    recipe's repositories, by name.
+    """
+    files: dict[str, tuple[bytes, int]] = {}
+    if recipe.repositories:
+        files.update(_repositories_script(recipe, repository_keys or {}))
     # What DIB's 'base' element (left out: ``disk-image-create -n``) brought that
     # a worker node needs: its dependencies, and the dist-upgrade of the cached
     # debootstrap tarball below.
@@ -227,9 +283,11 @@ def digest_files(files: dict[str, tuple[bytes, int]]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def write_element(recipe: Recipe, elements_root: Path) -> GeneratedElement:
+def write_element(
+    recipe: Recipe, elements_root: Path, repository_keys: Mapping[str, bytes] | None = None
+) -> GeneratedElement:
     """Write the element under ``elements_root/imagefactory-recipe``."""
-    files = element_files(recipe)
+    files = element_files(recipe, repository_keys)
     base = elements_root / ELEMENT_NAME
     for rel, (content, mode) in files.items():
         target = base / rel

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imagefactory.aptrepo import add_indexes, verify_repositories
 from imagefactory.boot.qemu import BootResult, boot_test, uefi_firmware
 from imagefactory.builder import assemble as assembler
 from imagefactory.builder import dib
@@ -112,19 +113,35 @@ def resolve_base(ctx: BuildContext) -> None:
     ctx.progress.note(f"archive {ctx.archive.mirror} ({ctx.archive.origin})")
     releases = fetch_releases(ctx.archive)
     check_indexes(ctx.archive, base.arch, releases)
+    indexes = ctx.settings.cache_dir / "package-indexes"
+    # The recipe's own repositories, each against its pinned key alone.
+    ctx.repositories = verify_repositories(
+        ctx.recipe.repositories,
+        base.arch,
+        keys_dir=ctx.settings.repository_keys,
+        cache_dir=indexes,
+        on_status=ctx.progress.status,
+    )
+    for repo in ctx.repositories:
+        ctx.progress.note(
+            f"repository {repo.repository.name}: {repo.repository.url} verified with key"
+            f" {repo.key.fingerprint}"
+        )
     # Every unknown package at once, at its recipe line, before DIB's 40 s of apt.
     check_recipe_packages(
         ctx.recipe,
         ctx.archive,
         releases,
-        cache_dir=ctx.settings.cache_dir / "package-indexes",
+        cache_dir=indexes,
         on_status=ctx.progress.status,
+        extra=lambda index: add_indexes(index, ctx.repositories),
     )
     ctx.fingerprint = release_fingerprint(releases)
 
 
 def generate_element(ctx: BuildContext) -> None:
-    ctx.element = write_element(ctx.recipe, ctx.staging / "elements")
+    keys = {r.repository.name: r.key.binary for r in ctx.repositories}
+    ctx.element = write_element(ctx.recipe, ctx.staging / "elements", repository_keys=keys)
 
 
 def lookup_cache(ctx: BuildContext) -> None:
@@ -151,6 +168,10 @@ def lookup_cache(ctx: BuildContext) -> None:
             "archive": ctx.fingerprint,
         },
     }
+    if ctx.repositories:
+        # Each repository's URL, suites, components, key and verified Release:
+        # a repository that publishes an update misses the cache.
+        ctx.key_inputs["repositories"] = [r.to_dict() for r in ctx.repositories]
     ctx.key = cache_key(ctx.key_inputs)
     if not ctx.options.use_cache:
         ctx.progress.note("cache: not used (--no-cache)")
@@ -331,6 +352,7 @@ def _record(ctx: BuildContext, timings: dict[str, float]) -> dict[str, Any]:
             "mirror_origin": archive.origin,
             "archive": ctx.fingerprint,
         },
+        "repositories": [r.to_dict() for r in ctx.repositories],
         "element_digest": ctx.element.digest if ctx.element else None,
         "tools": ctx.versions,
         "cache": {"key": ctx.key, "hit": ctx.hit is not None},

@@ -22,13 +22,19 @@ from imagefactory.fields.types import INVALID, Checker
 from imagefactory.fields.yamlsource import Map, Scalar, Seq
 from imagefactory.recipe.extends import load_with_parents
 from imagefactory.recipe.fields import RECIPE
-from imagefactory.recipe.limits import DEFAULT_ALLOWED_ELEMENTS, DEFAULT_LIMITS, BuildLimits
+from imagefactory.recipe.limits import (
+    DEFAULT_ALLOWED_ELEMENTS,
+    DEFAULT_LIMITS,
+    BuildLimits,
+    RepositoryAllowance,
+)
 from imagefactory.recipe.model import (
     Base,
     Disk,
     FileSpec,
     PackagePlace,
     Recipe,
+    Repository,
     Script,
     Services,
     build_recipe,
@@ -44,6 +50,8 @@ __all__ = [
     "FileSpec",
     "Recipe",
     "RecipeError",
+    "Repository",
+    "RepositoryAllowance",
     "Script",
     "Services",
     "load_recipe",

@@ -23,6 +23,7 @@ from imagefactory.fields.types import (
     Struct,
     Text,
 )
+from imagefactory.pgpkey import FINGERPRINT_PATTERN
 from imagefactory.recipe import rules
 from imagefactory.vocab import (
     ARCH_ALIASES,
@@ -48,6 +49,9 @@ PROFILE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$"
 LABEL_KEY_PATTERN = r"^[a-z0-9][a-z0-9._/-]{0,127}$"
 RECIPE_PATH_PATTERN = r"^[^/].*\.ya?ml$"
+REPOSITORY_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+SUITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+COMPONENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 #: Most ``extends`` levels above the top-level recipe.
 MAX_EXTENDS_DEPTH = 8
@@ -168,6 +172,98 @@ FILE = Struct(
     exactly_one=(("content", "source"),),
 )
 
+REPOSITORY_KEY = Struct(
+    expects="a mapping with file, fingerprint or both",
+    fields=(
+        Field(
+            "file",
+            Text(
+                "a path relative to the recipe",
+                max_length=rules.MAX_PATH_CHARS,
+                check=rules.check_key_file,
+            ),
+            "The repository's OpenPGP public key (armored or binary), a file next to the"
+            " recipe like `source`; it must hold exactly one v4 public key.",
+        ),
+        Field(
+            "fingerprint",
+            Text(
+                "a 40-hex-digit OpenPGP fingerprint",
+                pattern=FINGERPRINT_PATTERN,
+                convert=rules.to_fingerprint,
+                suggest=rules.fingerprint_hint,
+            ),
+            "The key's v4 fingerprint. With `file`, the file must hold this key; alone, the"
+            " key comes from the build host's `build.repository_keys` directory.",
+        ),
+    ),
+    rules=(
+        Rule(
+            "Give `file`, `fingerprint` or both; with both, the file holds that key.",
+            rules.rule_key_given,
+        ),
+    ),
+)
+
+REPOSITORY = Struct(
+    expects="a repository entry (a mapping with name, url, suites and key)",
+    fields=(
+        Field(
+            "name",
+            Text("a repository name like 'cvmfs'", pattern=REPOSITORY_NAME_PATTERN),
+            "The repository's name: the image's `/etc/apt/sources.list.d/NAME.sources` and"
+            " `/etc/apt/keyrings/NAME.gpg`. A later recipe's entry replaces an extended"
+            " one's with the same name.",
+            required=True,
+        ),
+        Field(
+            "url",
+            Text(
+                "an http(s) URL",
+                max_length=2048,
+                check=rules.check_repository_url,
+            ),
+            "The repository's base URL (holding `dists/`): http or https, no credentials,"
+            " query or fragment.",
+            required=True,
+        ),
+        Field(
+            "suites",
+            ListOf(Text("a suite like 'bookworm-prod'", pattern=SUITE_PATTERN)),
+            "The suites (distributions) to use.",
+            required=True,
+        ),
+        Field(
+            "components",
+            ListOf(Text("a component like 'main'", pattern=COMPONENT_PATTERN)),
+            "The components of each suite.",
+            default=["main"],
+        ),
+        Field(
+            "key",
+            REPOSITORY_KEY,
+            "The key the repository's Release file must be signed with: the build verifies"
+            " it with this key alone before anything is installed, and apt in the image"
+            " trusts only this key for this repository (`Signed-By`).",
+            required=True,
+        ),
+        Field(
+            "arch",
+            ListOf(Choice(Arch, aliases=ARCH_ALIASES)),
+            "The architectures the repository serves; an image of another is refused."
+            " Unset: the image's.",
+        ),
+    ),
+    rules=(
+        Rule("`suites` and `components` are not empty.", rules.rule_repository_suites),
+        Rule(
+            "The build host's settings allow the repository's URL with its key"
+            " (`build.allowed_repositories`; none by default).",
+            rules.rule_repository_allowed,
+        ),
+    ),
+)
+
 UNIT = Text("a systemd unit name like 'chrony.service'", pattern=UNIT_PATTERN)
 
 SERVICES = Struct(
@@ -251,8 +347,8 @@ RECIPE = Struct(
             "Recipes this one builds on, relative to this file and inside the include roots,"
             f" at most {MAX_EXTENDS_DEPTH} levels deep. The parents are combined first, this"
             " recipe over them: mappings merge, values replace, lists are joined (an item"
-            " only once), `files` and `scripts` entries replace the parent's of the same"
-            " `path` or `name`.",
+            " only once), `files`, `scripts` and `repositories` entries replace the parent's"
+            " of the same `path` or `name`.",
             loader=True,
         ),
         Field("base", BASE, "The distribution the image is built from.", required=True),
@@ -266,6 +362,12 @@ RECIPE = Struct(
                 )
             ),
             "Extra packages to install, e.g. `less` or `less=590-2`.",
+        ),
+        Field(
+            "repositories",
+            ListOf(REPOSITORY, key="name"),
+            "Third-party apt repositories the packages may come from (CVMFS, Apptainer),"
+            " each with its signing key pinned; only those the build host allows.",
         ),
         Field("files", ListOf(FILE, key="path"), "Files to put into the image."),
         Field("services", SERVICES, "systemd units to enable or disable."),
@@ -356,6 +458,11 @@ RECIPE = Struct(
             "`none` in `fs_access` cannot be combined with other values.", rules.rule_fs_none_alone
         ),
         Rule("`scripts` needs a build host that allows scripts.", rules.rule_scripts_allowed),
+        Rule(
+            "A repository's `arch` includes the image's architecture.",
+            rules.rule_repository_arch,
+            whole_only=True,
+        ),
         Rule(
             "`boot: uefi` is for x86_64 and aarch64, `boot: bios` for x86_64 and i386.",
             rules.rule_boot_arch,

@@ -23,6 +23,23 @@ DEFAULT_ALLOWED_ELEMENTS: frozenset[str] = frozenset(
 
 
 @dataclass(frozen=True)
+class RepositoryAllowance:
+    """One entry of the host's ``build.allowed_repositories``.
+
+    A recipe's repository is allowed when its URL is ``url_prefix`` or lies
+    under it (``url_prefix`` + ``/...``) and its pinned key is one of
+    ``fingerprints``.
+    """
+
+    url_prefix: str
+    fingerprints: frozenset[str]
+
+    def covers(self, url: str) -> bool:
+        prefix = self.url_prefix.rstrip("/")
+        return url.rstrip("/") == prefix or url.startswith(prefix + "/")
+
+
+@dataclass(frozen=True)
 class BuildLimits:
     """What the build host lets a recipe do.
 
@@ -37,6 +54,8 @@ class BuildLimits:
     allowed_elements: frozenset[str] = DEFAULT_ALLOWED_ELEMENTS
     #: Directories besides the top-level recipe's own that ``extends`` may read from.
     include_roots: tuple[Path, ...] = ()
+    #: The third-party apt repositories recipes may add (none unless the host lists them).
+    allowed_repositories: tuple[RepositoryAllowance, ...] = ()
 
 
 DEFAULT_LIMITS = BuildLimits()

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
-from imagefactory.recipe.rules import SourceFile
+from imagefactory.recipe.rules import KeyFile, SourceFile
 from imagefactory.vocab import (
     Arch,
     BootMode,
@@ -74,6 +74,34 @@ class Script:
 
 
 @dataclass(frozen=True)
+class Repository:
+    """A third-party apt repository with its pinned signing key."""
+
+    name: str
+    url: str
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+    #: The pinned v4 fingerprint (upper-case hex): from the recipe, or of the key file.
+    fingerprint: str
+    #: The key as binary OpenPGP packets, if the recipe ships it (``key.file``);
+    #: ``None``: the build host's ``build.repository_keys`` must hold it.
+    key: bytes | None
+    #: The architectures it serves (empty: unrestricted).
+    arch: tuple[Arch, ...] = ()
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "suites": list(self.suites),
+            "components": list(self.components),
+            "fingerprint": self.fingerprint,
+            "key_sha256": hashlib.sha256(self.key).hexdigest() if self.key is not None else None,
+            "arch": [a.value for a in self.arch],
+        }
+
+
+@dataclass(frozen=True)
 class Disk:
     #: Bytes.
     size: int
@@ -104,6 +132,7 @@ class Recipe:
     description: str
     base: Base
     packages: tuple[str, ...]
+    repositories: tuple[Repository, ...]
     files: tuple[FileSpec, ...]
     services: Services
     elements: tuple[str, ...]
@@ -129,7 +158,7 @@ class Recipe:
         Defaults are applied and ``extends`` is gone; ``sources`` is left out,
         since where the files were read is not part of what is built.
         """
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
             "description": self.description,
@@ -160,6 +189,10 @@ class Recipe:
             "endorser": self.endorser,
             "labels": dict(sorted(self.labels.items())),
         }
+        if self.repositories:
+            # Only when there are some: a recipe without keeps its digest (and cache key).
+            data["repositories"] = [r.canonical() for r in self.repositories]
+        return data
 
     @cached_property
     def digest(self) -> str:
@@ -183,12 +216,31 @@ def build_recipe(values: dict[str, Any], sources: list[Path]) -> Recipe:
         )
         if source is not None and source.path not in sources:
             sources.append(source.path)
+    repositories = []
+    for entry in values["repositories"]:
+        key_file: KeyFile | None = entry["key"].get("file")
+        pinned = entry["key"].get("fingerprint")
+        fingerprint = pinned if pinned is not None else key_file.key.fingerprint if key_file else ""
+        repositories.append(
+            Repository(
+                name=entry["name"],
+                url=entry["url"],
+                suites=tuple(entry["suites"]),
+                components=tuple(entry["components"]),
+                fingerprint=fingerprint,
+                key=key_file.key.binary if key_file is not None else None,
+                arch=tuple(entry["arch"]),
+            )
+        )
+        if key_file is not None and key_file.path not in sources:
+            sources.append(key_file.path)
     return Recipe(
         name=values["name"],
         version=values["version"],
         description=values["description"],
         base=Base(base["distro"], release.codename, release.version, base["arch"]),
         packages=tuple(values["packages"]),
+        repositories=tuple(repositories),
         files=tuple(files),
         services=Services(
             tuple(values["services"]["enable"]), tuple(values["services"]["disable"])

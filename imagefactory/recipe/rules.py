@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import stat
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from imagefactory.fields import values
 from imagefactory.fields.types import Checker, Problem, did_you_mean
 from imagefactory.fields.yamlsource import Map, Node, Scalar, Seq
+from imagefactory.pgpkey import KeyFileError, PublicKey, read_public_key
 from imagefactory.vocab import Arch, BootMode, Distro, FsAccess, RootPolicy, WorkerNodeModel
 
 KIB = 1024
@@ -91,6 +94,11 @@ class SourceFile:
 
 def check_source(value: str, node: Scalar, ck: Checker) -> SourceFile:
     """Read ``source``: a regular file inside the directory of the recipe that names it."""
+    return read_beside_recipe(value, node)
+
+
+def read_beside_recipe(value: str, node: Scalar) -> SourceFile:
+    """A regular file inside the directory of the recipe that names it, read once."""
     if value.startswith("/"):
         raise Problem(f"expected a path relative to the recipe's directory, found '{value}'")
     if "\0" in value:
@@ -229,3 +237,165 @@ def rule_boot_arch(values: dict[str, Any], node: Map, ck: Checker) -> None:
         f"'{arch}' images do not boot with '{mode}'",
         f"set boot: {other}, or leave it out for the architecture's usual one",
     )
+
+
+# -- third-party apt repositories ---------------------------------------------------
+
+#: Characters that have no place in a repository URL apt is given (a deb822 line).
+_URL_BAD = re.compile(r"[\s\\\"'<>{}|^`\x00-\x1f\x7f]")
+
+
+def check_repository_url(value: str, node: Scalar, ck: Checker) -> str:
+    """An http(s) URL without credentials, query or fragment; returned without a trailing '/'."""
+    if _URL_BAD.search(value):
+        raise Problem(
+            f"expected a URL without spaces, quotes or control characters, found {value!r}"
+        )
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise Problem(
+            f"expected an http or https URL, found {value!r}",
+            "apt repositories are added over http(s); the pinned key verifies what they serve"
+            " (file:, cdrom:, ftp: and others are refused)",
+        )
+    if "@" in parts.netloc:
+        raise Problem(
+            "expected a URL without credentials (user:password@), found one",
+            "recipes are published and signed: put no secrets in them; a site that needs"
+            " credentials configures them on the build host",
+        )
+    if not parts.hostname:
+        raise Problem(f"expected a URL with a host name, found {value!r}")
+    try:
+        parts.port  # noqa: B018 -- raises on a bad port
+    except ValueError:
+        raise Problem(f"expected a URL with a valid port, found {value!r}") from None
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise Problem(f"expected a URL without '?query' or '#fragment', found {value!r}")
+    if ".." in parts.path.split("/") or "." in parts.path.split("/"):
+        raise Problem(f"expected a URL path without '.' or '..' segments, found {value!r}")
+    return value.rstrip("/")
+
+
+def to_fingerprint(text: str) -> str:
+    return text.upper()
+
+
+def fingerprint_hint(text: str) -> str | None:
+    """For a fingerprint written with spaces or a 0x prefix, as gpg prints them."""
+    compact = text.replace(" ", "").removeprefix("0x").removeprefix("0X")
+    if re.fullmatch(r"[0-9A-Fa-f]{40}", compact):
+        return f"write it as 40 hex digits without spaces: '{compact.upper()}'"
+    if re.fullmatch(r"[0-9A-Fa-f]{8}|[0-9A-Fa-f]{16}", compact):
+        return "a short or long key ID is not a pin: give the full 40-digit fingerprint"
+    return None
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """A repository's signing key read from next to the recipe."""
+
+    path: Path
+    key: PublicKey
+
+
+def check_key_file(value: str, node: Scalar, ck: Checker) -> KeyFile:
+    """Read ``key.file``: one OpenPGP public key (armored or binary) next to the recipe."""
+    source = read_beside_recipe(value, node)
+    try:
+        return KeyFile(source.path, read_public_key(source.data))
+    except KeyFileError as exc:
+        raise Problem(
+            f"'{value}' is not a usable OpenPGP public key: {exc}",
+            "export the repository's signing key alone (gpg --export --armor FINGERPRINT)",
+        ) from None
+
+
+def rule_key_given(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    if node.get("file") is None and node.get("fingerprint") is None:
+        ck.error(
+            node.mark,
+            "expected 'file', 'fingerprint' or both: the repository's key must be pinned",
+            "a key is never fetched unpinned; give the key file, its fingerprint, or both",
+        )
+        return
+    key, pinned = values.get("file"), values.get("fingerprint")
+    if isinstance(key, KeyFile) and isinstance(pinned, str) and key.key.fingerprint != pinned:
+        where = _entry_value(node, "fingerprint") or node
+        ck.error(
+            where.mark,
+            f"the key file holds key {key.key.fingerprint}, not the pinned {pinned}",
+            "pin the fingerprint of the key the repository signs with, and ship that key",
+        )
+
+
+def repository_fingerprint(values: dict[str, Any]) -> str | None:
+    """The pinned fingerprint of a parsed repository entry (from the key file or the pin)."""
+    key = values.get("key")
+    if not isinstance(key, dict):
+        return None
+    pinned, file = key.get("fingerprint"), key.get("file")
+    if isinstance(pinned, str):
+        return pinned
+    return file.key.fingerprint if isinstance(file, KeyFile) else None
+
+
+def rule_repository_allowed(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    """The build host lists the repository (by URL and key) as one a recipe may add."""
+    url, fingerprint = values.get("url"), repository_fingerprint(values)
+    if not isinstance(url, str) or fingerprint is None:
+        return
+    allowed = ck.context.allowed_repositories
+    where = _entry_value(node, "url") or node
+    name = values.get("name", "?")
+    by_url = [a for a in allowed if a.covers(url)]
+    if any(fingerprint in a.fingerprints for a in by_url):
+        return
+    setting = "build.allowed_repositories"
+    if by_url:
+        listed = ", ".join(sorted({f for a in by_url for f in a.fingerprints}))
+        ck.error(
+            where.mark,
+            f"repository '{name}': key {fingerprint} is not one this build host allows for"
+            f" {url} (allowed: {listed})",
+            f"the site adds the fingerprint to the {setting} entry for this URL",
+        )
+        return
+    ck.error(
+        where.mark,
+        f"repository '{name}' ({url}) is not allowed by this build host",
+        f"the site's settings must list it: {setting}: [{{url_prefix: {url},"
+        f" fingerprints: [{fingerprint}]}}]"
+        + ("" if allowed else " (no repository is allowed now)"),
+    )
+
+
+def rule_repository_suites(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    for key in ("suites", "components"):
+        if values.get(key) == [] and node.get(key) is not None:
+            where = _entry_value(node, key) or node
+            ck.error(where.mark, f"expected at least one item in '{key}'")
+
+
+def rule_repository_arch(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    """A repository restricted to some architectures must serve the image's."""
+    base = values.get("base")
+    arch = base.get("arch") if isinstance(base, dict) else None
+    if not isinstance(arch, Arch):
+        return
+    entry = _entry_value(node, "repositories")
+    items: dict[object, Map] = {}
+    for node_item in entry.items if isinstance(entry, Seq) else ():
+        named = _entry_value(node_item, "name") if isinstance(node_item, Map) else None
+        if isinstance(node_item, Map) and isinstance(named, Scalar):
+            items[named.value] = node_item
+    for repository in values.get("repositories", ()):
+        archs = repository.get("arch") or []
+        item = items.get(repository.get("name"))
+        if archs and arch not in archs and item is not None:
+            where = _entry_value(item, "arch") or item
+            ck.error(
+                where.mark,
+                f"repository '{repository.get('name')}' serves {', '.join(archs)},"
+                f" not the image's {arch}",
+            )
