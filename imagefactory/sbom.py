@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cyclonedx.model import Property
@@ -139,8 +140,14 @@ def make_sbom(
     disk_sha256: str,
     created: dt.datetime,
     requested: set[str] | None = None,
+    repositories: Sequence[str] = (),
 ) -> str:
     """The SBOM as CycloneDX 1.6 JSON text.
+
+    ``repositories`` (``NAME URL FINGERPRINT`` of each third-party apt
+    repository the recipe added) are properties ``imagefactory:repository``
+    of the image component: where packages besides the distribution's may
+    come from, and the key apt trusts for each.
 
     With ``requested`` (the package names the build asked for), every
     component carries ``imagefactory:role`` (see :func:`package_roles`) and,
@@ -155,6 +162,7 @@ def make_sbom(
         type=ComponentType.OPERATING_SYSTEM,
         bom_ref=f"image:{name}@{version}",
         description=f"{facts.pretty_name} ({facts.arch}), built by imagefactory {__version__}",
+        properties=[Property(name="imagefactory:repository", value=r) for r in repositories],
     )
     bom.metadata.component = root
     components = []

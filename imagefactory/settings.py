@@ -195,7 +195,7 @@ SETTINGS = Struct(
                     ),
                     Field(
                         "allowed_repositories",
-                        ListOf(_ALLOWED_REPOSITORY),
+                        ListOf(_ALLOWED_REPOSITORY, key="url_prefix"),
                         "The third-party apt repositories recipes may add, each a URL"
                         " (prefix) with the key fingerprints it may be pinned to. None by"
                         " default: a recipe's `repositories` entry is refused until the"

@@ -137,6 +137,10 @@ def label_disk(ctx: BuildContext) -> None:
         disk_sha256=sha256,
         created=created,
         requested={p.partition("=")[0] for p in install_list(ctx.recipe)},
+        repositories=[
+            f"{r.repository.name} {r.repository.url} {r.repository.fingerprint}"
+            for r in ctx.repositories
+        ],
     )
     (ctx.staging / SBOM_FILE).write_text(sbom_text, encoding="utf-8")
     disk = DiskFacts(

@@ -10,7 +10,7 @@ from imagefactory.builder.element import (
     element_files,
     write_element,
 )
-from imagefactory.recipe import BuildLimits, load_recipe
+from imagefactory.recipe import BuildLimits, RepositoryAllowance, load_recipe
 from tests.conftest import RECIPES
 
 
@@ -163,3 +163,44 @@ def test_uefi_changes_the_element_digest(tmp_path: Path) -> None:
     bios = element_files(load_recipe(_write(tmp_path, "a.yaml", BASE)))
     uefi = element_files(load_recipe(_write(tmp_path, "b.yaml", BASE + "boot: uefi\n")))
     assert digest_files(bios) != digest_files(uefi)
+
+
+def test_repositories_become_deb822_sources_signed_by_their_pinned_key(tmp_path: Path) -> None:
+    fpr = "0123456789ABCDEF0123456789ABCDEF01234567"
+    url = "https://repo.example.org/cvmfs"
+    recipe = load_recipe(
+        _write(
+            tmp_path,
+            "r.yaml",
+            BASE + "packages: [cvmfs]\nrepositories:\n"
+            f"  - {{name: cvmfs, url: {url}, suites: [bookworm-prod, extra],"
+            f" components: [main, contrib], key: {{fingerprint: {fpr}}}, arch: [x86_64]}}\n",
+        ),
+        BuildLimits(allowed_repositories=(RepositoryAllowance(url, frozenset({fpr})),)),
+    )
+    key = b"\x99binary key packets"
+    files = element_files(recipe, {"cvmfs": key})
+    # Before the package installs (install.d), so cvmfs resolves from it.
+    script, mode = files["pre-install.d/50-imagefactory-repositories"]
+    assert mode == 0o755
+    assert script.decode().splitlines()[-4:] == [
+        "install -d -m 0755 /etc/apt/keyrings /etc/apt/sources.list.d",
+        'install -m 0644 "$src/cvmfs.gpg" /etc/apt/keyrings/cvmfs.gpg',
+        'install -m 0644 "$src/cvmfs.sources" /etc/apt/sources.list.d/cvmfs.sources',
+        "apt-get update",
+    ]
+    assert files["pre-install.d/imagefactory-repositories/cvmfs.gpg"] == (key, 0o644)
+    sources, _ = files["pre-install.d/imagefactory-repositories/cvmfs.sources"]
+    assert sources.decode().splitlines()[1:] == [
+        "Types: deb",
+        f"URIs: {url}",
+        "Suites: bookworm-prod extra",
+        "Components: main contrib",
+        "Signed-By: /etc/apt/keyrings/cvmfs.gpg",
+        "Architectures: amd64",
+    ]
+    # Another key is another element (and another cache key).
+    assert digest_files(files) != digest_files(element_files(recipe, {"cvmfs": key + b"x"}))
+    assert "pre-install.d/50-imagefactory-repositories" not in element_files(
+        load_recipe(_write(tmp_path, "plain.yaml", BASE))
+    )

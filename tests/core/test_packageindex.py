@@ -108,7 +108,7 @@ def test_an_index_that_does_not_match_its_inrelease_is_refused(
     _no_index(root, "bookworm-updates")
     archive = _archive(base)
     recipe = load_recipe(_recipe(tmp_path, "  - less\n"))
-    with pytest.raises(ArchiveError, match="but InRelease lists"):
+    with pytest.raises(ArchiveError, match="but the signed Release lists"):
         check_recipe_packages(recipe, archive, fetch_releases(archive), cache_dir=tmp_path)
 
 

@@ -112,3 +112,36 @@ def test_known_broken_archives_are_suite_and_arch(tmp_path: Path) -> None:
     assert ":1:25: .known_broken_archives[0]: expected a suite and architecture" in (
         info.value.render()
     )
+
+
+def test_allowed_repositories_and_the_key_directory(tmp_path: Path) -> None:
+    fpr = "0123456789abcdef0123456789abcdef01234567"
+    settings = load_settings(
+        _write(
+            tmp_path,
+            "build:\n  repository_keys: keys\n  allowed_repositories:\n"
+            f"    - {{url_prefix: https://repo.example.org/cvmfs/, fingerprints: [{fpr}]}}\n",
+        )
+    )
+    [allowed] = settings.allowed_repositories
+    assert allowed.fingerprints == frozenset({fpr.upper()})
+    assert allowed.covers("https://repo.example.org/cvmfs/debian")
+    assert not allowed.covers("https://repo.example.org/cvmfs-evil")
+    assert settings.build_limits().allowed_repositories == (allowed,)
+    assert settings.repository_keys == tmp_path / "keys"
+    # None by default: fail closed.
+    assert load_settings(_write(tmp_path, "{}\n")).allowed_repositories == ()
+    with pytest.raises(SettingsError) as info:
+        load_settings(
+            _write(
+                tmp_path,
+                "build:\n  allowed_repositories:\n"
+                "    - {url_prefix: 'file:///srv', fingerprints: [ABCD]}\n    - {url_prfix: x}\n",
+            )
+        )
+    rendered = info.value.render()
+    assert ":3:20: .build.allowed_repositories[0].url_prefix: expected an http or https URL" in (
+        rendered
+    )
+    assert ".build.allowed_repositories[0].fingerprints[0]: expected a 40-hex-digit" in rendered
+    assert "unknown key 'url_prfix' (did you mean 'url_prefix'?)" in rendered
