@@ -95,6 +95,13 @@ def audit_summary(report: AuditReport, profile: Profile) -> dict[str, Any]:
     }
 
 
+def repository_labels(recipe: Recipe) -> list[dict[str, str]]:
+    """The ``repositories`` label: each added repository's name, URL and key fingerprint."""
+    return [
+        {"name": r.name, "url": r.url, "fingerprint": r.fingerprint} for r in recipe.repositories
+    ]
+
+
 def make_labels(
     recipe: Recipe,
     *,
@@ -107,7 +114,12 @@ def make_labels(
     builder: dict[str, str],
     created: dt.datetime,
 ) -> dict[str, Any]:
-    """The labels document, checked against the recipe and the schema."""
+    """The labels document, checked against the recipe and the schema.
+
+    A recipe's third-party repositories are labelled with the fingerprint of
+    the one key apt in the image trusts for each (``repositories``), so a
+    site's policy can say which repository keys it accepts.
+    """
     check_against_recipe(recipe, os)
     labels: dict[str, Any] = {
         "schema": SCHEMA_ID,
@@ -141,6 +153,8 @@ def make_labels(
         "builder": dict(sorted(builder.items())),
         "extra": dict(sorted(recipe.labels.items())),
     }
+    if recipe.repositories:
+        labels["repositories"] = repository_labels(recipe)
     validate_labels(labels)
     return labels
 

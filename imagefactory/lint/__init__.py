@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from imagefactory.errors import Diagnostic, DiagnosticsError
+from imagefactory.labels.make import repository_labels
 from imagefactory.recipe import BuildLimits, Recipe, load_recipe
 from imagefactory.trust.model import TrustPolicy
 from imagefactory.verify.labels import check_labels
@@ -78,7 +79,7 @@ def predicted_labels(recipe: Recipe, now: datetime) -> dict[str, Any]:
     """
     created = now.replace(microsecond=0)
     stamp = "%Y-%m-%dT%H:%M:%SZ"
-    return {
+    labels: dict[str, Any] = {
         "image": {
             "name": recipe.name,
             "version": recipe.version,
@@ -101,6 +102,9 @@ def predicted_labels(recipe: Recipe, now: datetime) -> dict[str, Any]:
         "audit": {"profile": recipe.hardening, "passed": True},
         "extra": dict(sorted(recipe.labels.items())),
     }
+    if recipe.repositories:
+        labels["repositories"] = repository_labels(recipe)
+    return labels
 
 
 def _diagnostic(d: Diagnostic) -> Finding:

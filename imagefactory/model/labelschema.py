@@ -171,7 +171,21 @@ def labels_schema() -> dict[str, Any]:
                 "additionalProperties": _str(128),
             },
             "extra": {"type": "object", "additionalProperties": _str(256)},
-        }
+            # Third-party apt repositories the recipe added, each with the one key
+            # apt in the image trusts for it (absent: none); a site policy lists
+            # the keys it accepts (repository_keys).
+            "repositories": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "name": name,
+                        "url": _str(2048, pattern=r"^https?://"),
+                        "fingerprint": _str(40, pattern=r"^[0-9A-F]{40}$"),
+                    }
+                ),
+            },
+        },
+        optional=("repositories",),
     )
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -100,6 +100,7 @@ def _build(path: Path, values: dict[str, Any]) -> TrustPolicy:
             require_audit=vo["require_audit"],
             user_defined=UserDefined(user["accept"], user["inspect"], user.get("max_age")),
             inspect=vo["inspect"],
+            repository_keys=frozenset(vo["repository_keys"]),
         )
     return TrustPolicy(
         source=path,

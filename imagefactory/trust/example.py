@@ -53,4 +53,7 @@ vos:
       inspect: true                    # if accepted: fresh read-only inspection
       max_age: 7d
     inspect: false                     # inspect every image, not only user-defined
+    # Third-party apt repository keys (labels: repositories) the images may
+    # trust, by fingerprint; empty or absent: an image that adds one is denied.
+    repository_keys: []
 """

@@ -27,6 +27,7 @@ from imagefactory.fields.types import (
 from imagefactory.fields.values import DURATION_PATTERN, SIZE_PATTERN, VO_PATTERN, to_days, to_size
 from imagefactory.fields.yamlsource import Map, Node, Scalar, Seq
 from imagefactory.fsutil import read_bounded
+from imagefactory.pgpkey import FINGERPRINT_PATTERN
 from imagefactory.vocab import (
     ARCH_ALIASES,
     Arch,
@@ -284,6 +285,19 @@ VO = Struct(
             default=True,
         ),
         Field("user_defined", USER_DEFINED, "User-defined images."),
+        Field(
+            "repository_keys",
+            ListOf(
+                Text(
+                    "a 40-hex-digit OpenPGP fingerprint",
+                    pattern=FINGERPRINT_PATTERN,
+                    convert=str.upper,
+                )
+            ),
+            "The third-party apt repository keys this VO's images may trust (the labels'"
+            " `repositories`); none by default: an image that adds a repository with"
+            " another key is denied.",
+        ),
         Field(
             "inspect",
             Flag(),

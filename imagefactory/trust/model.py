@@ -97,6 +97,8 @@ class VoPolicy:
     user_defined: UserDefined
     #: Inspect every image of this VO, not only user-defined ones.
     inspect: bool
+    #: Fingerprints of the third-party apt repository keys its images may trust.
+    repository_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

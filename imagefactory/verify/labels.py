@@ -94,6 +94,17 @@ def check_labels(labels: Mapping[str, Any], vo: VoPolicy, now: datetime) -> list
 
     _check_times(labels, vo, model, now, deny)
 
+    repositories = label(labels, "repositories") or []
+    for repo in repositories if isinstance(repositories, list) else [repositories]:
+        fingerprint = repo.get("fingerprint") if isinstance(repo, Mapping) else None
+        if fingerprint not in vo.repository_keys:
+            name = repo.get("name") if isinstance(repo, Mapping) else repo
+            deny(
+                "repository-not-allowed",
+                f"the image trusts repository {name!r} with key {fingerprint!r}, not one of"
+                f" repository_keys {_listed(vo.repository_keys)}",
+            )
+
     if vo.require_audit:
         passed = label(labels, "audit.passed")
         if passed is not True:

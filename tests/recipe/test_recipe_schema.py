@@ -109,6 +109,8 @@ def test_reference_markdown() -> None:
     assert sections == [
         "## Top level",
         "## `.base`",
+        "## `.repositories[]`",
+        "## `.repositories[].key`",
         "## `.files[]`",
         "## `.services`",
         "## `.scripts[]`",
