@@ -49,6 +49,7 @@ REASONS: Mapping[str, str] = MappingProxyType(
         "too-old": "the image is older than the VO's maximum age",
         "created-in-future": "the labels' creation time is in the future",
         "audit-failed": "the hardening audit did not pass or is missing",
+        "repository-not-allowed": "the image trusts an apt repository key the VO does not list",
         "inspection-unavailable": "the policy requires a fresh inspection and none is available",
         "inspection-mismatch": "the inspected disk differs from its signed labels",
         "gate-unverifiable-disk": "a disk the boot gate cannot map to a verified image",

@@ -10,7 +10,7 @@ import pytest
 from imagefactory.cli import main
 from imagefactory.lint import lint_recipe
 from imagefactory.lint.report import render_markdown
-from imagefactory.recipe import DEFAULT_LIMITS
+from imagefactory.recipe import DEFAULT_LIMITS, BuildLimits, RepositoryAllowance
 from imagefactory.trust import load_policy
 from tests.conftest import RECIPES
 from tests.fakes.imagedirs import key_signer, new_key, vo_rules, write_policy
@@ -100,3 +100,28 @@ def test_cli_formats_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtur
     # A recipe that cannot be read is no answer (exit 2), like in every command.
     assert main(["lint", str(tmp_path / "absent.yaml")]) == 2
     assert "absent.yaml: cannot read: no such file" in capsys.readouterr().err
+
+
+def test_a_repository_key_the_policy_does_not_list_is_refused(tmp_path: Path) -> None:
+    fpr = "0123456789ABCDEF0123456789ABCDEF01234567"
+    url = "https://repo.example.org/cvmfs"
+    recipe = tmp_path / "wn.yaml"
+    recipe.write_text(
+        f"extends: {EXAMPLE.name}\nname: atlas-cvmfs\nrepositories:\n"
+        f"  - {{name: cvmfs, url: {url}, suites: [stable], key: {{fingerprint: {fpr}}}}}\n"
+    )
+    limits = BuildLimits(
+        include_roots=(RECIPES,),
+        allowed_repositories=(RepositoryAllowance(url, frozenset({fpr})),),
+    )
+    result = lint_recipe(recipe, limits, load_policy(_policy(tmp_path)))
+    assert result.labels is not None
+    assert result.labels["repositories"] == [{"name": "cvmfs", "url": url, "fingerprint": fpr}]
+    [refused] = [f for f in result.findings if f.code == "repository-not-allowed"]
+    assert refused.message == (
+        f"VO atlas: the image trusts repository 'cvmfs' with key '{fpr}', not one of"
+        " repository_keys []"
+    )
+    (tmp_path / "second").mkdir()
+    allowing = load_policy(_policy(tmp_path / "second", repository_keys=[fpr.lower()]))
+    assert lint_recipe(recipe, limits, allowing).ok
