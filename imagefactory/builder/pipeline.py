@@ -46,7 +46,7 @@ from imagefactory.builder.output import (
 from imagefactory.builder.slots import cache_slot
 from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
 from imagefactory.host.accel import probe_in_background
-from imagefactory.host.tools import require_build_host, tool_versions
+from imagefactory.host.tools import require_build_host, require_tools, tool_versions
 from imagefactory.mirrors import (
     check_indexes,
     fetch_releases,
@@ -100,6 +100,8 @@ def check_host(ctx: BuildContext) -> None:
     if ctx.options.boot_test and ctx.recipe.boot is BootMode.UEFI:
         uefi_firmware(ctx.recipe.base.arch)  # the firmware, before the long build
     dib.check_keyring(ctx.recipe, dict(ctx.settings.keyrings))
+    if ctx.recipe.repositories:
+        require_tools("gpgv")  # verifies the repositories' Release files
     # The appliance and the boot test need the accelerator only after
     # diskimage-builder: a probe that has to time out costs nothing there.
     probe_in_background(

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from imagefactory.aptrepo import VerifiedRepository
 from imagefactory.builder import pipeline
 from imagefactory.builder.context import BuildContext, BuildOptions
 from imagefactory.builder.element import write_element
 from imagefactory.mirrors import BaseArchive
+from imagefactory.pgpkey import PublicKey
 from imagefactory.progress import Progress
-from imagefactory.recipe import Recipe, load_recipe
+from imagefactory.recipe import BuildLimits, Recipe, RepositoryAllowance, load_recipe
 from imagefactory.settings import Settings
 from imagefactory.vocab import Distro
 from tests.conftest import RECIPES
@@ -29,6 +31,7 @@ def _key(
     *,
     fingerprint: dict[str, str] = FINGERPRINT,
     tools: dict[str, str] | None = None,
+    repositories: list[VerifiedRepository] | None = None,
 ) -> str:
     monkeypatch.setattr(pipeline, "tool_versions", lambda: tools or {"diskimage-builder": "3.43"})
     staging = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
@@ -43,7 +46,9 @@ def _key(
     )
     ctx.archive = ARCHIVE
     ctx.fingerprint = fingerprint
-    ctx.element = write_element(recipe, staging / "elements")
+    ctx.repositories = repositories or []
+    keys = {r.repository.name: r.key.binary for r in ctx.repositories}
+    ctx.element = write_element(recipe, staging / "elements", repository_keys=keys)
     pipeline.lookup_cache(ctx)
     return ctx.key
 
@@ -67,3 +72,39 @@ def test_key_follows_the_code_digest(tmp_path: Path, monkeypatch: pytest.MonkeyP
     base = _key(tmp_path, monkeypatch, recipe)
     monkeypatch.setattr(pipeline, "code_digest", lambda: "sha256:edited-assembly-code")
     assert _key(tmp_path, monkeypatch, recipe) != base
+
+
+def test_key_follows_each_repository_and_its_verified_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fpr = "0123456789ABCDEF0123456789ABCDEF01234567"
+    url = "https://repo.example.org/cvmfs"
+    path = tmp_path / "wn.yaml"
+    limits = BuildLimits(
+        include_roots=(RECIPES,),
+        allowed_repositories=(RepositoryAllowance(url, frozenset({fpr})),),
+    )
+
+    def recipe(suite: str = "stable", components: str = "[main]") -> Recipe:
+        path.write_text(
+            "extends: atlas-wn-debian12.yaml\nrepositories:\n"
+            f"  - {{name: cvmfs, url: {url}, suites: [{suite}], components: {components},"
+            f" key: {{fingerprint: {fpr}}}}}\n"
+        )
+        return load_recipe(path, limits)
+
+    def verified(recipe: Recipe, release: bytes = b"Suite: stable\n") -> VerifiedRepository:
+        key = PublicKey(binary=b"key", fingerprint=fpr)
+        [repository] = recipe.repositories
+        return VerifiedRepository(repository, key, {repository.suites[0]: release})
+
+    plain = _key(tmp_path, monkeypatch, load_recipe(RECIPES / "atlas-wn-debian12.yaml"))
+    first = recipe()
+    base = _key(tmp_path, monkeypatch, first, repositories=[verified(first)])
+    assert base != plain
+    assert _key(tmp_path, monkeypatch, first, repositories=[verified(first)]) == base
+    # The repository published something: its signed Release changed.
+    updated = verified(first, b"Suite: stable\nDate: later\n")
+    assert _key(tmp_path, monkeypatch, first, repositories=[updated]) != base
+    for other in (recipe(suite="testing"), recipe(components="[main, contrib]")):
+        assert _key(tmp_path, monkeypatch, other, repositories=[verified(other)]) != base
