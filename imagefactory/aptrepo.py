@@ -50,8 +50,6 @@ KEY_SUFFIXES = (".asc", ".gpg", ".pgp")
 MAX_KEY_BYTES = 1024 * 1024
 #: OpenPGP hash algorithms (RFC 4880 9.4) apt refuses for a Release signature: MD5, SHA-1.
 WEAK_HASHES = {"1": "MD5", "2": "SHA-1"}
-#: gpgv status words that mean a signature did not verify.
-_BAD_STATUS = ("BADSIG", "ERRSIG", "NO_PUBKEY", "EXPSIG", "EXPKEYSIG", "REVKEYSIG")
 
 
 class RepositoryError(ArchiveError):
@@ -198,40 +196,48 @@ def verify_release(
 
 
 def _judge(returncode: int, output: str, key: PublicKey, name: str, source: str) -> None:
-    """Accept only a good signature by the pinned key with a hash apt accepts."""
+    """Accept only a good signature by the pinned key with a hash apt accepts.
+
+    Like apt, a Release signed by the pinned key and also by keys we do not
+    have (a repository rotating its key signs with both) is accepted: gpgv
+    then exits non-zero for the unknown key alone. A bad signature, or an
+    expired or revoked key, refuses it whatever else is there.
+    """
     status = _status(output)
     allowed = {key.fingerprint, *key.subkeys}
-    good = [s for s in status if s and s[0] == "VALIDSIG" and len(s) > 1]
-    bad = [s for s in status if s and s[0] in _BAD_STATUS]
+    good = [
+        s
+        for s in status
+        if len(s) > 1 and s[0] == "VALIDSIG" and (s[1] in allowed or s[-1] == key.fingerprint)
+    ]
+    words = {s[0] for s in status if s}
+    unknown = [s for s in status if s and s[0] in ("NO_PUBKEY", "ERRSIG")]
+    only_unknown_others = all(s[0] == "NO_PUBKEY" or (len(s) > 6 and s[6] == "9") for s in unknown)
+    fatal = words & {"BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"}
     pinned = f"the pinned key {key.fingerprint}"
-    if returncode == 0 and good and not bad:
-        for words in good:
-            primary = words[10] if len(words) > 10 else words[1]
-            if words[1] not in allowed and primary != key.fingerprint:
-                raise RepositoryError(f"{name}: {source} is signed by {words[1]}, not {pinned}")
-            algo = words[8] if len(words) > 8 else ""
+    if good and not fatal and (returncode == 0 or only_unknown_others):
+        for signature in good:
+            algo = signature[8] if len(signature) > 8 else ""
             if algo in WEAK_HASHES:
                 raise RepositoryError(
                     f"{name}: {source} is signed with {WEAK_HASHES[algo]}, which apt refuses"
                 )
         return
-    if any(s[0] == "NO_PUBKEY" for s in bad) or any(
-        s[0] == "ERRSIG" and len(s) > 6 and s[6] == "9" for s in bad
-    ):
-        signer = next((s[1] for s in bad if len(s) > 1), "an unknown key")
-        raise RepositoryError(
-            f"{name}: {source} is signed by key {signer}, not by {pinned}: refused",
-            hint="the recipe pins the wrong key, or the repository is not who it claims to be",
-        )
-    if any(s[0] == "BADSIG" for s in bad):
+    if "BADSIG" in fatal:
         raise RepositoryError(
             f"{name}: {source} has a BAD signature by {pinned} (changed after signing): refused",
             hint="a tampered file, or a proxy that rewrites it",
         )
-    if any(s[0] in ("EXPKEYSIG", "REVKEYSIG", "EXPSIG") for s in bad):
-        word = next(s[0] for s in bad if s[0] in ("EXPKEYSIG", "REVKEYSIG", "EXPSIG"))
+    if fatal:
         reason = {"EXPKEYSIG": "has expired", "REVKEYSIG": "is revoked", "EXPSIG": "expired"}
+        word = sorted(fatal)[0]
         raise RepositoryError(f"{name}: {source}: the signature or {pinned} {reason[word]}")
+    if unknown and only_unknown_others:
+        signers = ", ".join(dict.fromkeys(s[1] for s in unknown if len(s) > 1))
+        raise RepositoryError(
+            f"{name}: {source} is signed by key {signers}, not by {pinned}: refused",
+            hint="the recipe pins the wrong key, or the repository is not who it claims to be",
+        )
     said = "; ".join(" ".join(s) for s in status) or "no signature found"
     raise RepositoryError(
         f"{name}: {source} does not verify against {pinned} (gpgv: {said}): refused",

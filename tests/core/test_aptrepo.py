@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import lzma
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,6 +193,68 @@ def test_an_unsigned_release_is_refused(
     recipe = _load(tmp_path, url, keys[0])
     with pytest.raises(RepositoryError, match=r"the Release file is not signed .* refused"):
         _verify(recipe, tmp_path)
+
+
+def test_an_inrelease_that_is_not_clearsigned_is_refused(
+    served: tuple[Path, str], keys: tuple[SigningKey, SigningKey], tmp_path: Path
+) -> None:
+    repo_dir, url = served
+    sign(repo_dir, None)
+    dists = repo_dir / "dists" / SUITE
+    (dists / "Release").rename(dists / "InRelease")
+    recipe = _load(tmp_path, url, keys[0])
+    with pytest.raises(RepositoryError) as info:
+        _verify(recipe, tmp_path)
+    assert f"does not verify against the pinned key {keys[0].fingerprint}" in info.value.message
+    assert "NODATA" in info.value.message
+
+
+def test_a_release_signed_by_the_pinned_key_and_another_is_accepted_as_apt_does(
+    served: tuple[Path, str], keys: tuple[SigningKey, SigningKey], tmp_path: Path
+) -> None:
+    repo_dir, url = served
+    right, wrong = keys
+    dists = repo_dir / "dists" / SUITE
+    sign(repo_dir, None)
+    # Both keys in one home, one clearsigned InRelease with two signatures (key rotation).
+    both = tmp_path / "both"
+    both.mkdir(mode=0o700)
+    for key in (right, wrong):
+        secret = subprocess.run(
+            [*key.gpg("--pinentry-mode", "loopback", "--passphrase", ""), "--export-secret-keys"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(
+            ["gpg", "--homedir", str(both), "--batch", "--import"],
+            input=secret,
+            check=True,
+            capture_output=True,
+        )
+    rotating = SigningKey(both, right.fingerprint)
+    subprocess.run(
+        [
+            *rotating.gpg("-u", right.fingerprint, "-u", wrong.fingerprint, "--clearsign"),
+            "--output",
+            str(dists / "InRelease"),
+            str(dists / "Release"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (dists / "Release").unlink()
+    rotating.stop()
+    recipe = _load(tmp_path, url, right)
+    [repo] = verify_repositories(
+        recipe.repositories, Arch.X86_64, keys_dir=None, cache_dir=tmp_path / "cache"
+    )
+    assert b"Label: imagefactory-tests" in repo.releases[SUITE]
+    # Pinned to the other key, whose signature is there too: verified with that key alone.
+    other = _load(tmp_path, url, wrong)
+    [verified] = verify_repositories(
+        other.repositories, Arch.X86_64, keys_dir=None, cache_dir=tmp_path / "cache"
+    )
+    assert verified.key.fingerprint == wrong.fingerprint
 
 
 def test_a_detached_signature_verifies_and_a_tampered_release_does_not(
