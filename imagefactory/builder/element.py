@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagefactory.recipe import Recipe, Repository
+from imagefactory.recipe.rules import REPOSITORY_KEY_PATH, REPOSITORY_SOURCES_PATH
 from imagefactory.vocab import (
     EFI_SUFFIX,
     GRUB_EFI_PLATFORM,
@@ -108,7 +109,7 @@ def repository_sources(repository: Repository) -> str:
         f"URIs: {repository.url}",
         f"Suites: {' '.join(repository.suites)}",
         f"Components: {' '.join(repository.components)}",
-        f"Signed-By: {APT_KEYRINGS}/{repository.name}.gpg",
+        f"Signed-By: {REPOSITORY_KEY_PATH.format(name=repository.name)}",
     ]
     if repository.arch:
         lines.append(f"Architectures: {' '.join(a.dib_arch for a in repository.arch)}")
@@ -135,8 +136,10 @@ def _repositories_script(recipe: Recipe, keys: Mapping[str, bytes]) -> dict[str,
             repository_sources(repository).encode(),
             0o644,
         )
-        lines.append(f'install -m 0644 "$src/{name}.gpg" {APT_KEYRINGS}/{name}.gpg\n')
-        lines.append(f'install -m 0644 "$src/{name}.sources" {APT_SOURCES_DIR}/{name}.sources\n')
+        key_path = REPOSITORY_KEY_PATH.format(name=name)
+        sources_path = REPOSITORY_SOURCES_PATH.format(name=name)
+        lines.append(f'install -m 0644 "$src/{name}.gpg" {key_path}\n')
+        lines.append(f'install -m 0644 "$src/{name}.sources" {sources_path}\n')
     lines.append("apt-get update\n")
     files["pre-install.d/50-imagefactory-repositories"] = ("".join(lines).encode(), 0o755)
     return files

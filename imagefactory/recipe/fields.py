@@ -464,6 +464,11 @@ RECIPE = Struct(
             whole_only=True,
         ),
         Rule(
+            "No `files` entry replaces a repository's key or sources file.",
+            rules.rule_repository_files,
+            whole_only=True,
+        ),
+        Rule(
             "`boot: uefi` is for x86_64 and aarch64, `boot: bios` for x86_64 and i386.",
             rules.rule_boot_arch,
             whole_only=True,

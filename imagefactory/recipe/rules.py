@@ -399,3 +399,28 @@ def rule_repository_arch(values: dict[str, Any], node: Map, ck: Checker) -> None
                 f"repository '{repository.get('name')}' serves {', '.join(archs)},"
                 f" not the image's {arch}",
             )
+
+
+#: Where the element puts each repository's key and sources in the image.
+REPOSITORY_KEY_PATH = "/etc/apt/keyrings/{name}.gpg"
+REPOSITORY_SOURCES_PATH = "/etc/apt/sources.list.d/{name}.sources"
+
+
+def rule_repository_files(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    """A ``files`` entry may not replace a repository's key or sources (what the labels sign)."""
+    taken = {}
+    for repository in values.get("repositories", ()):
+        name = repository.get("name")
+        if isinstance(name, str):
+            taken[REPOSITORY_KEY_PATH.format(name=name)] = name
+            taken[REPOSITORY_SOURCES_PATH.format(name=name)] = name
+    entry = _entry_value(node, "files")
+    for item in entry.items if isinstance(entry, Seq) else ():
+        path = _entry_value(item, "path") if isinstance(item, Map) else None
+        if isinstance(path, Scalar) and path.value in taken:
+            ck.error(
+                path.mark,
+                f"'{path.value}' is where repository '{taken[path.value]}' keeps its pinned"
+                " key or sources; a file may not replace it",
+                "the repository's key is the one its `key` pins: change it there",
+            )

@@ -113,6 +113,12 @@ def test_a_package_from_a_pinned_repository_is_installed(
     ]
     assert repositories == [f"test-repo {server.url} {key.fingerprint}"]
 
+    # The signed labels name the repository and the one key apt trusts for it.
+    labels = json.loads((result.directory / "labels.json").read_text())
+    assert labels["repositories"] == [
+        {"name": "test-repo", "url": server.url, "fingerprint": key.fingerprint}
+    ]
+
     (disk,) = record["disk"]["files"]
     accel = choose_guest_accel(settings.accel, settings.cache_dir / "accel.json")
     with open_guest(result.directory / disk, "qcow2", readonly=True, accel=accel) as guest:

@@ -212,3 +212,34 @@ def test_a_repository_for_another_architecture_is_refused(
         f"{path}:10:21: .repositories[0].arch[1]: expected one of x86_64, i386, aarch64;"
         " found 'amd64' (did you mean 'x86_64'?)",
     ]
+
+
+def test_a_file_may_not_replace_a_repositorys_key_or_sources(
+    tmp_path: Path, keys: tuple[SigningKey, SigningKey]
+) -> None:
+    fpr = keys[0].fingerprint
+    path = write(
+        tmp_path,
+        "wn.yaml",
+        MINIMAL
+        + "repositories:\n"
+        + f"  - {{name: cvmfs, url: {URL}, suites: [s], key: {{fingerprint: {fpr}}}}}\n"
+        "files:\n  - {path: /etc/apt/keyrings/cvmfs.gpg, content: x}\n"
+        "  - {path: /etc/apt/sources.list.d/cvmfs.sources, content: x}\n"
+        "  - {path: /etc/apt/keyrings/other.gpg, content: x}\n",
+    )
+    found = problems(path, _allow(fpr))
+    assert [p.split(": ", 2)[1:] for p in found] == [
+        [
+            ".files[0].path",
+            "'/etc/apt/keyrings/cvmfs.gpg' is where repository 'cvmfs' keeps its pinned key or"
+            " sources; a file may not replace it (the repository's key is the one its `key`"
+            " pins: change it there)",
+        ],
+        [
+            ".files[1].path",
+            "'/etc/apt/sources.list.d/cvmfs.sources' is where repository 'cvmfs' keeps its pinned"
+            " key or sources; a file may not replace it (the repository's key is the one its"
+            " `key` pins: change it there)",
+        ],
+    ]
