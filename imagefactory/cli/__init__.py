@@ -11,7 +11,8 @@ Exit codes, one table for every command (README.md has it too):
 ====  =====================================================================
 0     success; the image is allowed
 1     the answer is "no": invalid recipe, policy or settings; failed audit or
-      boot test; an unsafe, non-disk or denied image
+      boot test; an unsafe, non-disk or denied image; ``select``: no image of
+      the store matches
 2     no answer, the work stopped: bad usage; a file the user named cannot
       be read or written (:class:`~imagefactory.errors.FileAccessError`);
       missing tool; mirror; failed build; an internal error (a bug)
@@ -43,6 +44,7 @@ from imagefactory.cli import (
     image,
     lint,
     recipe,
+    select,
     sign,
     store,
     trust,
@@ -70,6 +72,7 @@ COMMAND_GROUPS = (
     gate,
     catalog,
     store,
+    select,
 )
 
 

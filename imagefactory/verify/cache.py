@@ -117,7 +117,15 @@ class VerifiedCache:
         return entries if isinstance(entries, dict) else {}
 
     def lookup(self, key: str, now: datetime) -> dict[str, Any] | None:
-        entry = self.load().get(key)
+        return self.lookup_in(self.load(), key, now)
+
+    @staticmethod
+    def lookup_in(entries: dict[str, Any], key: str, now: datetime) -> dict[str, Any] | None:
+        """The entry for ``key`` among ``entries`` (from :meth:`load`) if still valid at ``now``.
+
+        For a reader that checks many images: one :meth:`load`, then a lookup each.
+        """
+        entry = entries.get(key)
         if not isinstance(entry, dict):
             return None
         until = entry.get("valid_until")
