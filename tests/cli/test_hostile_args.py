@@ -134,3 +134,43 @@ def test_hostile_arguments_never_make_a_traceback(
                 doc = json.loads(out)
                 if code != EXIT_OK:
                     assert doc["ok"] is False or doc.get("allowed") is False, where
+
+
+HOSTILE_REQUIREMENTS = [
+    "distro=debian\0",
+    "\0",
+    "distro=debian," * 100_000,
+    "vo=\u0430tlas",  # Cyrillic a
+    "distro=deb\u0456an",  # Cyrillic i
+    "arch=x86\uff3f64",  # fullwidth low line
+    "name=..",
+    "version=../../../etc/passwd",
+    "vo=..,name=/",
+    'distro=debian" || true || "',
+    "release>=12\n,arch=x86_64",
+    "=" * 5000,
+    "release>=1" + "0" * 10_000,
+    "vo=" + "|".join(["atlas"] * 1000),
+]
+
+
+@pytest.mark.parametrize("requirement", HOSTILE_REQUIREMENTS, ids=range(len(HOSTILE_REQUIREMENTS)))
+def test_select_refuses_hostile_requirements_cleanly(
+    requirement: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "site.yaml"
+    policy.write_text("vos: {}\n")
+    (tmp_path / "store").mkdir()
+    for extra in ([], ["--json"]):
+        argv = ["select", *extra, "--store", str(tmp_path / "store"), "--policy", str(policy)]
+        code = cli.main([*argv, "--require", requirement])
+        out, err = capsys.readouterr()
+        assert code == EXIT_ERROR, err
+        assert "Traceback" not in out + err
+        assert "internal error" not in err
+        assert "error: --require" in err
+        assert len(err) < 2000, "a huge requirement is not echoed back whole"
+        if extra:
+            doc = json.loads(out)
+            assert doc["ok"] is False
+            assert doc["error"]["problems"]
