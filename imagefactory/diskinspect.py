@@ -21,8 +21,6 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oslo_utils.imageutils import format_inspector
-
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
@@ -70,6 +68,10 @@ def second_opinion(path: Path, declared: str, fd: int | None = None) -> list[str
 
 
 def _inspect(fd: int, declared: str) -> list[str]:
+    # Imported here: oslo_utils costs a quarter of a second at start-up, which the
+    # commands that never inspect a disk (select, a cached gate) need not pay.
+    from oslo_utils.imageutils import format_inspector
+
     wrapper = format_inspector.InspectWrapper(io.BufferedReader(_Pread(fd)))
     try:
         done = 0

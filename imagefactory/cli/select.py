@@ -49,7 +49,12 @@ def cmd_select(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(expression + "\n")
         return EXIT_OK
     selection = select_image(
-        args.store, policy, requirements, Rank(args.rank), cache_dir=args.cache
+        args.store,
+        policy,
+        requirements,
+        Rank(args.rank),
+        cache_dir=args.cache,
+        explain=args.explain,
     )
     if args.json:
         emit_json(_json_result(selection, args))

@@ -18,8 +18,10 @@ files only, never hashing a disk:
    for the image's files as they are now (``lstat`` of each: the verified
    cache's key): changed since pull verified it, or the policy changed.
 
-An image with none of these is a candidate; only candidates are matched
-against the requirements and ranked.
+An image with none of these is a candidate. Steps 1-5 read labels.json and
+the store's state only; step 6 (:class:`VerifiedCheck`) also stats every
+file of the image, so :mod:`~imagefactory.select.choose` runs it only where
+it can change the answer (or for every image, with ``--explain``).
 """
 
 from __future__ import annotations
@@ -71,6 +73,13 @@ _EXTRA_FIELDS = {
 }
 
 
+#: Every label select reads, and its JSON type.
+_FIELDS: dict[str, type] = {
+    **{k.label: (list if k.many else str) for k in KEYS.values()},
+    **_EXTRA_FIELDS,
+}
+
+
 @dataclass
 class Image:
     """One image directory of the store: its facts, and what stops it being used."""
@@ -97,10 +106,11 @@ class Image:
         self.problems.append(Reason(code, STEP, message))
 
 
-def read_images(
-    store: Store, policy: TrustPolicy, cache: VerifiedCache, now: datetime
-) -> list[Image]:
-    """Every image directory of ``store``, sorted by key, each with its problems."""
+def read_images(store: Store, policy: TrustPolicy, now: datetime) -> list[Image]:
+    """Every image directory of ``store``, sorted by key, with its problems of steps 1-5.
+
+    Step 6 is :class:`VerifiedCheck`, which the caller runs where it matters.
+    """
     if not store.directory.is_dir():
         raise FileAccessError(
             f"{store.directory}: cannot read the image store: no such directory",
@@ -114,7 +124,6 @@ def read_images(
     else:
         state_problem = None
     revocations = local_revocations(store)
-    entries = cache.load()
     images = []
     for key, path in sorted(store.installed().items()):
         image = Image(key, path)
@@ -133,16 +142,32 @@ def read_images(
         elif key in revocations.reasons:
             image.deny("revoked", f"revoked: {printable(revocations.reasons[key])}")
         _check_policy(image, policy, now)
-        if not image.problems:
-            found = image_key(path, policy)
-            if found is None or VerifiedCache.lookup_in(entries, found, now) is None:
-                image.deny(
-                    "not-verified",
-                    "no verified-cache entry for its files as they are now under this policy"
-                    " (changed since pull verified it, or the policy changed); the next pull"
-                    " verifies it again",
-                )
     return images
+
+
+class VerifiedCheck:
+    """Step 6, the one that stats the image's files: run only for the images it can decide.
+
+    One load of the verified cache serves every image checked.
+    """
+
+    def __init__(self, cache: VerifiedCache, policy: TrustPolicy, now: datetime) -> None:
+        self.entries = cache.load()
+        self.policy = policy
+        self.now = now
+
+    def check(self, image: Image) -> bool:
+        """Whether ``image`` is unchanged since verified under the policy (else denied so)."""
+        found = image_key(image.path, self.policy)
+        if found is not None and VerifiedCache.lookup_in(self.entries, found, self.now):
+            return True
+        image.deny(
+            "not-verified",
+            "no verified-cache entry for its files as they are now under this policy"
+            " (changed since pull verified it, or the policy changed); the next pull"
+            " verifies it again",
+        )
+        return False
 
 
 def _read_facts(image: Image) -> bool:
@@ -154,9 +179,7 @@ def _read_facts(image: Image) -> bool:
         message = exc.message if isinstance(exc, ImageFactoryError) else f"{path}: {exc}"
         image.deny("labels-unreadable", message)
         return False
-    wanted: dict[str, type] = {k.label: (list if k.many else str) for k in KEYS.values()}
-    wanted.update(_EXTRA_FIELDS)
-    for dotted, kind in wanted.items():
+    for dotted, kind in _FIELDS.items():
         value = _at(labels, dotted)
         good = isinstance(value, kind) and not isinstance(value, bool)
         if good and kind is list:
@@ -174,10 +197,10 @@ def _read_facts(image: Image) -> bool:
     return True
 
 
-def _at(labels: Mapping[str, Any], dotted: str) -> Any:
+def _at(labels: dict[str, Any], dotted: str) -> Any:
     value: Any = labels
     for part in dotted.split("."):
-        if not isinstance(value, Mapping):
+        if type(value) is not dict:  # parsed JSON: a dict exactly (faster than an ABC check)
             return None
         value = value.get(part)
     return value

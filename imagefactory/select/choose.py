@@ -26,7 +26,7 @@ from typing import Any
 
 from imagefactory.catalog.versions import version_key
 from imagefactory.model.reason import Reason
-from imagefactory.select.candidates import STEP, Image, read_images
+from imagefactory.select.candidates import STEP, Image, VerifiedCheck, read_images
 from imagefactory.select.ranks import Rank
 from imagefactory.select.requirements import Requirements, release_key
 from imagefactory.store.layout import STATE_DIR, Store
@@ -126,29 +126,46 @@ def select_image(
     *,
     cache_dir: Path | None = None,
     now: datetime | None = None,
+    explain: bool = True,
 ) -> Selection:
-    """Choose from ``store_dir``; ``cache_dir`` defaults to the store's own verified cache."""
+    """Choose from ``store_dir``; ``cache_dir`` defaults to the store's own verified cache.
+
+    With ``explain``, every image is checked completely, so each explanation
+    names all that stops it. Without, the verified-cache check (which stats
+    the image's files) runs only on matching images in rank order until one
+    passes: the same choice, and images ranked below it are only "outranked".
+    """
     store = Store(store_dir)
     cache = VerifiedCache(cache_dir if cache_dir is not None else store.directory / STORE_CACHE)
     moment = now or datetime.now(UTC)
-    images = read_images(store, policy, cache, moment)
+    images = read_images(store, policy, moment)
+    verified = VerifiedCheck(cache, policy, moment)
     explained: dict[str, Explanation] = {}
     matching: list[Image] = []
     for image in images:
+        failures = requirements.failures(image.facts) if image.usable else []
+        if image.usable and explain:
+            verified.check(image)
         if not image.usable:
             explained[image.key] = Explanation(image.key, image.path, "refused", image.problems)
-            continue
-        failures = requirements.failures(image.facts)
-        if failures:
+        elif failures:
             reasons = [Reason("no-match", STEP, f) for f in failures]
             explained[image.key] = Explanation(image.key, image.path, "no-match", reasons)
-            continue
-        matching.append(image)
+        else:
+            matching.append(image)
     ordered = rank_images(matching, rank)
-    chosen = ordered[0] if ordered else None
+    chosen: Image | None = None
+    below: list[Image] = []
+    for image in ordered:
+        if chosen is not None:
+            below.append(image)
+        elif explain or verified.check(image):
+            chosen = image
+        else:
+            explained[image.key] = Explanation(image.key, image.path, "refused", image.problems)
     if chosen is not None:
         explained[chosen.key] = Explanation(chosen.key, chosen.path, "chosen")
-        for position, image in enumerate(ordered[1:], start=2):
+        for position, image in enumerate(below, start=2):
             message = f"#{position} by {rank}: {_outranked(image, chosen, rank)}"
             reasons = [Reason("outranked", STEP, message)]
             explained[image.key] = Explanation(image.key, image.path, "outranked", reasons)

@@ -225,3 +225,19 @@ def test_every_rank_orders_as_documented_with_a_deterministic_tie_break() -> Non
             "vo/m/1.0",
             "vo/z/1.0",
         ]
+
+
+def test_without_explain_the_same_image_is_chosen_checking_fewer_files(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    world.publish(world.image("atlas-wn", "1.0"))
+    world.publish(world.image("atlas-wn-new", "2.0"))
+    world.publish(world.image("atlas-wn-old", "0.5"))
+    world.pull()
+    os.utime(world.store / "atlas" / "atlas-wn-new" / "2.0" / "labels.json", (1, 1))
+    full = run(world, "vo=atlas", rank=Rank.VERSION)
+    quick = run(world, "vo=atlas", rank=Rank.VERSION, explain=False)
+    for selection in (full, quick):
+        assert selection.chosen is not None
+        assert selection.chosen.key == "atlas/atlas-wn/1.0"
+        assert status(selection)["atlas/atlas-wn-new/2.0"] == ("refused", ["not-verified"])
+        assert status(selection)["atlas/atlas-wn-old/0.5"] == ("outranked", ["outranked"])
