@@ -18,10 +18,11 @@ files only, never hashing a disk:
    for the image's files as they are now (``lstat`` of each: the verified
    cache's key): changed since pull verified it, or the policy changed.
 
-An image with none of these is a candidate. Steps 1-5 read labels.json and
-the store's state only; step 6 (:class:`VerifiedCheck`) also stats every
-file of the image, so :mod:`~imagefactory.select.choose` runs it only where
-it can change the answer (or for every image, with ``--explain``).
+An image with none of these is a candidate. Steps 1-3 (:func:`read_images`)
+read labels.json and the store's state, which the requirements need anyway;
+steps 4-6 (:class:`Checks`: the policy's rules, and the verified cache, which
+stats every file of the image) run only where they can change the answer,
+unless every image is to be explained.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class Image:
     #: Label path (``os.arch``) -> value, for every field select reads; empty if unreadable.
     facts: dict[str, Any] = field(default_factory=dict)
     problems: list[Reason] = field(default_factory=list)
+    #: The parsed labels.json (what the policy's checks read), once readable.
+    labels: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def usable(self) -> bool:
@@ -106,10 +109,10 @@ class Image:
         self.problems.append(Reason(code, STEP, message))
 
 
-def read_images(store: Store, policy: TrustPolicy, now: datetime) -> list[Image]:
-    """Every image directory of ``store``, sorted by key, with its problems of steps 1-5.
+def read_images(store: Store) -> list[Image]:
+    """Every image directory of ``store``, sorted by key, with its problems of steps 1-3.
 
-    Step 6 is :class:`VerifiedCheck`, which the caller runs where it matters.
+    Steps 4-6 are :class:`Checks`, which the caller runs where they matter.
     """
     if not store.directory.is_dir():
         raise FileAccessError(
@@ -141,12 +144,11 @@ def read_images(store: Store, policy: TrustPolicy, now: datetime) -> list[Image]
             image.deny("revocations-unreadable", revocations.problem)
         elif key in revocations.reasons:
             image.deny("revoked", f"revoked: {printable(revocations.reasons[key])}")
-        _check_policy(image, policy, now)
     return images
 
 
-class VerifiedCheck:
-    """Step 6, the one that stats the image's files: run only for the images it can decide.
+class Checks:
+    """Steps 4-6, for the images whose answer they can change (or all, to explain them).
 
     One load of the verified cache serves every image checked.
     """
@@ -157,7 +159,11 @@ class VerifiedCheck:
         self.now = now
 
     def check(self, image: Image) -> bool:
-        """Whether ``image`` is unchanged since verified under the policy (else denied so)."""
+        """Whether ``image`` may be used; if not, its problems say why."""
+        if image.usable:
+            _check_policy(image, self.policy, self.now)
+        if not image.usable:
+            return False
         found = image_key(image.path, self.policy)
         if found is not None and VerifiedCache.lookup_in(self.entries, found, self.now):
             return True
@@ -192,8 +198,7 @@ def _read_facts(image: Image) -> bool:
             )
             return False
         image.facts[dotted] = tuple(value) if kind is list else value
-    image.facts["audit.passed"] = _at(labels, "audit.passed")
-    image.facts["audit.failed"] = _at(labels, "audit.failed")
+    image.labels = labels
     return True
 
 
@@ -218,27 +223,14 @@ def _check_policy(image: Image, policy: TrustPolicy, now: datetime) -> None:
         image.deny(
             "policy-refused", f"disk format {facts['disk.format']!r} not in the policy's {allowed}"
         )
-    # check_labels reads the labels document; the facts are its fields by dotted path.
-    labels = _nested(facts)
     for vo_name in facts["vo"]:
         vo = policy.vos.get(vo_name)
         if vo is None:
             known = ", ".join(sorted(policy.vos)) or "none"
             image.deny("not-in-policy", f"VO {printable(vo_name)!r} is not in the policy ({known})")
             continue
-        for reason in check_labels(labels, vo, now):
+        for reason in check_labels(image.labels, vo, now):
             if reason.code == "expired":
                 continue  # said above, once, whatever the VO
             code = "too-old" if reason.code == "too-old" else "policy-refused"
             image.deny(code, printable(reason.message))
-
-
-def _nested(facts: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for dotted, value in facts.items():
-        parts = dotted.split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = list(value) if isinstance(value, tuple) else value
-    return out

@@ -26,7 +26,7 @@ from typing import Any
 
 from imagefactory.catalog.versions import version_key
 from imagefactory.model.reason import Reason
-from imagefactory.select.candidates import STEP, Image, VerifiedCheck, read_images
+from imagefactory.select.candidates import STEP, Checks, Image, read_images
 from imagefactory.select.ranks import Rank
 from imagefactory.select.requirements import Requirements, release_key
 from imagefactory.store.layout import STATE_DIR, Store
@@ -131,21 +131,22 @@ def select_image(
     """Choose from ``store_dir``; ``cache_dir`` defaults to the store's own verified cache.
 
     With ``explain``, every image is checked completely, so each explanation
-    names all that stops it. Without, the verified-cache check (which stats
-    the image's files) runs only on matching images in rank order until one
-    passes: the same choice, and images ranked below it are only "outranked".
+    names all that stops it. Without, the policy and verified-cache checks run
+    only on matching images, in rank order until one passes: the same choice,
+    and images ranked below it are only "outranked", those that do not match
+    only "no-match".
     """
     store = Store(store_dir)
     cache = VerifiedCache(cache_dir if cache_dir is not None else store.directory / STORE_CACHE)
     moment = now or datetime.now(UTC)
-    images = read_images(store, policy, moment)
-    verified = VerifiedCheck(cache, policy, moment)
+    images = read_images(store)
+    checks = Checks(cache, policy, moment)
     explained: dict[str, Explanation] = {}
     matching: list[Image] = []
     for image in images:
         failures = requirements.failures(image.facts) if image.usable else []
         if image.usable and explain:
-            verified.check(image)
+            checks.check(image)
         if not image.usable:
             explained[image.key] = Explanation(image.key, image.path, "refused", image.problems)
         elif failures:
@@ -159,7 +160,7 @@ def select_image(
     for image in ordered:
         if chosen is not None:
             below.append(image)
-        elif explain or verified.check(image):
+        elif explain or checks.check(image):
             chosen = image
         else:
             explained[image.key] = Explanation(image.key, image.path, "refused", image.problems)
