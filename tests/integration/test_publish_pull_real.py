@@ -115,3 +115,21 @@ def test_example_is_published_pulled_and_allowed_from_the_store(
         [DiskRequest(str(disk), "qcow2", "vda")], GateConfig(load_policy(policy), store)
     )
     assert result.allowed, result.render("example")
+    # A batch prologue's select over that store: the real image, by its real labels.
+    chosen = _run(
+        capsys,
+        "select",
+        "--store",
+        str(store),
+        "--policy",
+        str(policy),
+        "--require",
+        "distro=debian,release>=12,arch=x86_64,vo=atlas,root_policy=none,model=non-persistent",
+        "--format",
+        "classad",
+        "--explain",
+    )
+    assert chosen["image"] == str(store / "atlas" / "atlas-wn-debian12" / "1.0")
+    assert chosen["classad"]["ImagefactoryImage"] == chosen["image"]
+    assert chosen["classad"]["ImagefactoryFormat"] == "qcow2"
+    assert [e["status"] for e in chosen["explain"]] == ["chosen"]
