@@ -73,10 +73,10 @@ def _counts(selection: Any) -> dict[str, int]:
 def _no_match(selection: Any) -> tuple[str, str]:
     counts = _counts(selection)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "it is empty"
-    required = str(selection.requirements) or "(no requirement)"
+    required = str(selection.requirements)
+    what = f"matches {required}" if required else "can be used"
     return (
-        f"no image in {selection.store} matches {required}"
-        f" ({len(selection.explanations)} images: {summary})",
+        f"no image in {selection.store} {what} ({len(selection.explanations)} images: {summary})",
         "run again with --explain: it says for every image why it was not chosen",
     )
 

@@ -118,14 +118,15 @@ def read_images(store: Store) -> list[Image]:
         raise FileAccessError(
             f"{store.directory}: cannot read the image store: no such directory",
         )
+    installed: set[str] = set()
+    state_problem: str | None = None
     try:
-        state = store.load_state() if store.state_dir.exists() else None
-        installed = set(state.images) if state is not None else set()
+        if store.state_dir.exists():
+            installed = set(store.load_state().images)
     except ImageFactoryError as exc:
-        state, installed = None, set()
-        state_problem: str | None = exc.message
-    else:
-        state_problem = None
+        state_problem = exc.message
+    except OSError as exc:  # a private state directory of another user: no answer
+        raise FileAccessError.from_os_error(store.state_dir, "read the pull state", exc) from exc
     revocations = local_revocations(store)
     images = []
     for key, path in sorted(store.installed().items()):

@@ -21,6 +21,7 @@ from urllib import parse
 from tuf.api.metadata import Metadata, Targets
 
 from imagefactory.catalog.repo import REVOKED_TARGET
+from imagefactory.errors import FileAccessError
 from imagefactory.store.layout import Store
 
 #: Larger trusted targets metadata is not read (the TUF client caps it the same).
@@ -37,12 +38,17 @@ class Revocations:
 
 
 def local_revocations(store: Store) -> Revocations:
-    """The revocations the store's last pull verified; never raises for a bad state."""
+    """The revocations the store's last pull verified.
+
+    Raises :class:`FileAccessError` when the state cannot be read at all (no
+    permission: no answer); a list that is not what the catalog signed, or
+    is unreadable as metadata, comes back as ``problem`` (the caller refuses).
+    """
     metadata = store.state_dir / "metadata" / "targets.json"
     cached = store.state_dir / "descriptors" / parse.quote(REVOKED_TARGET, "")
-    if not metadata.exists():
-        return Revocations()
     try:
+        if not metadata.exists():
+            return Revocations()
         targets: Metadata[Targets] = Metadata.from_bytes(_read(metadata, _TARGETS_MAX))
         info = targets.signed.targets.get(REVOKED_TARGET)
         if info is None:
@@ -50,7 +56,9 @@ def local_revocations(store: Store) -> Revocations:
         data = _read(cached, info.length)
         info.verify_length_and_hashes(data)
         items = json.loads(data).get("revoked", [])
-    except Exception as exc:  # any failure means "cannot tell": the caller refuses
+    except PermissionError as exc:
+        raise FileAccessError.from_os_error(cached, "read the revocation list", exc) from exc
+    except Exception as exc:  # anything else means "cannot tell": the caller refuses
         return Revocations(problem=f"{cached}: cannot read the revocation list: {exc}")
     out: dict[str, str] = {}
     for item in items if isinstance(items, list) else []:

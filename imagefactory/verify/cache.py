@@ -97,6 +97,9 @@ class VerifiedCache:
             st = os.lstat(path)
         except FileNotFoundError:
             return False
+        except OSError as exc:  # e.g. inside another user's private directory: not ours
+            log.warning("ignoring verified cache %s: %s", path, exc.strerror)
+            return False
         kind_ok = stat.S_ISDIR(st.st_mode) if is_dir else stat.S_ISREG(st.st_mode)
         if kind_ok and st.st_uid == os.geteuid() and not st.st_mode & 0o077:
             return True

@@ -241,3 +241,15 @@ def test_without_explain_the_same_image_is_chosen_checking_fewer_files(tmp_path:
         assert selection.chosen.key == "atlas/atlas-wn/1.0"
         assert status(selection)["atlas/atlas-wn-new/2.0"] == ("refused", ["not-verified"])
         assert status(selection)["atlas/atlas-wn-old/0.5"] == ("outranked", ["outranked"])
+
+
+def test_a_pull_state_this_user_cannot_read_is_an_error_not_a_no_match(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(self: Store) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    # As root the test cannot be denied for real; a non-root prologue on root's store is.
+    monkeypatch.setattr(Store, "load_state", denied)
+    with pytest.raises(FileAccessError, match="cannot read the pull state: permission denied"):
+        run(world)
