@@ -150,43 +150,45 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="if-bench-select-", dir="/var/tmp"))
-    key = new_key(work, "site")
-    policy_path = write_policy(
-        work / "site.yaml", {vo: vo_rules(key_signer(f"{vo}-key", key)) for vo in VOS}
-    )
-    exe = str(Path(sys.executable).with_name("imagefactory"))
-    results: dict[int, dict[str, float]] = {}
-    for size in sizes:
-        start = time.perf_counter()
-        store = build_store(work, size, policy_path)
-        print(f"store of {size} images made in {time.perf_counter() - start:.1f} s", flush=True)
-        policy = load_policy(policy_path)
-        requirements = parse_requirements([REQUIRE], sorted(policy.vos))
-        chosen = select_image(store, policy, requirements).chosen
-        expected = naive(store)
-        assert chosen is not None
-        if str(chosen.path) != expected:
-            print(f"  note: select chose {chosen.path}, the naive loop {expected}")
-        argv = [exe, "select", "--store", str(store), "--policy", str(policy_path)]
-        argv += ["--require", REQUIRE]
-        results[size] = measure(store, policy, requirements, argv, args.runs)
-    print()
-    print(
-        f"{'images':>7} {'select ms':>10} {'--explain ms':>13} {'process ms':>11}"
-        f" {'naive ms':>9} {'select/naive':>13}"
-    )
-    for size, r in results.items():
-        print(
-            f"{size:>7} {r['in-process'] * 1000:>10.1f} {r['explain'] * 1000:>13.1f}"
-            f" {r['process'] * 1000:>11.1f} {r['naive'] * 1000:>9.1f}"
-            f" {r['in-process'] / r['naive']:>13.1f}"
+    try:
+        key = new_key(work, "site")
+        policy_path = write_policy(
+            work / "site.yaml", {vo: vo_rules(key_signer(f"{vo}-key", key)) for vo in VOS}
         )
-    if 100 in results and 1000 in results:
+        exe = str(Path(sys.executable).with_name("imagefactory"))
+        results: dict[int, dict[str, float]] = {}
+        for size in sizes:
+            start = time.perf_counter()
+            store = build_store(work, size, policy_path)
+            print(f"store of {size} images made in {time.perf_counter() - start:.1f} s", flush=True)
+            policy = load_policy(policy_path)
+            requirements = parse_requirements([REQUIRE], sorted(policy.vos))
+            chosen = select_image(store, policy, requirements).chosen
+            expected = naive(store)
+            assert chosen is not None
+            if str(chosen.path) != expected:
+                print(f"  note: select chose {chosen.path}, the naive loop {expected}")
+            argv = [exe, "select", "--store", str(store), "--policy", str(policy_path)]
+            argv += ["--require", REQUIRE]
+            results[size] = measure(store, policy, requirements, argv, args.runs)
         print()
-        for what in ("in-process", "explain", "process", "naive"):
-            ratio = results[1000][what] / results[100][what]
-            print(f"growth 100 -> 1000 images ({what}): x{ratio:.1f}")
-    rmtree_readonly(work)
+        print(
+            f"{'images':>7} {'select ms':>10} {'--explain ms':>13} {'process ms':>11}"
+            f" {'naive ms':>9} {'select/naive':>13}"
+        )
+        for size, r in results.items():
+            print(
+                f"{size:>7} {r['in-process'] * 1000:>10.1f} {r['explain'] * 1000:>13.1f}"
+                f" {r['process'] * 1000:>11.1f} {r['naive'] * 1000:>9.1f}"
+                f" {r['in-process'] / r['naive']:>13.1f}"
+            )
+        if 100 in results and 1000 in results:
+            print()
+            for what in ("in-process", "explain", "process", "naive"):
+                ratio = results[1000][what] / results[100][what]
+                print(f"growth 100 -> 1000 images ({what}): x{ratio:.1f}")
+    finally:
+        rmtree_readonly(work)
     return 0
 
 
