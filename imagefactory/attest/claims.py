@@ -33,30 +33,51 @@ def claimed_signers(directory: Path) -> list[Claim]:
     """Every attestation in ``directory`` with the signer it claims, sorted by file name."""
     claims = []
     for path in sorted(directory.iterdir()):
-        if path.name.startswith("."):
+        if path.name.startswith(".") or not path.name.endswith((DSSE_SUFFIX, SIGSTORE_SUFFIX)):
             continue
-        if path.name.endswith(DSSE_SUFFIX):
-            claims.append(Claim(path.name, "dsse", _dsse_signer(path)))
-        elif path.name.endswith(SIGSTORE_SUFFIX):
-            claims.append(Claim(path.name, "sigstore", _sigstore_signer(path)))
+        try:
+            data = read_small(path, "an attestation")
+        except ImageFactoryError:
+            data = None
+        claim = claimed_signer(path.name, data)
+        if claim is not None:
+            claims.append(claim)
     return claims
 
 
-def _dsse_signer(path: Path) -> str:
+def claimed_signer(name: str, data: bytes | None) -> Claim | None:
+    """The signer the attestation ``name`` with content ``data`` claims (``None``: unreadable).
+
+    ``None`` as the result: ``name`` is not an attestation's file name. Callers
+    that checked ``data`` against a signed digest (the catalog page) pass the
+    checked bytes; nothing is read here.
+    """
+    if name.endswith(DSSE_SUFFIX):
+        return Claim(name, "dsse", _dsse_signer(data))
+    if name.endswith(SIGSTORE_SUFFIX):
+        return Claim(name, "sigstore", _sigstore_signer(data))
+    return None
+
+
+def _dsse_signer(data: bytes | None) -> str:
+    if data is None:
+        return "(unreadable DSSE envelope)"
     try:
-        envelope = json.loads(read_small(path, "an attestation"))
+        envelope = json.loads(data)
         keyids = [str(s["keyid"]) for s in envelope["signatures"]]
-    except (ImageFactoryError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return "(unreadable DSSE envelope)"
     return ", ".join(f"key {k}" for k in keyids) or "(no signature)"
 
 
-def _sigstore_signer(path: Path) -> str:
+def _sigstore_signer(data: bytes | None) -> str:
     from sigstore.errors import Error as SigstoreError
     from sigstore.models import Bundle
 
+    if data is None:
+        return "(unreadable Sigstore bundle)"
     try:
-        bundle = Bundle.from_json(read_small(path, "an attestation"))
+        bundle = Bundle.from_json(data)
         return describe_identity(cert_identity(bundle.signing_certificate))
-    except (ImageFactoryError, ValueError, SigstoreError):
+    except (ValueError, SigstoreError):
         return "(unreadable Sigstore bundle)"

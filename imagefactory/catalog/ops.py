@@ -87,6 +87,9 @@ def revoke(
                 "reason": reason,
                 "revoked": now,
                 "disk_sha256": descriptor.disk.hashes["sha256"],
+                # What the image was, signed with the revocation: the catalog page still
+                # shows a withdrawn version under its OS, arch and model.
+                "selection": descriptor.selection(),
             }
             items.append(item)
             revoked = [

@@ -18,6 +18,13 @@ def _catalog(args: argparse.Namespace) -> Any:
     return Catalog(args.catalog, args.keys)
 
 
+def _page(args: argparse.Namespace) -> Any:
+    """Re-write the catalog's page after a change, from the verified new state."""
+    from imagefactory.page.write import write_page
+
+    return write_page(args.catalog)
+
+
 def _expiries(text: str | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for item in (text or "").split(","):
@@ -84,13 +91,15 @@ def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.catalog.ops import revoke
 
     done = revoke(_catalog(args), args.name, args.version, args.reason, _signers(args.key))
+    page = _page(args)
     if args.json:
-        emit_json(done)
+        emit_json({**done, "page": str(page.path)})
     else:
         for item in done["revoked"]:
             sys.stdout.write(
                 f"{item['vo']}/{item['name']} {item['version']}: revoked ({item['reason']})\n"
             )
+        sys.stdout.write(f"{page.path}: the catalog page\n")
     return EXIT_OK
 
 
@@ -98,6 +107,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.catalog.ops import refresh
 
     done = refresh(_catalog(args))
+    done["page"] = str(_page(args).path)
     if args.json:
         emit_json(done)
     else:
@@ -115,6 +125,7 @@ def cmd_delegate(args: argparse.Namespace, settings: Settings) -> int:
 
     keys = [load_public_key(p) for p in args.key]
     done = delegate(_catalog(args), args.vo, keys, args.threshold)
+    done["page"] = str(_page(args).path)
     if args.json:
         emit_json(done)
     else:
@@ -181,6 +192,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
             )
         else:
             published = publish(catalog, args.image, vo=args.vo, signers=signers, on_progress=show)
+    page = _page(args)
     d = published.descriptor
     if args.json:
         out: dict[str, Any] = {
@@ -188,6 +200,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
             "role": published.role,
             "changed": published.changed,
             "descriptor": d.to_dict(),
+            "page": str(page.path),
         }
         if pushed is not None:
             out["oci"] = {
@@ -199,11 +212,30 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     else:
         what = "published" if published.changed else "already published, unchanged"
         sys.stdout.write(f"{d.vo}/{d.name} {d.version}: {what} (role {published.role})\n")
+        sys.stdout.write(f"  page: {page.path}\n")
         if pushed is not None:
             sys.stdout.write(
                 f"  OCI: {pushed.repository}@{pushed.manifest}"
                 f" ({len(pushed.referrers)} referrers, {pushed.referrers_via})\n"
             )
+    return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
+    from imagefactory.page.write import write_page
+
+    page = write_page(args.catalog, args.out, args.root)
+    if args.json:
+        emit_json(page.to_dict())
+        return EXIT_OK
+    view = page.view
+    revoked = sum(1 for i in view.images if i.revoked)
+    sys.stdout.write(
+        f"{page.path}: {len(view.images)} image versions ({revoked} revoked) of catalog"
+        f" version {view.catalog_version}\n"
+    )
+    for path, code, message in view.refused:
+        sys.stdout.write(f"  not shown: {path}: {code}: {message}\n")
     return EXIT_OK
 
 
@@ -230,6 +262,23 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = csub.add_parser("list", parents=[common], help="the images and revocations")
     with_catalog(p)
     p.set_defaults(func=cmd_list)
+
+    p = csub.add_parser(
+        "render",
+        parents=[common],
+        help="write the catalog's web page (index.html) from its verified state",
+    )
+    p.add_argument("catalog", type=user_path, metavar="DIR", help="the catalog directory")
+    p.add_argument(
+        "--out", type=user_path, metavar="FILE", help="where to write it (default: DIR/index.html)"
+    )
+    p.add_argument(
+        "--root",
+        type=user_path,
+        metavar="ROOT.json",
+        help="the root to verify against (default: DIR/metadata/root.json)",
+    )
+    p.set_defaults(func=cmd_render)
 
     p = csub.add_parser("revoke", parents=[common], help="revoke an image version, with a reason")
     p.add_argument("name")

@@ -279,6 +279,12 @@ class CatalogClient:
                 code="catalog-replay",
             )
 
+    def trusted(self, role: str) -> Metadata[Any]:
+        """The metadata of ``role`` ngclient verified and persisted in the last refresh."""
+        path = self.metadata_dir / f"{parse.quote(role, '')}.json"
+        md: Metadata[Any] = Metadata.from_bytes(path.read_bytes())
+        return md
+
     def _persisted(self, role: str) -> Metadata[Targets]:
         path = self.metadata_dir / f"{parse.quote(role, '')}.json"
         md: Metadata[Targets] = Metadata.from_bytes(path.read_bytes())
