@@ -296,8 +296,10 @@ class CatalogClient:
         try:
             self.updater.get_targetinfo(probe)
         except tuf_errors.RepositoryError as exc:
-            if "does not contain information" in str(exc):
-                return []  # delegated, but the VO has not published yet
+            if "does not contain information" in str(exc) or "is not part of snapshot" in str(exc):
+                # Delegated, but the VO has not published yet: the signed snapshot lists no
+                # metadata for the role, so it has no targets.
+                return []
             raise _refused(exc, f"catalog role {role}") from exc
         except tuf_errors.DownloadError as exc:
             raise _refused(exc, f"catalog role {role}") from exc

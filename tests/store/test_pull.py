@@ -155,6 +155,17 @@ def test_a_revoked_image_still_listed_by_a_vo_role_is_not_installed(world: World
     assert world.installed() == []
 
 
+def test_a_vo_delegated_before_it_published_does_not_stop_the_pull(world: World) -> None:
+    from imagefactory.attest.keys import load_public_key
+    from imagefactory.catalog.ops import delegate
+
+    world.publish(world.image())
+    key = world.vo_key("cms")  # the site's policy now knows cms too
+    delegate(world.catalog, "cms", [load_public_key(Path(str(key) + ".pub"))])
+    world.pull()
+    assert world.installed() == [KEY]
+
+
 def test_an_expired_image_leaves_the_store(world: World) -> None:
     world.publish(world.image(days=2))
     world.pull()
