@@ -1,7 +1,7 @@
 """The catalog page as one static HTML document: a table with CSS-only filters.
 
 No script at all: the filters are radio buttons placed before the table
-(``#f-os-1:checked ~ .catalog tr.img:not(.os-1) { display: none }``), so they
+(``#f-os-1:checked ~ .catalog tr.r:not(.os-1) { display: none }``), so they
 work with JavaScript disabled and in every browser; a CSS counter says how many
 rows are shown. Details (every label, every file's digests) are ``<details>``
 elements.
@@ -76,8 +76,14 @@ dl.labels dt { font-family: "DejaVu Sans Mono", monospace; font-size: .8rem; col
 dl.labels dd { margin: 0; word-break: break-all; }
 table.files { border-collapse: collapse; margin-top: .3rem; }
 table.files td, table.files th { border: 1px solid #ddd; padding: .15rem .3rem; font-size: .8rem; }
+td.signer { min-width: 17em; }
+tr.more td { border-top: none; padding-top: 0; font-size: .9rem; }
+tr.img td, tr.img th { border-bottom: none; }
 .refused { border: 1px solid #b91c1c; padding: .5rem 1rem; margin-top: 1rem; }
 """
+
+
+COLUMNS = 11
 
 
 def _tokens(view: CatalogView) -> dict[str, dict[str, str]]:
@@ -103,7 +109,7 @@ def stylesheet(tokens: dict[str, dict[str, str]]) -> str:
         )
         for token in values.values():
             rules.append(
-                f"#f-{token}:checked ~ .catalog tbody tr.img:not(.{token}) {{ display: none; }}"
+                f"#f-{token}:checked ~ .catalog tbody tr.r:not(.{token}) {{ display: none; }}"
             )
             rules.append(
                 f'#f-{token}:checked ~ .filters label[for="f-{token}"]'
@@ -177,8 +183,7 @@ def render(view: CatalogView, prefix: str = "") -> str:
                 "Signed by",
                 "Expires",
                 "Audit",
-                "Disk",
-                "Details",
+                "Disk and SBOM",
             )
         ),
         "</tr></thead>",
@@ -203,7 +208,9 @@ def render(view: CatalogView, prefix: str = "") -> str:
 
 
 def _row(image: ImageView, tokens: dict[str, dict[str, str]], prefix: str) -> str:
-    classes = ["img", image.status] + [tokens[key][image.facet(key)] for key, _ in FILTERS]
+    """Two table rows: the image, and under it its details (both hidden by the same filters)."""
+    facets = [tokens[key][image.facet(key)] for key, _ in FILTERS]
+    classes = ["r", "img", image.status, *facets]
     cells = [
         f'<th scope="row">{esc(image.name)}</th>',
         f"<td>{esc(image.version)}"
@@ -218,15 +225,21 @@ def _row(image: ImageView, tokens: dict[str, dict[str, str]], prefix: str) -> st
         f"<td>{esc(image.model)}"
         + (f"<br>root: {esc(image.root_policy)}" if image.root_policy else "")
         + "</td>",
-        "<td>"
+        '<td class="signer">'
         + ("<br>".join(f'<span class="mono">{esc(s)}</span>' for s in image.signers) or "—")
         + "</td>",
         f"<td>{esc(image.expires or '—')}</td>",
         f"<td>{_audit(image)}</td>",
         f"<td>{_disk(image, prefix)}</td>",
-        f"<td>{_details(image, prefix)}</td>",
     ]
-    return f'<tr class="{" ".join(classes)}">' + "".join(cells) + "</tr>"
+    more = ["r", "more", image.status, *facets]
+    return (
+        f'<tr class="{" ".join(classes)}">'
+        + "".join(cells)
+        + f'</tr>\n<tr class="{" ".join(more)}"><td colspan="{COLUMNS}">'
+        + _details(image, prefix)
+        + "</td></tr>"
+    )
 
 
 def _status(image: ImageView) -> str:
@@ -288,7 +301,9 @@ def _size(length: int) -> str:
 
 
 def _details(image: ImageView, prefix: str) -> str:
-    parts = ["<details><summary>labels and files</summary>"]
+    parts = [
+        f"<details><summary>labels and files of {esc(image.name)} {esc(image.version)}</summary>"
+    ]
     if image.role:
         parts.append(
             f"<p>signed in role <code>{esc(image.role)}</code>"

@@ -136,12 +136,7 @@ class CatalogView:
 def load_view(catalog_dir: Path, root: bytes, now: datetime | None = None) -> CatalogView:
     """Refresh ``catalog_dir`` as a site would, from the pinned ``root``; the page's content."""
     now = now or datetime.now(UTC)
-    if not (catalog_dir / "metadata" / "timestamp.json").is_file():
-        raise CatalogError(
-            f"{catalog_dir}: not a catalog (no metadata/timestamp.json)",
-            code="catalog-missing",
-            hint="create one with: imagefactory catalog init DIR",
-        )
+    require_catalog(catalog_dir)
     try:
         source = Source.parse(str(catalog_dir))
     except TransportError as exc:
@@ -176,6 +171,16 @@ def load_view(catalog_dir: Path, root: bytes, now: datetime | None = None) -> Ca
         images=images,
         refused=refused,
     )
+
+
+def require_catalog(catalog_dir: Path) -> None:
+    """A :class:`CatalogError` naming ``catalog_dir`` unless it holds a catalog."""
+    if not (catalog_dir / "metadata" / "timestamp.json").is_file():
+        raise CatalogError(
+            f"{catalog_dir}: not a catalog (no metadata/timestamp.json)",
+            code="catalog-missing",
+            hint="create one with: imagefactory catalog init DIR",
+        )
 
 
 def _iso(value: datetime) -> str:
@@ -302,6 +307,8 @@ def flatten(labels: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(value, dict) and value and depth < 6:
             for key in sorted(value, key=str):
                 walk(f"{prefix}.{key}" if prefix else str(key), value[key], depth + 1)
+        elif value in ([], {}, ""):
+            out.append((prefix, "(none)"))
         else:
             out.append((prefix, _scalar(value)))
 

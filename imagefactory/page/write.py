@@ -13,7 +13,7 @@ from imagefactory.catalog.repo import Catalog
 from imagefactory.errors import CatalogError, FileAccessError
 from imagefactory.fsutil import atomic_write, is_disk_full
 from imagefactory.page.html import render
-from imagefactory.page.view import CatalogView, load_view
+from imagefactory.page.view import CatalogView, load_view, require_catalog
 
 PAGE_NAME = "index.html"
 
@@ -66,6 +66,7 @@ def write_page(
     two changes that each re-render leave the page of the later state.
     """
     catalog_dir = Path(catalog_dir)
+    require_catalog(catalog_dir)
     out = Path(out) if out is not None else catalog_dir / PAGE_NAME
     if out.is_dir():
         raise FileAccessError(

@@ -183,9 +183,52 @@ def test_a_refused_image_makes_pull_exit_1(
     assert json.loads(out)["ok"] is False
 
 
+def test_publish_and_revoke_write_the_page_and_render_rewrites_it(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = world.catalog.directory
+    page = catalog / "index.html"
+    code, out, _ = run(capsys, "--json", "publish", str(world.image()), "--catalog", str(catalog))
+    assert code == EXIT_OK
+    assert json.loads(out)["page"] == str(page)
+    text = page.read_text(encoding="utf-8")
+    assert "atlas-wn" in text
+    assert "st st-revoked" not in text
+    code, out, _ = run(
+        capsys, "catalog", "revoke", "atlas-wn", "1.0", "--reason", "bad <kernel>", "--catalog",
+        str(catalog),
+    )  # fmt: skip
+    assert code == EXIT_OK
+    assert f"{page}: the catalog page" in out
+    text = page.read_text(encoding="utf-8")
+    assert "st st-revoked" in text
+    assert "bad &lt;kernel&gt;" in text
+    page.unlink()
+    code, out, _ = run(capsys, "--json", "catalog", "render", str(catalog))
+    assert code == EXIT_OK
+    doc = json.loads(out)
+    assert doc["page"] == str(page)
+    assert page.is_file()
+    assert [(i["name"], i["status"], i["reason"]) for i in doc["images"]] == [
+        ("atlas-wn", "revoked", "bad <kernel>")
+    ]
+    elsewhere = tmp_path / "www" / "catalog.html"
+    elsewhere.parent.mkdir()
+    root = catalog / "metadata" / "root.json"
+    code, out, _ = run(
+        capsys, "catalog", "render", str(catalog), "--out", str(elsewhere), "--root", str(root)
+    )
+    assert code == EXIT_OK
+    assert out == f"{elsewhere}: 1 image versions (1 revoked) of catalog version 3\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["catalog", "render", "{tmp}/nothing"], "not a catalog"),
+        (["catalog", "render", "{catalog}", "--out", "{tmp}"], "is a directory"),
+        (["catalog", "render", "{catalog}", "--root", "{policy}"], "pinned root"),
+        (["catalog", "render", "{catalog}", "--root", "{tmp}/no.json"], "no such file"),
         (["publish", "{unsigned}", "--catalog", "{catalog}"], "no attestation"),
         (["catalog", "list", "--catalog", "{tmp}/nothing"], "not a catalog"),
         (["catalog", "init", "{catalog}"], "already a catalog"),

@@ -81,6 +81,7 @@ def test_the_walk_finds_every_command() -> None:
     names = {" ".join(prefix) for prefix, _ in _commands()}
     assert {"build", "key generate", "boot-test", "labels show", "policy check"} <= names
     assert "gate-libvirt-hook" in names
+    assert "catalog render" in names
 
 
 @pytest.mark.parametrize(
