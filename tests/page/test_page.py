@@ -244,3 +244,26 @@ def test_publish_of_the_same_image_again_changes_nothing_on_the_page(tmp_path: P
     assert [(i.name, i.version, i.status) for i in again.images] == [
         (i.name, i.version, i.status) for i in first.images
     ]
+
+
+def test_a_revoked_version_a_vo_role_still_lists_is_one_revoked_row(tmp_path: Path) -> None:
+    from imagefactory.attest.keys import load_public_key
+    from imagefactory.catalog.ops import delegate, revoke
+
+    catalog = page_world(tmp_path).catalog
+    world = World(tmp_path / "w", catalog)
+    world.root.mkdir()
+    key = world.vo_key("alice")
+    delegate(catalog, "alice", [load_public_key(Path(f"{key}.pub"))])
+    delegate(catalog, "bob", [load_public_key(Path(f"{world.vo_key('bob')}.pub"))])
+    world.publish(world.image("alice-wn", "1.0", "alice"), vo_signer="alice")
+    revoke(catalog, "alice-wn", "1.0", "leaked key")  # without the VO's key: still listed
+    assert catalog.load().roles["vo.alice"].signed.targets
+    # bob is delegated but has not published: its role is in no snapshot yet.
+    view = write_page(catalog.directory).view
+    rows = [i for i in view.images if i.name == "alice-wn"]
+    assert [(i.status, i.revoked_reason, i.role) for i in rows] == [
+        ("revoked", "leaked key", "vo.alice")
+    ]
+    assert rows[0].signers == [f"key {load_signer(str(key)).public_key.keyid}"]
+    assert not rows[0].latest
