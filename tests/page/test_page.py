@@ -267,3 +267,38 @@ def test_a_revoked_version_a_vo_role_still_lists_is_one_revoked_row(tmp_path: Pa
     ]
     assert rows[0].signers == [f"key {load_signer(str(key)).public_key.keyid}"]
     assert not rows[0].latest
+
+
+def test_a_keyless_signer_shows_its_identity_and_issuer(tmp_path: Path) -> None:
+    from imagefactory.attest.sign import sign_keyless
+    from tests.fakes.imagedirs import IDENTITY, ISSUER
+    from tests.fakes.sigstore_instance import PrivateSigstore
+    from tests.page.pageworld import signed_image
+
+    catalog_world = page_world(tmp_path)
+    image = signed_image(catalog_world, "atlas-wn", "2.0", "atlas")
+    instance = PrivateSigstore("ci")
+    token = instance.token(IDENTITY, ISSUER)
+    sign_keyless(image, instance.signing_context(), token, check_labels=False)
+    catalog_world.publish(image)
+    view = write_page(catalog_world.catalog.directory).view
+    [row] = [i for i in view.images if (i.name, i.version) == ("atlas-wn", "2.0")]
+    keyid = load_signer(str(catalog_world.vo_keys["atlas"])).public_key.keyid
+    assert sorted(row.signers) == sorted([f"key {keyid}", f"{IDENTITY} (issuer {ISSUER})"])
+    assert (row.latest, row.supersedes) == (True, "1.1")
+    text = (catalog_world.catalog.directory / "index.html").read_text(encoding="utf-8")
+    assert f"{IDENTITY} (issuer {ISSUER})" in text
+
+
+def test_an_expired_image_is_marked_and_not_latest(world: World) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    later = datetime.now(UTC) + timedelta(days=40)  # the images expire in 29 days
+    view = load_view(world.catalog.directory, world.root_json, now=later)
+    assert {(i.name, i.version): i.status for i in view.images} == {
+        ("atlas-wn", "1.1"): "expired",
+        ("atlas-wn", "1.0"): "revoked",
+        ("cms-wn", "2.0"): "expired",
+        ("lhcb-wn", "3.0"): "expired",
+    }
+    assert not any(i.latest for i in view.images)
