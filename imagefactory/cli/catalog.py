@@ -43,9 +43,15 @@ def _expiries(text: str | None) -> dict[str, float]:
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     catalog = _catalog(args)
     root = catalog.init(_expiries(args.expires))
+    page = _page(args)
     if args.json:
         emit_json(
-            {"catalog": str(catalog.directory), "keys": str(catalog.keys_dir), "root": str(root)}
+            {
+                "catalog": str(catalog.directory),
+                "keys": str(catalog.keys_dir),
+                "root": str(root),
+                "page": str(page.path),
+            }
         )
     else:
         sys.stdout.write(f"{catalog.directory}: new catalog; keys in {catalog.keys_dir}\n")

@@ -37,6 +37,7 @@ def world(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> World:
     )
     assert code == EXIT_OK
     assert Path(json.loads(out)["root"]).is_file()
+    assert Path(json.loads(out)["page"]) == tmp_path / "catalog" / "index.html"
     world = World(tmp_path, Catalog(tmp_path / "catalog"))
     world.vo_key("atlas")
     return world

@@ -62,6 +62,12 @@ def test_example_is_published_pulled_and_allowed_from_the_store(
         "-q",
     )
     assert published["changed"] is True
+    # The catalog's page shows the real image, verified, with its OCI reference and SBOM.
+    page = Path(published["page"]).read_text(encoding="utf-8")
+    descriptor = published["descriptor"]
+    assert descriptor["oci_manifest"] in page
+    assert f"images/atlas/{descriptor['name']}/{descriptor['version']}/sbom.cdx.json" in page
+    assert '<span class="st st-valid">valid</span>' in page
     server = Server(catalog).start()
     store = tmp_path / "store"
     try:
