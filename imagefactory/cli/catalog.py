@@ -146,6 +146,7 @@ def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.catalog.rotate import rotate_key
 
     done = rotate_key(_catalog(args), args.role)
+    done["page"] = str(_page(args).path)
     if args.json:
         emit_json(done)
     else:
@@ -245,6 +246,25 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _register_render(csub: Any, common: argparse.ArgumentParser) -> None:
+    p = csub.add_parser(
+        "render",
+        parents=[common],
+        help="write the catalog's web page (index.html) from its verified state",
+    )
+    p.add_argument("catalog", type=user_path, metavar="DIR", help="the catalog directory")
+    p.add_argument(
+        "--out", type=user_path, metavar="FILE", help="where to write it (default: DIR/index.html)"
+    )
+    p.add_argument(
+        "--root",
+        type=user_path,
+        metavar="ROOT.json",
+        help="the root to verify against (default: DIR/metadata/root.json)",
+    )
+    p.set_defaults(func=cmd_render)
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     keys_help = "the catalog's keys directory (default: DIR-keys beside the catalog)"
     catalog = sub.add_parser("catalog", help="the signed image catalog (a TUF repository)")
@@ -269,22 +289,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     with_catalog(p)
     p.set_defaults(func=cmd_list)
 
-    p = csub.add_parser(
-        "render",
-        parents=[common],
-        help="write the catalog's web page (index.html) from its verified state",
-    )
-    p.add_argument("catalog", type=user_path, metavar="DIR", help="the catalog directory")
-    p.add_argument(
-        "--out", type=user_path, metavar="FILE", help="where to write it (default: DIR/index.html)"
-    )
-    p.add_argument(
-        "--root",
-        type=user_path,
-        metavar="ROOT.json",
-        help="the root to verify against (default: DIR/metadata/root.json)",
-    )
-    p.set_defaults(func=cmd_render)
+    _register_render(csub, common)
 
     p = csub.add_parser("revoke", parents=[common], help="revoke an image version, with a reason")
     p.add_argument("name")

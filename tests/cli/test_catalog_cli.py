@@ -142,6 +142,12 @@ def test_rotate_key_and_prune(
     code, out, _ = run(capsys, "--json", "catalog", "rotate-key", "root", "--catalog", catalog)
     assert code == EXIT_OK
     assert json.loads(out)["root_version"] == 3
+    assert "verified against root version 3" in (world.catalog.directory / "index.html").read_text(
+        encoding="utf-8"
+    )
+    # The page made from the first root follows the rotations as a site does.
+    code, out, _ = run(capsys, "catalog", "render", catalog, "--root", str(pinned))
+    assert code == EXIT_OK, out
     code, out, _ = run(capsys, "--json", "catalog", "prune", "--keep", "1", "--catalog", catalog)
     assert code == EXIT_OK
     assert json.loads(out)["metadata"]
