@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from imagefactory.catalog.repo import Catalog
-from imagefactory.errors import CatalogError, FileAccessError
+from imagefactory.errors import CatalogError, CatalogRefusedError, FileAccessError
 from imagefactory.fsutil import atomic_write, is_disk_full
 from imagefactory.page.html import render
 from imagefactory.page.view import CatalogView, load_view, require_catalog
@@ -76,7 +76,17 @@ def write_page(
     catalog = Catalog(catalog_dir)
     inside = _inside(out, catalog_dir)
     with _lock(catalog, inside):
-        view = load_view(catalog_dir, root_bytes, now)
+        try:
+            view = load_view(catalog_dir, root_bytes, now)
+        except CatalogRefusedError as exc:
+            if exc.code != "catalog-expired":
+                raise
+            raise CatalogRefusedError(
+                f"{catalog_dir}: {exc.message}; no site accepts this catalog now, so no page"
+                " is made",
+                code=exc.code,
+                hint=f"re-sign it: imagefactory catalog refresh --catalog {catalog_dir}",
+            ) from exc
         prefix = os.path.relpath(catalog_dir.resolve(), out.parent.resolve())
         text = render(view, "" if prefix == "." else prefix.replace(os.sep, "/"))
         try:

@@ -302,3 +302,21 @@ def test_an_expired_image_is_marked_and_not_latest(world: World) -> None:
         ("lhcb-wn", "3.0"): "expired",
     }
     assert not any(i.latest for i in view.images)
+
+
+def test_an_expired_catalog_makes_no_page_and_says_how_to_refresh_it(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from imagefactory.catalog.ops import refresh
+
+    world = page_world(tmp_path)
+    before = write_page(world.catalog.directory).path.read_bytes()
+    world.catalog.clock = lambda: datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    refresh(world.catalog)  # a timestamp valid for a day, signed three days ago
+    with pytest.raises(CatalogError) as err:
+        write_page(world.catalog.directory)
+    assert err.value.code == "catalog-expired"
+    assert err.value.hint == (
+        f"re-sign it: imagefactory catalog refresh --catalog {world.catalog.directory}"
+    )
+    assert (world.catalog.directory / "index.html").read_bytes() == before
