@@ -27,8 +27,13 @@ from imagefactory.page.view import FILTERS, CatalogView, FileView, ImageView
 
 
 def esc(value: object) -> str:
-    """Text for HTML element content or a double-quoted attribute."""
-    return html.escape(str(value), quote=True)
+    """Text for HTML element content or a double-quoted attribute.
+
+    A lone surrogate (JSON can spell one, argv can carry one) is not UTF-8: it
+    is shown as its escape (``\\ud800``) instead of making the page unwritable.
+    """
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return html.escape(text, quote=True)
 
 
 def href(prefix: str, relpath: str) -> str:

@@ -320,3 +320,19 @@ def test_an_expired_catalog_makes_no_page_and_says_how_to_refresh_it(tmp_path: P
         f"re-sign it: imagefactory catalog refresh --catalog {world.catalog.directory}"
     )
     assert (world.catalog.directory / "index.html").read_bytes() == before
+
+
+def test_text_that_is_not_utf8_is_shown_escaped(tmp_path: Path) -> None:
+    from imagefactory.catalog.ops import revoke
+    from tests.page.pageworld import signed_image
+
+    world = page_world(tmp_path)
+    image = signed_image(world, "cms-wn", "2.1", "cms")
+    # JSON can spell a lone surrogate; publish takes labels.json as it is (signing could not).
+    labels = image / "labels.json"
+    labels.write_text(labels.read_text().replace("atlas-images@example.org", "a\\ud800b"))
+    world.publish(image)
+    revoke(world.catalog, "atlas-wn", "1.1", "bad \udcff byte")  # as argv carries a stray byte
+    text = write_page(world.catalog.directory).path.read_text(encoding="utf-8")
+    assert "a\\ud800b" in text
+    assert "bad \\udcff byte" in text
