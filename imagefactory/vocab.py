@@ -31,6 +31,11 @@ class Arch(StrEnum):
         return _QEMU_SYSTEM[self]
 
     @property
+    def glance(self) -> str:
+        """OpenStack Glance's ``architecture`` name (its metadefs follow libosinfo)."""
+        return "i686" if self is Arch.I386 else self.value
+
+    @property
     def serial_console(self) -> str:
         """The kernel's name of the first serial port (PL011 on arm64 virt machines)."""
         return "ttyAMA0" if self is Arch.AARCH64 else "ttyS0"

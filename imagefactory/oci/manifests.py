@@ -23,6 +23,7 @@ from typing import Any
 from imagefactory.labels.exports import oci_annotations
 from imagefactory.model.imagedir import AUDIT_NAME
 from imagefactory.model.labels import Labels
+from imagefactory.vocab import Arch
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -67,6 +68,14 @@ class Blob:
         return out
 
 
+def _glance_arch(arch: str) -> str:
+    """Glance's name of a label's arch (``i386`` is ``i686`` there); others as they are."""
+    try:
+        return Arch(arch).glance
+    except ValueError:
+        return arch
+
+
 def disk_layer_annotations(labels: dict[str, Any], file_name: str) -> dict[str, str]:
     """The layer annotations EGI's registry sync reads (plus the standard title)."""
     os_ = labels["os"]
@@ -75,7 +84,7 @@ def disk_layer_annotations(labels: dict[str, Any], file_name: str) -> dict[str, 
         "eu.egi.cloud.tag": str(labels["image"]["version"]),
         "org.openstack.glance.disk_format": str(labels["disk"]["format"]),
         "org.openstack.glance.container_format": "bare",
-        "org.openstack.glance.architecture": str(os_["arch"]),
+        "org.openstack.glance.architecture": _glance_arch(str(os_["arch"])),
         "org.openstack.glance.os_distro": str(os_["distro"]),
         "org.openstack.glance.os_version": str(os_["version"]),
     }

@@ -27,6 +27,7 @@ from imagefactory.errors import InputError, UsageError
 from imagefactory.model.reason import printable
 from imagefactory.select.candidates import Image
 from imagefactory.select.requirements import KEYS, ORDERING, Clause, Requirements, release_key
+from imagefactory.vocab import Arch
 
 PREFIX = "Imagefactory"
 
@@ -50,7 +51,7 @@ RELEASE_MAJOR = "ImagefactoryReleaseMajor"
 RELEASE_MINOR = "ImagefactoryReleaseMinor"
 
 #: Glance's ``architecture`` names (its metadefs follow libosinfo): i386 images are ``i686``.
-GLANCE_ARCH: Mapping[str, str] = {"x86_64": "x86_64", "aarch64": "aarch64", "i386": "i686"}
+GLANCE_ARCH: Mapping[str, str] = {arch.value: arch.glance for arch in Arch}
 _GLANCE_VALUE = re.compile(r"^[A-Za-z0-9._:/+-]{1,255}$")
 
 
