@@ -104,6 +104,14 @@ def parse_json_object(data: bytes, path: Path, what: str) -> dict[str, Any]:
         raise LayoutError(f"{path}: {what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise LayoutError(f"{path}: {what} is not a JSON object")
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # "\ud800" parses, but is no character: nothing could sign or show it as written.
+        raise LayoutError(
+            f"{path}: {what} holds an escaped lone surrogate ({exc.object[exc.start]!r}),"
+            " which is not a Unicode character"
+        ) from exc
     return value
 
 

@@ -167,3 +167,21 @@ def test_an_edited_audit_report_is_denied(
     code, out, _ = run(capsys, "verify", "-q", str(image), "--policy", str(policy))
     assert code == EXIT_VERDICT
     assert "audit.json: sha256 is" in out
+
+
+def test_labels_with_a_lone_surrogate_are_refused_by_sign_and_verify(
+    tmp_path: Path, site: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, policy = site
+    image = make_image(tmp_path / "img", "1.0")
+    labels = image / "labels.json"
+    labels.write_text(labels.read_text().replace('"atlas"', '"atl\\ud800as"', 1))
+    for argv in (
+        ("sign", str(image), "--key", str(key)),
+        ("verify", str(image), "--policy", str(policy)),
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == EXIT_VERDICT, (argv, out, err)  # bad input, as any unreadable labels.json
+        assert "lone surrogate" in out + err  # sign: the error; verify: the DENY reason
+        assert "Traceback" not in err
+        assert "internal error" not in err

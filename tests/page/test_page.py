@@ -13,6 +13,7 @@ import pytest
 from imagefactory.attest.keys import load_signer
 from imagefactory.catalog.publish import publish
 from imagefactory.errors import CatalogError, FileAccessError
+from imagefactory.model.imagedir import LayoutError
 from imagefactory.page.html import csp, esc
 from imagefactory.page.view import load_view
 from imagefactory.page.write import write_page
@@ -328,11 +329,14 @@ def test_text_that_is_not_utf8_is_shown_escaped(tmp_path: Path) -> None:
 
     world = page_world(tmp_path)
     image = signed_image(world, "cms-wn", "2.1", "cms")
-    # JSON can spell a lone surrogate; publish takes labels.json as it is (signing could not).
+    # JSON can spell a lone surrogate: no image directory holding one is read at all.
     labels = image / "labels.json"
-    labels.write_text(labels.read_text().replace("atlas-images@example.org", "a\\ud800b"))
+    good = labels.read_text()
+    labels.write_text(good.replace("atlas-images@example.org", "a\\ud800b"))
+    with pytest.raises(LayoutError, match="lone surrogate"):
+        world.publish(image)
+    labels.write_text(good)
     world.publish(image)
     revoke(world.catalog, "atlas-wn", "1.1", "bad \udcff byte")  # as argv carries a stray byte
     text = write_page(world.catalog.directory).path.read_text(encoding="utf-8")
-    assert "a\\ud800b" in text
     assert "bad \\udcff byte" in text
