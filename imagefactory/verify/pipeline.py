@@ -8,10 +8,15 @@
    hashing: an unsigned directory with a huge sparse disk costs nothing);
 4. ``size``       -- the disk's size against the size every valid attestation's
    predicate signs, and the policy's cap, still before hashing;
-5. ``digests``    -- every subject streamed and digested (disk: sha256, and
-   sha512 if the labels carry it), compared with labels.json;
+5. ``digests``    -- every subject streamed and digested with sha256 (one
+   pass at the speed of one hash: sha256 binds the bytes; the sha512 the
+   labels and a statement may also carry is the signer's word, signed with
+   the rest, and not recomputed), compared with labels.json. A caller that
+   already hashed the disk's very bytes (``pull``, while they streamed into
+   the file it hands over open) passes that digest instead of a second read;
 6. ``statement``  -- payload type, statement type, predicate type, every subject
-   against the digests of step 3, the predicate against labels.json;
+   against the digests of step 5 (each subject must carry a sha256; it is
+   the one compared), the predicate against labels.json;
 7. ``authority``  -- per VO named by the labels: enough of its own trusted
    signers signed; the endorser the labels name is among them;
 8. ``labels``     -- the signed labels against each VO's rules;
@@ -82,6 +87,11 @@ class VerifyOptions:
     #: inspection read through it, not the path, so that what is verified is
     #: what the caller (the boot gate) hands to the hypervisor.
     disk_fd: int | None = None
+    #: The disk's digests (``sha256`` at least), computed by the caller over
+    #: exactly the bytes behind ``disk_fd`` (only with it): the digest step
+    #: takes them instead of reading the disk again. For a caller that hashed
+    #: what it wrote, fsync'd it and holds the file open (``pull``).
+    disk_digests: Mapping[str, str] | None = None
 
 
 class _Stop(Exception):
@@ -156,22 +166,33 @@ def _format(run: _Run) -> list[Reason]:
 def _digests(run: _Run) -> list[Reason]:
     image = _image(run)
     out: list[Reason] = []
-    want_sha512 = isinstance(label(image.labels, "disk.sha512"), str)
     for path in image.subjects():
-        algorithms = ("sha256", "sha512") if path == image.disk and want_sha512 else ("sha256",)
-        progress = run.options.on_progress if path == image.disk else None
-        fd = run.options.disk_fd if path == image.disk else None
+        is_disk = path == image.disk
         try:
-            result = hash_file(path, algorithms, progress, fd=fd)
+            hexdigests, size = _subject_digest(run, path, is_disk)
         except OSError as exc:
             out.append(Reason("layout", "digests", f"{path}: cannot read: {exc}"))
             continue
-        run.digests[path.name] = result.hexdigests
-        if path == image.disk:
-            out += _compare(path.name, result.hexdigests, result.size, image.labels.get("disk"))
+        run.digests[path.name] = hexdigests
+        if is_disk:
+            out += _compare(path.name, hexdigests, size, image.labels.get("disk"))
         elif path == image.sbom:
-            out += _compare(path.name, result.hexdigests, None, image.labels.get("sbom"))
+            out += _compare(path.name, hexdigests, None, image.labels.get("sbom"))
     return out
+
+
+def _subject_digest(run: _Run, path: Path, is_disk: bool) -> tuple[dict[str, str], int]:
+    """The sha256 of one subject file (and its size): one pass, or the caller's digest."""
+    options = run.options
+    given = options.disk_digests
+    if is_disk and given is not None:
+        if options.disk_fd is None or not isinstance(given.get("sha256"), str):
+            raise ValueError("disk_digests needs disk_fd and a sha256")  # a caller's bug
+        return {"sha256": given["sha256"]}, os.fstat(options.disk_fd).st_size
+    progress = options.on_progress if is_disk else None
+    fd = options.disk_fd if is_disk else None
+    result = hash_file(path, ("sha256",), progress, fd=fd)
+    return result.hexdigests, result.size
 
 
 def _compare(name: str, actual: dict[str, str], size: int | None, claimed: Any) -> list[Reason]:
