@@ -9,6 +9,7 @@ reader sees the old file or the new one, never a part.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import stat
@@ -79,6 +80,91 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_identity(st: os.stat_result) -> list[int]:
+    """What says a file is the one that was checked: ``(dev, inode, size, mtime_ns,
+    ctime_ns, uid, gid, mode)`` of its ``stat``.
+
+    Writing, truncating, replacing, renaming over, chmod or chown all change at
+    least ``ctime``, which no user can set back (only the clock can). The
+    verified cache (:mod:`imagefactory.verify.cache`) and the build cache key
+    their "unchanged since it was hashed" on it.
+    """
+    return [
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_uid,
+        st.st_gid,
+        st.st_mode,
+    ]
+
+
+#: ``ioctl(dst, FICLONE, src)``: ``dst`` shares ``src``'s blocks copy-on-write (btrfs, XFS).
+FICLONE = 0x40049409
+#: Bytes per ``copy_file_range`` call: Ctrl-C is answered between two of them.
+COPY_STEP = 64 * MIB
+_NO_CLONE = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EBADF)
+
+
+def clone_or_copy_fd(src: int, dst: int) -> str:
+    """Make the empty file open for writing at ``dst`` hold the bytes of ``src``.
+
+    A reflink (``FICLONE``) where the file system can: instant, no space, and
+    still a file of its own (a write to one never reaches the other). Else an
+    in-kernel copy (``copy_file_range``) of the data only -- holes found with
+    ``SEEK_DATA``/``SEEK_HOLE`` stay holes, so a sparse raw disk stays sparse.
+    Returns ``"reflink"`` or ``"copy"``. Both descriptors are used as they
+    are: nothing is opened by name, so what the caller checked is what is copied.
+    """
+    try:
+        fcntl.ioctl(dst, FICLONE, src)
+    except OSError as exc:
+        if exc.errno not in _NO_CLONE:
+            raise
+    else:
+        return "reflink"
+    size = os.fstat(src).st_size
+    offset = 0
+    while offset < size:
+        try:
+            data = os.lseek(src, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nothing but a hole after offset
+                break
+            raise
+        hole = min(os.lseek(src, data, os.SEEK_HOLE), size)
+        _copy_range(src, dst, data, hole - data)
+        offset = hole
+    os.ftruncate(dst, size)
+    return "copy"
+
+
+def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
+    end = offset + length
+    while offset < end:
+        step = min(COPY_STEP, end - offset)
+        try:
+            n = os.copy_file_range(src, dst, step, offset, offset)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            n = _copy_by_reading(src, dst, offset, step)
+        if n == 0:
+            raise OSError(errno.EIO, f"the source ended at byte {offset} while it was copied")
+        offset += n
+
+
+def _copy_by_reading(src: int, dst: int, offset: int, length: int) -> int:
+    data = os.pread(src, length, offset)
+    view = memoryview(data)
+    written = 0
+    while written < len(data):
+        written += os.pwrite(dst, view[written:], offset + written)
+    return len(data)
 
 
 #: Largest key, trust root or trust config file read.

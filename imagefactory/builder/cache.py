@@ -7,13 +7,28 @@ base (distribution, release, architecture, mirror and the archive's current
 ``InRelease`` digests, so an archive update is an input change).
 
 An entry is a directory ``<cache>/builds/<key>/`` holding the disk files and
-``entry.json`` (their digests and the producing build's record). It is written
-under a temporary name and renamed into place, so a half-written entry is
-never visible. A hit re-hashes every file against ``entry.json`` before use:
-the cache cannot hand out a file that changed after it was stored (files are
-copied, or reflinked where the file system can, never hard-linked, and
-read-only; still, root can write anything); a mismatching entry is evicted and
-the build runs.
+``entry.json`` (their digests, the identity of each stored file, and the
+producing build's record). It is written under a temporary name and renamed
+into place, so a half-written entry is never visible; the stored files are
+hashed once when stored and must match the digests the build computed.
+
+A hit must not hand out a file that changed after it was stored. The files
+are read-only copies, never hard links; still, root can write anything. So
+each file is opened and its ``fstat`` compared with the identity recorded
+when it was stored -- the one the verified cache keys on
+(:func:`imagefactory.fsutil.file_identity`: inode, size, mtime, ctime, owner,
+mode): any write, truncation, replacement, chmod or chown changes ctime,
+which no user can set back. An unchanged identity needs no re-hash (a cached
+rebuild then costs no read of the disk); a changed one is re-hashed through
+the open file, and a mismatching entry is evicted and the build runs. What
+was checked is what is copied: the output is made from the same descriptor.
+
+An output never shares an inode with the cache: each hit makes the output's
+files from the entry's (a reflink where the file system can, else an
+in-kernel copy of the data, holes kept), read-only (0444). Booting a
+published disk read-write, or editing it, can then change neither the cache
+nor another output; where the file system cannot reflink, this copy is the
+one cost of a hit that grows with the disk.
 """
 
 from __future__ import annotations
@@ -24,14 +39,16 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imagefactory.digest import hash_file
-from imagefactory.run import run
+from imagefactory.errors import BuildError
+from imagefactory.fsutil import atomic_write, clone_or_copy_fd, file_identity
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +73,49 @@ def file_digest(path: Path) -> str:
     return "sha256:" + hash_file(path).hexdigests["sha256"]
 
 
-def clone_or_copy(src: Path, dst: Path) -> None:
-    """``dst`` as a read-only file of its own with ``src``'s bytes: a reflink where
-    the file system can (btrfs, XFS: instant, no space), else a sparse copy.
+_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+
+
+class CacheEntryChanged(OSError):
+    """A cache entry's file is missing, not a regular file, or changed since it was checked."""
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[tuple[int, os.stat_result]]:
+    """``path`` open for reading (never through a symlink), with its ``fstat``."""
+    try:
+        fd = os.open(path, _OPEN_READ)
+    except OSError as exc:
+        raise CacheEntryChanged(f"{path}: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheEntryChanged(f"{path}: not a regular file")
+        yield fd, st
+    finally:
+        os.close(fd)
+
+
+def clone_or_copy(src: Path | int, dst: Path) -> os.stat_result:
+    """``dst`` as a new read-only file of its own with ``src``'s bytes (a path, or an
+    open descriptor to copy from as it is): a reflink where the file system can
+    (btrfs, XFS: instant, no space), else an in-kernel sparse copy. Returns
+    ``dst``'s ``fstat`` once it is final (read-only).
 
     Never a hard link: a published disk booted read-write, or edited, would
     change the cache entry and every other output sharing its inode.
     """
-    run(["cp", "--reflink=auto", "--sparse=always", "--", src, dst])
-    os.chmod(dst, READ_ONLY)
+    if not isinstance(src, int):
+        with _opened(Path(src)) as (fd, _):
+            return clone_or_copy(fd, dst)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    dst_fd = os.open(dst, flags, 0o600)
+    try:
+        clone_or_copy_fd(src, dst_fd)
+        os.fchmod(dst_fd, READ_ONLY)
+        return os.fstat(dst_fd)
+    finally:
+        os.close(dst_fd)
 
 
 @dataclass(frozen=True)
@@ -73,17 +124,54 @@ class CacheEntry:
 
     key: str
     path: Path
-    files: Mapping[str, Mapping[str, Any]]  # name -> {"sha256", "size"}
+    files: Mapping[str, Mapping[str, Any]]  # name -> {"sha256", "size", "identity"}
     record: Mapping[str, Any]
 
     def materialize(self, dest: Path) -> dict[str, Path]:
-        """Put the entry's files into ``dest``; return name -> path."""
+        """Put the entry's files into ``dest``; return name -> path.
+
+        Each file is opened, checked (its identity, else its digest) and copied
+        from that one descriptor. Raises :class:`CacheEntryChanged` when a file
+        changed since :meth:`BuildCache.lookup` checked it.
+        """
         out = {}
-        for name in self.files:
-            target = dest / name
-            clone_or_copy(self.path / name, target)
-            out[name] = target
+        for name, info in self.files.items():
+            out[name] = dest / name
+            with _opened(self.path / name) as (fd, st):
+                if not _unchanged(fd, st, info):
+                    raise CacheEntryChanged(f"{self.path / name} changed since it was stored")
+                _copy_out(fd, out[name])
         return out
+
+
+def _copy_out(fd: int, target: Path) -> None:
+    try:
+        clone_or_copy(fd, target)
+    except OSError as exc:
+        raise BuildError(
+            f"{target}: cannot copy it out of the build cache: {exc}",
+            hint="free space where the output goes, or build with --no-cache",
+        ) from exc
+
+
+def _unchanged(fd: int, st: os.stat_result, info: Mapping[str, Any]) -> bool:
+    """Whether the open file holds the bytes ``info`` records: by identity, else by digest."""
+    if info.get("identity") == file_identity(st):
+        return True
+    if st.st_size != info.get("size"):
+        return False
+    digest = hash_file("cache entry", ("sha256",), fd=fd).hexdigests["sha256"]
+    return f"sha256:{digest}" == info.get("sha256")
+
+
+def _store_file(src: Path, dst: Path, digest: str) -> dict[str, Any]:
+    """Copy ``src`` to ``dst`` and check the copy has ``digest``; its entry.json record."""
+    clone_or_copy(src, dst)
+    with _opened(dst) as (fd, st):
+        got = "sha256:" + hash_file(dst, ("sha256",), fd=fd).hexdigests["sha256"]
+    if got != digest:
+        raise OSError(f"{src}: its copy is {got}, not the build's {digest}")
+    return {"sha256": digest, "size": st.st_size, "identity": file_identity(st)}
 
 
 class BuildCache:
@@ -93,25 +181,41 @@ class BuildCache:
         self.root = root / "builds"
 
     def lookup(self, key: str) -> CacheEntry | None:
-        """The verified entry for ``key``, or None (evicting a damaged one)."""
+        """The verified entry for ``key``, or None (evicting a damaged one).
+
+        A file whose identity is the recorded one is not read at all; one whose
+        identity changed (the cache restored from a backup, ...) but whose bytes
+        hash to the recorded digest is kept, and its new identity recorded.
+        """
         path = self.root / key
         try:
             meta = json.loads((path / ENTRY_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if meta.get("schema") != ENTRY_SCHEMA or meta.get("key") != key:
+        if (
+            not isinstance(meta, dict)
+            or meta.get("schema") != ENTRY_SCHEMA
+            or meta.get("key") != key
+        ):
             self.evict(key, "unknown entry format")
             return None
         files = meta.get("files", {})
+        renewed = False
         for name, info in files.items():
-            target = path / name
             try:
-                ok = target.stat().st_size == info["size"] and file_digest(target) == info["sha256"]
-            except (OSError, KeyError, TypeError):
+                with _opened(path / name) as (fd, st):
+                    ok = isinstance(info, dict) and _unchanged(fd, st, info)
+            except (OSError, TypeError):
                 ok = False
             if not ok:
                 self.evict(key, f"{name} changed since it was stored")
                 return None
+            if info.get("identity") != file_identity(st):
+                info["identity"] = file_identity(st)
+                renewed = True
+        if renewed:
+            with contextlib.suppress(OSError):  # only the next hit's speed is at stake
+                atomic_write(path / ENTRY_FILE, json.dumps(meta, indent=1), durable=False)
         return CacheEntry(key=key, path=path, files=files, record=meta.get("record", {}))
 
     def store(
@@ -121,7 +225,12 @@ class BuildCache:
         digests: Mapping[str, str],
         record: Mapping[str, Any],
     ) -> None:
-        """Store ``files`` (name -> path, with known digests) under ``key``."""
+        """Store ``files`` (name -> path, with the digests the build computed) under ``key``.
+
+        Each stored copy is hashed once, through the descriptor that made it
+        read-only, and must match: the entry's digests are those of the very
+        files whose identity it records.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / key
         if final.exists():
@@ -130,8 +239,7 @@ class BuildCache:
         try:
             meta: dict[str, Any] = {"schema": ENTRY_SCHEMA, "key": key, "files": {}}
             for name, src in files.items():
-                clone_or_copy(src, tmp / name)
-                meta["files"][name] = {"sha256": digests[name], "size": src.stat().st_size}
+                meta["files"][name] = _store_file(src, tmp / name, digests[name])
             meta["record"] = record
             (tmp / ENTRY_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
             tmp.rename(final)

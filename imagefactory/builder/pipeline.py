@@ -24,7 +24,7 @@ from imagefactory.aptrepo import add_indexes, verify_repositories
 from imagefactory.boot.qemu import BootResult, boot_test, uefi_firmware
 from imagefactory.builder import assemble as assembler
 from imagefactory.builder import dib
-from imagefactory.builder.cache import cache_key, file_digest
+from imagefactory.builder.cache import CacheEntryChanged, cache_key, file_digest
 from imagefactory.builder.cleanup import remove_tree
 from imagefactory.builder.codekey import code_digest
 from imagefactory.builder.context import BuildContext, BuildOptions
@@ -182,11 +182,17 @@ def lookup_cache(ctx: BuildContext) -> None:
     if ctx.hit is None:
         ctx.progress.note(f"cache: miss ({ctx.key[:12]})")
         return
-    ctx.images = {
-        name: path
-        for name, path in ctx.hit.materialize(ctx.staging).items()
-        if name not in METADATA_FILES
-    }
+    try:
+        materialized = ctx.hit.materialize(ctx.staging)
+    except CacheEntryChanged as exc:
+        # Changed between the check and the copy: never served, built afresh.
+        for name in ctx.hit.files:
+            (ctx.staging / name).unlink(missing_ok=True)
+        ctx.cache.evict(ctx.key, str(exc))
+        ctx.hit = None
+        ctx.progress.note(f"cache: miss ({ctx.key[:12]}, the entry changed)")
+        return
+    ctx.images = {name: path for name, path in materialized.items() if name not in METADATA_FILES}
     ctx.digests = {name: str(ctx.hit.files[name]["sha256"]) for name in ctx.images}
     record = ctx.hit.record
     ctx.disk = dict(record.get("disk", {}))

@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from imagefactory.fsutil import atomic_write
+from imagefactory.fsutil import atomic_write, file_identity
 from imagefactory.model.imagedir import LABELS_NAME, SBOM_NAME, LayoutError, load_image_dir
 from imagefactory.trust.model import TrustPolicy
 from imagefactory.verify.labels import now_utc
@@ -62,19 +62,7 @@ def image_key(path: Path, policy: TrustPolicy, disk_fd: int | None = None) -> st
             st = os.fstat(disk_fd) if disk_fd is not None and file == image.disk else os.lstat(file)
             if not stat.S_ISREG(st.st_mode):
                 return None
-            stats.append(
-                [
-                    file.name,
-                    st.st_dev,
-                    st.st_ino,
-                    st.st_size,
-                    st.st_mtime_ns,
-                    st.st_ctime_ns,
-                    st.st_uid,
-                    st.st_gid,
-                    st.st_mode,
-                ]
-            )
+            stats.append([file.name, *file_identity(st)])
     except (OSError, LayoutError):
         return None
     material = {
