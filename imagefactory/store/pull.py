@@ -25,6 +25,7 @@ the store already held stays until a newer one is in.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,12 +36,14 @@ from typing import TYPE_CHECKING, Any
 from imagefactory.catalog.descriptor import FileEntry
 from imagefactory.catalog.versions import version_key
 from imagefactory.errors import ImageFactoryError, InputError, StoreError, UsageError
+from imagefactory.model.imagedir import LayoutError, load_image_dir
 from imagefactory.store.layout import Store, StoreState, rmtree_readonly
-from imagefactory.store.transport import ByteSource, Source, download
+from imagefactory.store.transport import ByteSource, Downloaded, Source, download
 from imagefactory.store.updater import CatalogClient, Offer
 from imagefactory.trust.model import TrustPolicy
 from imagefactory.verify.cache import VerifiedCache, image_key, verify_cached
 from imagefactory.verify.pipeline import VerifyOptions, verify_image
+from imagefactory.verify.verdict import Verdict
 
 if TYPE_CHECKING:
     from imagefactory.oci.registry import Registry
@@ -293,6 +296,7 @@ class _Pull:
 
     def _fetch_and_install(self, key: str, offer: Offer) -> bool:
         parts: list[tuple[str, Path]] = []
+        fetched: dict[str, Downloaded] = {}
         try:
             if self.client is None:
                 raise RuntimeError("fetch before refresh")
@@ -311,6 +315,7 @@ class _Pull:
                 )
                 self.result.image_bytes += got.transferred
                 parts.append((entry.name, part))
+                fetched[entry.name] = got
         except ImageFactoryError as exc:
             code = getattr(exc, "code", "transport")
             self.result.add(key, "refused", code, exc.message)
@@ -322,7 +327,7 @@ class _Pull:
             for name, part in parts:
                 os.link(part, staging / name)
             self.store.seal(staging)
-            verdict = verify_image(staging, self.policy, self.options.verify)
+            verdict = _verify_streamed(staging, self.policy, self.options.verify, fetched)
             if not verdict.allowed:
                 reasons = "; ".join(r.render() for r in verdict.denials)
                 self.result.add(key, "refused", "verify-denied", reasons)
@@ -401,13 +406,55 @@ class _Pull:
                 part.unlink(missing_ok=True)
 
 
+def _verify_streamed(
+    staging: Path, policy: TrustPolicy, options: VerifyOptions, fetched: dict[str, Downloaded]
+) -> Verdict:
+    """The full verify of the staged image, the disk's digest taken from its download.
+
+    The disk was hashed while it was written (the very bytes, from the same
+    buffer) and fsync'd; its staged name is a link to that file in pull's
+    private state. It is opened here once, and only if that descriptor is
+    the downloaded file, unwritten since (device, inode, size, mtime), does
+    verify get the streamed digest with it instead of reading the disk again;
+    else verify hashes what the descriptor holds. Either way everything verify
+    reads of the disk (format check, digest) comes through that descriptor.
+    """
+    try:
+        disk = load_image_dir(staging).disk
+    except LayoutError:
+        return verify_image(staging, policy, options)  # which names the layout problem
+    got = fetched.get(disk.name)
+    try:
+        fd = os.open(disk, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return verify_image(staging, policy, options)  # which names what is wrong with it
+    try:
+        st = os.fstat(fd)
+        digests = dict(got.hexdigests) if got is not None and _same_file(st, got.st) else None
+        handed = dataclasses.replace(options, disk_fd=fd, disk_digests=digests)
+        return verify_image(staging, policy, handed)
+    finally:
+        os.close(fd)
+
+
+def _same_file(now: os.stat_result, then: os.stat_result) -> bool:
+    """The same inode, not written since ``then`` (linking and chmod change only its ctime)."""
+    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
+        then.st_dev,
+        then.st_ino,
+        then.st_size,
+        then.st_mtime_ns,
+    )
+
+
 def _streamed_hashes(entry: FileEntry) -> dict[str, str]:
     """The digests checked while a file streams in.
 
-    The disk's sha256 only: verify, which runs next on the staged image,
-    reads the disk again and checks both sha256 and sha512 against the signed
-    labels (whose own digest the descriptor names), so a second hash on the
-    wire would cost a core and add nothing.
+    The disk's sha256 only: one digest binds the bytes. It is checked against
+    the descriptor here and handed to verify, which checks it against the
+    signed statement and labels without reading the disk again; the sha512 the
+    descriptor also names (for HEPiX image lists) would cost a core and add
+    nothing.
     """
     if entry.kind == "disk":
         return {"sha256": entry.hashes["sha256"]}
