@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from imagefactory.errors import GuestError
+from imagefactory.guest.interrupt import Interrupt, interruptible
 from imagefactory.guest.view import MAX_ENTRIES, MAX_READ, Entry, cap_text
 
 #: The libguestfs backend: the appliance is run by libguestfs itself, not libvirt.
@@ -395,6 +396,13 @@ def open_guest(
     if accel not in ("kvm", "tcg"):
         raise GuestError(f"internal error: unknown appliance accelerator {accel!r}")
     gfs = _guestfs()
+    with interruptible() as interrupt:  # Ctrl-C kills the appliance, even inside a long call
+        yield from _open_guest(gfs, image, fmt, readonly=readonly, accel=accel, interrupt=interrupt)
+
+
+def _open_guest(
+    gfs: Any, image: Path, fmt: str, *, readonly: bool, accel: str, interrupt: Interrupt
+) -> Iterator[Guest]:
     chosen = accel
     g = gfs.GuestFS(python_return_dict=True)
     try:
@@ -414,6 +422,8 @@ def open_guest(
                 g.mount(mountpoints[mountpoint], mountpoint)
     except RuntimeError as exc:
         g.close()
+        if interrupt.signalled.is_set():  # the appliance was killed for Ctrl-C / SIGTERM
+            raise KeyboardInterrupt from exc
         raise GuestError(f"{image}: libguestfs failed: {cap_text(str(exc), 1000)}") from exc
     except BaseException:
         g.close()
