@@ -11,14 +11,22 @@ kilobytes:
   hostile-image hint);
 * does a raw file carry a partition table (an MBR or a GPT's protective MBR,
   boot signature ``55 AA`` at byte 510) or a file system that libguestfs could
-  inspect without one (ext2/3/4, XFS, Btrfs, a squashfs).
+  inspect without one (ext2/3/4, XFS, Btrfs, a squashfs);
+* which firmware boots it (:func:`boot_mode`): a GPT with an EFI system
+  partition is a UEFI disk, anything else a BIOS one -- read from the
+  partition table (through ``qemu-img dd`` for a qcow2), never guessed.
 """
 
 from __future__ import annotations
 
+import struct
+import tempfile
+import uuid
 from pathlib import Path
 
 from imagefactory.errors import FileAccessError, InputError
+from imagefactory.run import run
+from imagefactory.vocab import BootMode
 
 #: Where the signatures this module looks for sit: (offset, bytes, what).
 _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
@@ -70,3 +78,62 @@ def require_disk(path: Path, fmt: str) -> None:
             " and no file system signature",
             hint="name the disk file itself (e.g. the .qcow2 or .raw in an image directory)",
         )
+
+
+#: The partition type GUID of an EFI system partition.
+ESP_TYPE = uuid.UUID("C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+SECTOR = 512
+#: The first bytes of a disk that hold its GPT header and (usually) its entries.
+_GPT_HEAD = 1024 * 1024
+
+
+def _disk_head(path: Path, fmt: str) -> bytes:
+    """The first :data:`_GPT_HEAD` bytes of the disk as the guest sees them."""
+    if fmt == "raw":
+        try:
+            with path.open("rb") as stream:
+                return stream.read(_GPT_HEAD)
+        except OSError as exc:
+            raise FileAccessError.from_os_error(path, "read the disk image", exc) from exc
+    with tempfile.TemporaryDirectory(prefix="imagefactory-probe-") as tmp:
+        head = Path(tmp) / "head.raw"
+        # The format stated (checked by the caller), never probed; only the head is read.
+        run(
+            [
+                "qemu-img",
+                "dd",
+                "-f",
+                fmt,
+                "-O",
+                "raw",
+                f"bs={_GPT_HEAD}",
+                "count=1",
+                f"if={path}",
+                f"of={head}",
+            ]
+        )
+        return head.read_bytes()[:_GPT_HEAD]
+
+
+def boot_mode(path: Path, fmt: str) -> BootMode:
+    """``uefi`` for a disk whose GPT holds an EFI system partition, else ``bios``.
+
+    ``fmt`` is the disk's checked format (:func:`imagefactory.diskformat.check_safe`).
+    The labels' boot mode (read through libguestfs) also asks for the ESP's
+    loader; picking the firmware needs only the partition table.
+    """
+    head = _disk_head(path, fmt)
+    header = head[SECTOR : 2 * SECTOR]
+    if header[:8] != b"EFI PART":
+        return BootMode.BIOS
+    entries_lba, count, size = struct.unpack_from("<QII", header, 72)
+    start = entries_lba * SECTOR
+    if size < 128 or count > 1024:
+        return BootMode.BIOS  # not a GPT this probe understands: the usual firmware
+    for index in range(count):
+        entry = head[start + index * size : start + index * size + 16]
+        if len(entry) < 16:
+            break
+        if uuid.UUID(bytes_le=entry) == ESP_TYPE:
+            return BootMode.UEFI
+    return BootMode.BIOS

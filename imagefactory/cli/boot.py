@@ -17,7 +17,7 @@ from imagefactory.vocab import Arch, BootMode
 def cmd_boot_test(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.boot.qemu import boot_test
     from imagefactory.diskformat import check_safe
-    from imagefactory.diskprobe import require_disk, require_file
+    from imagefactory.diskprobe import boot_mode, require_disk, require_file
     from imagefactory.progress import Progress
 
     # The arguments first: a bad --marker is known before any file is read.
@@ -34,7 +34,10 @@ def cmd_boot_test(args: argparse.Namespace, settings: Settings) -> int:
     require_disk(args.image, info.format)
     console = args.console_log or Path(f"{args.image.name}.console.log")
     progress = Progress(total=1, quiet=args.json)
-    with progress.step("boot-test", f"boot {args.image} ({info.format}) under qemu"):
+    # Unless stated: the firmware the disk's partition table asks for (GPT + ESP: UEFI).
+    mode = BootMode(args.boot_mode) if args.boot_mode else boot_mode(args.image, info.format)
+    how = "" if args.boot_mode else ", read from its partition table"
+    with progress.step("boot-test", f"boot {args.image} ({info.format}, {mode}{how}) under qemu"):
         result = boot_test(
             args.image,
             info.format,
@@ -44,7 +47,7 @@ def cmd_boot_test(args: argparse.Namespace, settings: Settings) -> int:
             accel_cache=settings.cache_dir / "accel.json",
             marker=args.marker,
             timeout=args.timeout,
-            boot_mode=BootMode(args.boot_mode),
+            boot_mode=mode,
         )
     if args.json:
         emit_json(result.to_dict())
@@ -68,8 +71,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--boot-mode",
         choices=[m.value for m in BootMode],
-        default="bios",
-        help="the firmware: bios, or uefi (OVMF on x86_64, AAVMF on aarch64)",
+        help="the firmware: bios, or uefi (OVMF on x86_64, AAVMF on aarch64); default: read"
+        " from the disk (a GPT with an EFI system partition is uefi)",
     )
     p.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS")
     p.add_argument(
