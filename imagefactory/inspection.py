@@ -32,8 +32,9 @@ INSPECT_FORMATS = ("qcow2", "raw")
 class Inspection:
     path: Path
     info: DiskInfo
-    sha256: str
-    sha512: str
+    #: ``None`` when the caller already checked the disk's digest (verify).
+    sha256: str | None
+    sha512: str | None
     boot_mode: str
     os: OsFacts
     packages: PackageFacts
@@ -64,13 +65,16 @@ def inspect_image(
     root_policy: RootPolicy = RootPolicy.NONE,
     accel: Callable[[], str],
     on_status: Callable[[str], None] = lambda text: None,
+    hash_disk: bool = True,
 ) -> Inspection:
     """Check ``path`` is safe, then read its facts and audit it read-only.
 
     ``accel`` decides the appliance's accelerator (``kvm`` or ``tcg``); it is
     called only once the disk has passed the format check, since deciding may
     probe KVM. ``on_status`` hears what is happening (the launch alone takes
-    10-20 s under TCG).
+    10-20 s under TCG). ``hash_disk=False`` skips the sha256 and sha512 pass:
+    for a caller that has just checked the digest of the very bytes it hands
+    over (verify, through its open descriptor).
     """
     require_file(path)
     info = check_safe(path, allowed_formats=INSPECT_FORMATS, declared_format=declared_format)
@@ -83,8 +87,10 @@ def inspect_image(
         )
     # Before the 10-20 s appliance launch: a text file is a "safe raw image" too.
     require_disk(path, info.format)
-    on_status(f"sha256 and sha512 of the {info.format} disk")
-    sha256, sha512 = disk_digests(path)
+    sha256 = sha512 = None
+    if hash_disk:
+        on_status(f"sha256 and sha512 of the {info.format} disk")
+        sha256, sha512 = disk_digests(path)
     chosen = accel()
     on_status(f"launching the libguestfs appliance ({chosen}, read-only, network off)")
     with open_guest(path, info.format, readonly=True, accel=chosen) as guest:
