@@ -16,8 +16,10 @@ when one package provides it.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
+import json
 import lzma
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -57,6 +59,12 @@ class PackageIndex:
             elif line.startswith("Provides:"):
                 for item in line[9:].split(","):
                     self.provided.add(item.split("(")[0].strip())
+
+    def merge(self, versions: Mapping[str, Iterable[str]], provided: Iterable[str]) -> None:
+        """Add the names of one index already read (:func:`_read_parsed`)."""
+        for name, have in versions.items():
+            self.versions.setdefault(name, set()).update(have)
+        self.provided.update(provided)
 
     def knows(self, name: str) -> bool:
         return name in self.versions or name in self.provided
@@ -134,10 +142,50 @@ def load_index(
         if digest is None:
             continue  # this suite has no index for the arch; apt skips it too
         url = f"{mirror}/dists/{suite}/{name}"
+        parsed = _read_parsed(cache_dir / f"{digest}.names.json", digest)
+        if parsed is not None:
+            # What unpacking and reading this very index gave before (most of a
+            # second per suite, every build): a cached rebuild costs none of it.
+            index.sources.append(url)
+            index.merge(*parsed)
+            continue
         data = fetch_index(url, digest, None, cache_dir=cache_dir, on_status=on_status)
         on_status(f"reading {suite}/{name}")
-        index.add(unpack_index(data, url), url)
+        one = PackageIndex()
+        one.add(unpack_index(data, url), url)
+        _write_parsed(cache_dir / f"{digest}.names.json", digest, one)
+        index.sources.append(url)
+        index.merge(one.versions, one.provided)
     return index
+
+
+def _read_parsed(path: Path, digest: str) -> tuple[dict[str, list[str]], list[str]] | None:
+    """The names and versions read from the index of ``digest`` before, if cached.
+
+    Derived from an index whose sha256 ``InRelease`` listed; like the index
+    cache a convenience: unreadable or not for this digest, it is made again.
+    It only feeds this early check (apt in the build resolves for real).
+    """
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or doc.get("index_sha256") != digest:
+        return None
+    versions, provided = doc.get("versions"), doc.get("provided")
+    if not isinstance(versions, dict) or not isinstance(provided, list):
+        return None
+    return versions, provided
+
+
+def _write_parsed(path: Path, digest: str, index: PackageIndex) -> None:
+    doc = {
+        "index_sha256": digest,
+        "versions": {name: sorted(have) for name, have in index.versions.items()},
+        "provided": sorted(index.provided),
+    }
+    with contextlib.suppress(OSError):  # a cache that cannot be written costs time only
+        atomic_write(path, json.dumps(doc, separators=(",", ":")), 0o644, durable=False)
 
 
 def _read_cached(path: Path, digest: str) -> bytes | None:

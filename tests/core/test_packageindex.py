@@ -115,3 +115,33 @@ def test_an_index_that_does_not_match_its_inrelease_is_refused(
 def test_indexed_sha256() -> None:
     text = b"Origin: x\nMD5Sum:\n 00 1 a\nSHA256:\n AB 12 main/binary-amd64/Packages.xz\n"
     assert indexed_sha256(text) == {"main/binary-amd64/Packages.xz": "ab"}
+
+
+def test_a_second_check_reads_the_names_not_the_index(
+    archive_root: tuple[Path, str],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What unpacking an index gave is kept by its digest: a cached rebuild skips the xz."""
+    root, base = archive_root
+    _suite(root, "bookworm", _stanzas(("less", "1", ""), ("mawk", "2", "awk")))
+    _no_index(root, "bookworm-updates")
+    archive = _archive(base)
+    releases = fetch_releases(archive)
+    recipe = load_recipe(_recipe(tmp_path, "  - less=1\n  - awk\n"))
+    cache = tmp_path / "c"
+    assert check_recipe_packages(recipe, archive, releases, cache_dir=cache)
+
+    def no_unpacking(data: bytes, url: str) -> str:
+        raise AssertionError(f"{url} unpacked again")
+
+    monkeypatch.setattr("imagefactory.packageindex.unpack_index", no_unpacking)
+    index = check_recipe_packages(recipe, archive, releases, cache_dir=cache)
+    assert index is not None
+    assert index.versions["less"] == {"1"}
+    assert index.knows("awk")
+    # Names cached for another index are not this index's: it is read again.
+    [names] = cache.glob("*.names.json")
+    names.write_text(names.read_text().replace('"index_sha256":"', '"index_sha256":"0'))
+    with pytest.raises(AssertionError, match="unpacked again"):
+        check_recipe_packages(recipe, archive, releases, cache_dir=cache)
