@@ -110,10 +110,28 @@ def publish(staging: Path, final: Path, *, replace: bool = False) -> bool:
                 hint="published versions are immutable: bump `version` in the recipe, "
                 "or pass --replace to overwrite it",
             )
+        _require_disks(staging, new, final)
         trash = final.parent / f".replaced-{final.name}-{os.getpid()}"
         final.rename(trash)
         staging.rename(final)
         remove_quietly(trash)
         return True
+    _require_disks(staging, new, final)
     staging.rename(final)
     return True
+
+
+def _require_disks(staging: Path, record: dict[str, Any], final: Path) -> None:
+    """Refuse a staging directory that lacks a disk its record names.
+
+    A cached rebuild into an output that already held the build copies no
+    disk into staging; should that output go away before this rename, the
+    staging directory must not take its place.
+    """
+    files = record.get("disk", {}).get("files", {})
+    missing = [name for name in files if not (staging / name).is_file()]
+    if missing:
+        raise BuildError(
+            f"{final} changed during the build: the staging directory lacks {', '.join(missing)}",
+            hint="run the build again",
+        )

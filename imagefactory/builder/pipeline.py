@@ -41,6 +41,7 @@ from imagefactory.builder.output import (
     RECORD_FILE,
     final_dir,
     publish,
+    read_record,
     staging_dir,
 )
 from imagefactory.builder.slots import cache_slot
@@ -182,6 +183,19 @@ def lookup_cache(ctx: BuildContext) -> None:
     if ctx.hit is None:
         ctx.progress.note(f"cache: miss ({ctx.key[:12]})")
         return
+    record = ctx.hit.record
+    ctx.boot = record.get("boot_test")
+    present = _published_already(ctx)
+    if present is not None:
+        # The output already holds this very build: publishing will keep it and drop
+        # the staging directory, so nothing is copied (a rebuild costs no disk I/O).
+        ctx.images = present
+        ctx.digests = {name: str(ctx.hit.files[name]["sha256"]) for name in ctx.images}
+        ctx.disk = dict(record.get("disk", {}))
+        ctx.packages = list(record.get("packages", []))
+        ctx.hardening = dict(record.get("hardening") or {})
+        ctx.progress.note(f"cache: hit ({ctx.key[:12]}), already in the output: nothing copied")
+        return
     try:
         materialized = ctx.hit.materialize(ctx.staging)
     except CacheEntryChanged as exc:
@@ -194,12 +208,32 @@ def lookup_cache(ctx: BuildContext) -> None:
         return
     ctx.images = {name: path for name, path in materialized.items() if name not in METADATA_FILES}
     ctx.digests = {name: str(ctx.hit.files[name]["sha256"]) for name in ctx.images}
-    record = ctx.hit.record
     ctx.disk = dict(record.get("disk", {}))
     ctx.packages = list(record.get("packages", []))
-    ctx.boot = record.get("boot_test")
     ctx.hardening = dict(record.get("hardening") or {})
     ctx.progress.note(f"cache: hit ({ctx.key[:12]}), built {record.get('created', '?')}")
+
+
+def _published_already(ctx: BuildContext) -> dict[str, Path] | None:
+    """The disks of the output directory when it already holds this build (same key).
+
+    Only when nothing later needs the disk in the staging directory: no boot
+    test still to run. :func:`~imagefactory.builder.output.publish` then keeps
+    the output as it is (and refuses to publish a staging directory without
+    its disks, should the output vanish in between).
+    """
+    if ctx.hit is None:
+        return None
+    if ctx.options.boot_test and not (ctx.boot and ctx.boot.get("passed")):
+        return None
+    final = final_dir(ctx.staging.parent, ctx.recipe.name, ctx.recipe.version)
+    old = read_record(final)
+    if old is None or old.get("cache", {}).get("key") != ctx.key:
+        return None
+    images = {name: final / name for name in ctx.hit.files if name not in METADATA_FILES}
+    if not images or not all(path.is_file() for path in images.values()):
+        return None
+    return images
 
 
 def run_dib(ctx: BuildContext) -> None:

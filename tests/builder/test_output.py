@@ -65,3 +65,14 @@ def test_stale_staging_of_dead_process_is_removed_live_one_kept(tmp_path: Path) 
     assert not dead.exists()
     assert live.exists()
     assert unrelated.exists()
+
+
+def test_publish_refuses_a_staging_dir_without_the_disks_its_record_names(tmp_path: Path) -> None:
+    """A copy-free cached rebuild whose output vanished meanwhile: never an output without disks."""
+    final = final_dir(tmp_path, "wn", "1")
+    with staging_dir(tmp_path, "wn", "1") as staging:
+        record = {"cache": {"key": "k1"}, "disk": {"files": {"wn-1.qcow2": {}}}}
+        (staging / "build.json").write_text(json.dumps(record))
+        with pytest.raises(BuildError, match=r"lacks wn-1\.qcow2"):
+            publish(staging, final)
+    assert not final.exists()
