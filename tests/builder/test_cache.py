@@ -3,10 +3,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-import imagefactory.builder.cache
+import imagefactory.digest
 from imagefactory.builder.cache import (
     ENTRY_FILE,
     BuildCache,
@@ -99,11 +100,11 @@ def test_cache_and_outputs_share_no_inode_and_are_read_only(tmp_path: Path) -> N
 def _hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every file the build cache hashes, by the name it gives."""
     seen: list[str] = []
-    real = imagefactory.builder.cache.hash_file
+    real = imagefactory.digest.hash_file
 
-    def spy(path: object, *args: object, **kwargs: object) -> object:
-        seen.append(os.fspath(path))  # type: ignore[arg-type]
-        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+    def spy(path: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(os.fspath(path))
+        return real(path, *args, **kwargs)
 
     monkeypatch.setattr("imagefactory.builder.cache.hash_file", spy)
     return seen

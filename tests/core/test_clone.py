@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory import fsutil
 from imagefactory.fsutil import MIB, clone_or_copy_fd
 
 
@@ -53,8 +52,8 @@ def test_without_copy_file_range_it_reads_and_writes(
     def no_range(*args: object) -> int:
         raise OSError(errno.EXDEV, "no copy_file_range here")
 
-    monkeypatch.setattr(fsutil.fcntl, "ioctl", no_clone)
-    monkeypatch.setattr(fsutil.os, "copy_file_range", no_range)
+    monkeypatch.setattr("imagefactory.fsutil.fcntl.ioctl", no_clone)
+    monkeypatch.setattr("imagefactory.fsutil.os.copy_file_range", no_range)
     data = _sparse(tmp_path / "src")
     assert _copy(tmp_path / "src", tmp_path / "dst") == "copy"
     assert (tmp_path / "dst").read_bytes() == data
