@@ -49,6 +49,36 @@ def test_verify_takes_the_streamed_digest_of_the_disk(
     assert not [n for n in hashed if n.endswith(".raw")], hashed
 
 
+def test_over_http_too_the_disk_is_read_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real HTTP server on 127.0.0.1, a resumed download: still one read of the disk."""
+    from tests.store.httpserver import Server
+
+    world.publish(world.image())
+    part_dir = world.store / ".pull" / "partial"
+    real = imagefactory.store.transport.download
+    cut: list[str] = []
+
+    def first_half_only(source: Any, relpath: str, dest: Path, length: int, **kw: Any) -> Any:
+        if relpath.endswith(".raw") and not cut:
+            cut.append(relpath)  # a transfer that stopped half-way: the next pull resumes
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            whole = (world.catalog.directory / relpath).read_bytes()
+            dest.write_bytes(whole[: length // 2])
+        return real(source, relpath, dest, length, **kw)
+
+    monkeypatch.setattr("imagefactory.store.pull.download", first_half_only)
+    hashed = _verify_reads(monkeypatch)
+    server = Server(world.catalog.directory).start()
+    try:
+        result = world.pull(server.url)
+    finally:
+        server.stop()
+    assert cut, "the disk was not downloaded"
+    assert result.by_action("installed") == [KEY], result.to_dict()
+    assert not [n for n in hashed if n.endswith(".raw")], hashed
+    assert not list(part_dir.iterdir())
+
+
 def test_a_disk_changed_after_its_download_is_hashed_again_and_refused(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
