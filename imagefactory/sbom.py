@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
 from imagefactory import __version__
+from imagefactory.errors import InputError
 from imagefactory.guest.facts import OsFacts, Package
 from imagefactory.model.imagedir import SBOM_NAME
 
@@ -193,3 +195,48 @@ def make_sbom(
 
 def sbom_ref(text: str) -> SbomRef:
     return SbomRef(SBOM_FILE, hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+@dataclass(frozen=True)
+class SbomPackage:
+    """One package as an SBOM lists it: its version and role (``None`` if not marked)."""
+
+    name: str
+    version: str
+    role: str | None
+
+
+#: The most components an SBOM read back may list (a worker node has a few hundred).
+MAX_SBOM_COMPONENTS = 100_000
+
+
+def sbom_packages(data: bytes, where: str) -> dict[str, SbomPackage]:
+    """The packages of a CycloneDX SBOM made by :func:`make_sbom`, by name.
+
+    The SBOM may come from elsewhere (a catalog): it is parsed strictly, and
+    anything that is not a CycloneDX document listing named, versioned
+    components is refused, naming ``where``.
+    """
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(f"{where}: the SBOM is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("bomFormat") != "CycloneDX":
+        raise InputError(f"{where}: not a CycloneDX SBOM (no bomFormat CycloneDX)")
+    components = doc.get("components", [])
+    if not isinstance(components, list) or len(components) > MAX_SBOM_COMPONENTS:
+        raise InputError(f"{where}: 'components' is not a list of at most {MAX_SBOM_COMPONENTS}")
+    out: dict[str, SbomPackage] = {}
+    for index, item in enumerate(components):
+        name = item.get("name") if isinstance(item, dict) else None
+        version = item.get("version") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not isinstance(version, str) or not name:
+            raise InputError(f"{where}: components[{index}] has no name and version")
+        role = None
+        properties = item.get("properties", [])
+        for prop in properties if isinstance(properties, list) else []:
+            if isinstance(prop, dict) and prop.get("name") == "imagefactory:role":
+                value = prop.get("value")
+                role = value if isinstance(value, str) else None
+        out[name] = SbomPackage(name, version, role)
+    return out

@@ -8,8 +8,10 @@ policy would refuse about the image it makes (VO, base, model, root policy,
 lifetime); and the labels the image will declare. :mod:`.report` renders
 the result as text, a merge-request comment (markdown) or JSON.
 
-Comparing against the version already published (``--catalog``) needs the
-catalog (see the publish/pull issue) and is not built yet.
+With a catalog (``--catalog``), :mod:`.published` compares the recipe with
+the version of its image the catalog publishes now: labels changed, requested
+packages added, removed, re-pinned; from the catalog's signed labels and the
+image's SBOM, never the disk (the caller fetches and verifies them).
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from imagefactory.builder.element import install_list
 from imagefactory.errors import Diagnostic, DiagnosticsError
 from imagefactory.labels.make import repository_labels
 from imagefactory.recipe import BuildLimits, Recipe, load_recipe
 from imagefactory.trust.model import TrustPolicy
 from imagefactory.verify.labels import check_labels
+
+if TYPE_CHECKING:
+    from imagefactory.lint.published import CatalogDiff
 
 ERROR = "error"
 WARNING = "warning"
@@ -56,6 +62,10 @@ class LintResult:
     #: The labels the image will declare (what the recipe decides), if it is valid.
     labels: dict[str, Any] | None = None
     digest: str | None = None
+    #: The packages the build asks apt for (boot essentials and the recipe's), if it is valid.
+    requested: list[str] | None = None
+    #: Against the version the catalog publishes now, with ``--catalog``.
+    catalog: CatalogDiff | None = None
 
     @property
     def ok(self) -> bool:
@@ -68,6 +78,8 @@ class LintResult:
             "digest": self.digest,
             "findings": [f.to_dict() for f in self.findings],
             "labels": self.labels,
+            "requested": self.requested,
+            "catalog": None if self.catalog is None else self.catalog.to_dict(),
         }
 
 
@@ -128,6 +140,7 @@ def lint_recipe(
     now = now or datetime.now(UTC)
     labels = predicted_labels(recipe, now)
     result.labels, result.digest = labels, recipe.digest
+    result.requested = install_list(recipe)
     if policy is not None:
         result.findings += policy_findings(recipe, labels, policy, now)
     return result

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from imagefactory.lint import ERROR, LintResult
+from imagefactory.lint.published import CatalogDiff
 
 _LABEL_ROWS = (
     ("image", "name"),
@@ -43,7 +44,24 @@ def render_text(results: Sequence[LintResult]) -> str:
             for section, key in _LABEL_ROWS:
                 lines.append(f"    {section}.{key}: {_value(result.labels, section, key)}")
             lines.append(f"    vo: {', '.join(result.labels['vo'])}")
+        if result.catalog is not None:
+            lines += ["  " + line for line in _catalog_text(result.catalog)]
     return "\n".join(lines) + "\n"
+
+
+def _catalog_text(diff: CatalogDiff) -> list[str]:
+    published = diff.published
+    if published is None:
+        return [f"catalog {diff.catalog}: not published yet (a new image)"]
+    lines = [f"against {published.version} published in {diff.catalog}:"]
+    for c in diff.labels:
+        lines.append(f"  label {c.label}: {c.old or '-'} -> {c.new or '-'}")
+    lines += [f"  package added: {name}" for name in diff.added]
+    lines += [f"  package removed: {name}" for name in diff.removed]
+    lines += [f"  package {v.change}: {v.package} {v.old} -> {v.new}" for v in diff.versions]
+    if not diff.changed:
+        lines.append("  no label or requested package changes")
+    return lines
 
 
 def _md(text: str) -> str:
@@ -73,13 +91,70 @@ def render_markdown(results: Sequence[LintResult]) -> str:
                     f"| {f.severity} | {_md(f.code)} | {_md(f.where or '')} | {_md(f.message)} |"
                 )
             lines.append("")
-        if result.labels:
+        if result.labels and result.catalog is not None and result.catalog.published:
+            lines += _labels_diff_markdown(result.labels, result.catalog)
+            lines += _packages_markdown(result.catalog)
+        elif result.labels:
             lines += ["| label | value |", "| --- | --- |"]
             for section, key in _LABEL_ROWS:
                 lines.append(f"| {section}.{key} | {_md(_value(result.labels, section, key))} |")
             lines.append(f"| vo | {_md(', '.join(result.labels['vo']))} |")
             lines.append("")
+            if result.catalog is not None:
+                lines += [f"Not in the catalog {_md(result.catalog.catalog)} yet: a new image.", ""]
     return "\n".join(lines)
+
+
+def _labels_diff_markdown(labels: dict[str, Any], diff: CatalogDiff) -> list[str]:
+    """The labels, old -> new: every usual row, and every other label that changes."""
+    published = diff.published
+    if published is None:
+        return []
+    changed = {c.label: c for c in diff.labels}
+    version = _md(published.version)
+    lines = [
+        f"| label | published {version} | this recipe | |",
+        "| --- | --- | --- | --- |",
+    ]
+    rows = [f"{section}.{key}" for section, key in _LABEL_ROWS if key != "expires"] + ["vo"]
+    rows += [label for label in changed if label not in rows]
+    for label in rows:
+        section, _, key = label.partition(".")
+        if label in changed:
+            old, new, mark = changed[label].old or "-", changed[label].new or "-", "changed"
+        elif label == "vo":
+            old = new = ", ".join(labels["vo"])
+            mark = ""
+        else:
+            old = new = _value(labels, section, key)
+            mark = ""
+        lines.append(f"| {_md(label)} | {_md(old)} | {_md(new)} | {mark} |")
+    return [*lines, ""]
+
+
+def _packages_markdown(diff: CatalogDiff) -> list[str]:
+    published = diff.published
+    if published is None:
+        return []
+    if published.packages is None:
+        return ["The catalog has no SBOM for this image: no package diff.", ""]
+    lines = [f"**Requested packages** against {_md(published.version)}:", ""]
+    rows = [(name, "-", "requested", "added") for name in diff.added]
+    rows += [(name, published.packages[name].version, "-", "removed") for name in diff.removed]
+    rows += [(v.package, v.old, v.new, v.change) for v in diff.versions]
+    if rows:
+        lines += ["| package | published | this recipe | change |", "| --- | --- | --- | --- |"]
+        lines += [f"| {_md(a)} | {_md(b)} | {_md(c)} | {d} |" for a, b, c, d in rows]
+        lines.append("")
+    else:
+        lines += ["No requested package added, removed or re-pinned.", ""]
+    if diff.unchanged:
+        lines += [
+            f"{len(diff.unchanged)} requested packages are kept unpinned: the build installs"
+            " the archive's current version of each (dependencies are not predicted).",
+            "",
+        ]
+    return lines
 
 
 def render_json(results: Sequence[LintResult]) -> str:
