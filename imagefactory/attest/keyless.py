@@ -84,7 +84,14 @@ def identity_token(raw: str | None) -> IdentityToken:
     """The OIDC token to sign with: ``raw`` if given, else the ambient CI credential."""
     from sigstore.oidc import IdentityToken, detect_credential
 
-    token = raw or detect_credential()
+    try:
+        token = raw or detect_credential()
+    except SigstoreError as exc:  # in a CI job, but no token for us (permissions, request)
+        raise KeylessError(
+            f"the CI job's OIDC identity token cannot be had: {exc}",
+            hint="GitLab: give the job id_tokens: SIGSTORE_ID_TOKEN: aud: sigstore;"
+            " GitHub: give the job permissions: id-token: write",
+        ) from exc
     if not token:
         raise KeylessError(
             "no OIDC identity token: none given and no ambient CI credential detected",
