@@ -275,3 +275,17 @@ def test_root_without_catalog_is_a_usage_error(
 def test_debian_version_order(a: str, b: str, want: int) -> None:
     assert compare_versions(a, b) == want
     assert compare_versions(b, a) == -want
+
+
+def test_a_revoked_version_is_not_the_published_one(
+    tmp_path: Path, world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imagefactory.catalog.ops import revoke
+
+    recipe = _vo_repo(tmp_path)
+    publish_previous(world, recipe, version="0.8")
+    publish_previous(world, recipe, version="0.9")
+    revoke(world.catalog, "atlas-wn-debian12", "0.9", "broken sshd config")
+    code, data = _lint_json(capsys, str(recipe), "--catalog", str(world.catalog.directory))
+    assert code == EXIT_OK
+    assert data["recipes"][0]["catalog"]["published"]["version"] == "0.8"
