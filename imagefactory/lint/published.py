@@ -164,6 +164,16 @@ def compare(
             )
         )
         return diff, findings
+    if not any(p.role for p in published.packages.values()):
+        findings.append(
+            Finding(
+                WARNING,
+                "catalog-sbom-no-roles",
+                f"{catalog}: the SBOM of version {published.version} marks no package's role"
+                " (imagefactory:role); the requested packages cannot be compared",
+            )
+        )
+        return diff, findings
     wanted = dict(_split(p) for p in requested)
     before = {n: p for n, p in published.packages.items() if p.role == REQUESTED}
     diff.added = sorted(set(wanted) - set(before))

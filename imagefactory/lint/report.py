@@ -138,6 +138,8 @@ def _packages_markdown(diff: CatalogDiff) -> list[str]:
         return []
     if published.packages is None:
         return ["The catalog has no SBOM for this image: no package diff.", ""]
+    if not any(p.role for p in published.packages.values()):
+        return ["The catalog's SBOM marks no package roles: no package diff.", ""]
     lines = [f"**Requested packages** against {_md(published.version)}:", ""]
     rows = [(name, "-", "requested", "added") for name in diff.added]
     rows += [(name, published.packages[name].version, "-", "removed") for name in diff.removed]

@@ -289,3 +289,26 @@ def test_a_revoked_version_is_not_the_published_one(
     code, data = _lint_json(capsys, str(recipe), "--catalog", str(world.catalog.directory))
     assert code == EXIT_OK
     assert data["recipes"][0]["catalog"]["published"]["version"] == "0.8"
+
+
+def test_an_sbom_without_roles_gives_labels_but_no_package_diff(
+    tmp_path: Path, world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = _vo_repo(tmp_path)
+    world.publish(world.image("atlas-wn-debian12", "0.9"))  # the fake SBOM: no roles
+    code, data = _lint_json(capsys, str(recipe), "--catalog", str(world.catalog.directory))
+    assert code == EXIT_OK  # a warning
+    [result] = data["recipes"]
+    assert [f["code"] for f in result["findings"]] == ["catalog-sbom-no-roles"]
+    assert result["catalog"]["packages"]["added"] == []
+    assert result["catalog"]["labels"]  # the labels are still compared
+    _, out, _ = run(
+        capsys,
+        "lint",
+        str(recipe),
+        "--catalog",
+        str(world.catalog.directory),
+        "--format",
+        "markdown",
+    )
+    assert "marks no package roles: no package diff." in out
