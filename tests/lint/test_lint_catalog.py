@@ -63,10 +63,13 @@ def _published_packages(recipe: Path) -> list[Package]:
     ]
 
 
-def publish_previous(world: World, recipe: Path, version: str = "0.9") -> Path:
+def publish_previous(
+    world: World, recipe: Path, version: str = "0.9", disk: bytes | None = None
+) -> Path:
     """The recipe's image as the catalog publishes it now, with a real SBOM with roles."""
     name = "atlas-wn-debian12"
-    image = make_image(world.root / "src", version, edit=fresh(name, version, "atlas"))
+    edit = fresh(name, version, "atlas")
+    image = make_image(world.root / "src", version, edit=edit, disk=disk)
     packages = _published_packages(recipe)
     requested = {p.name for p in packages if p.name != "libc6"}
     sbom = make_sbom(
