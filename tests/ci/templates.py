@@ -39,6 +39,7 @@ RELEASE = CI / "release.gitlab-ci.yml"
 #: Top-level GitLab keys that are not jobs.
 _GITLAB_KEYWORDS = {"stages", "variables", "workflow", "include", "default", "image", "cache"}
 
+_GITLAB_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 #: An ``imagefactory`` command in a script line (at a line start, after a pipe or ``$(``).
 _COMMAND = re.compile(r"(?:^|\$\(|[|;&]\s*)\s*(imagefactory(?:\s[^\n;|&)]*)?)", re.MULTILINE)
@@ -117,6 +118,11 @@ def all_jobs() -> dict[tuple[str, str], Job]:
     return {job.key: job for job in [*gitlab_jobs().values(), *github_jobs().values()]}
 
 
+def _expand_gitlab(value: str, env: dict[str, str]) -> str:
+    """``$VAR`` and ``${VAR}`` of known variables replaced, as GitLab does in ``variables``."""
+    return _GITLAB_VARIABLE.sub(lambda m: env.get(m[1] or m[2], m[0]), value)
+
+
 def expand_expressions(value: str, known: dict[str, str]) -> str:
     """``${{ expr }}`` replaced by what the test says the CI would give."""
 
@@ -184,8 +190,11 @@ class Runner:
         output, code = [], 0
         for step in job.steps:
             env = {**self.base_env(), **ci_env}
-            for key, value in {**job.env, **step.env}.items():
-                env.setdefault(key, expand_expressions(value, expressions or {}))
+            for key, raw in {**job.env, **step.env}.items():
+                value = expand_expressions(raw, expressions or {})
+                if job.template == GITLAB.name:  # GitLab expands $VAR in variables
+                    value = _expand_gitlab(value, env)
+                env.setdefault(key, value)
             if job.template == GITLAB.name:
                 argv = ["bash", "-eo", "pipefail", "-c", step.script]
             else:

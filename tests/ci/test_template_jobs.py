@@ -4,7 +4,7 @@ The VO's checkout is the shipped example recipes with a site policy and the
 catalog's pinned root; the catalog is a real one (``catalog init``,
 ``catalog delegate``, ``publish``) served over HTTP on 127.0.0.1; the MR and
 PR comment APIs and GitHub's OIDC token endpoint are :mod:`tests.ci.fakeapi`;
-the OCI registry is a real docker-registry on 127.0.0.1; keyless signing goes
+the OCI registry is a real docker-registry on 127.0.0.1 that wants credentials; keyless signing goes
 to the private Sigstore instance with the identity token found by sigstore's
 own ambient detection. The build jobs are in
 tests/integration/test_ci_build_jobs.py (they need a real build).
@@ -23,7 +23,7 @@ import pytest
 from imagefactory.catalog.repo import Catalog
 from imagefactory.trust import load_policy
 from imagefactory.verify import VerifyOptions, verify_image
-from tests.catalog.registry import registry  # noqa: F401 -- the fixture
+from tests.catalog.registry import PASSWORD, USER, auth_registry  # noqa: F401 -- the fixture
 from tests.catalog.world import World, fresh, make_world
 from tests.ci.fakeapi import FakeApi
 from tests.ci.templates import (
@@ -211,13 +211,11 @@ def check_published(world: World, sigstore_dir: Path, registry_host: str) -> Non
 def test_gitlab_publish_job(
     tmp_path: Path,
     world: World,
-    registry: str,  # noqa: F811 -- the fixture imported above
+    auth_registry: str,  # noqa: F811 -- the fixture imported above
 ) -> None:
     checkout = vo_checkout(tmp_path, world)
     built_images(checkout)
     key = delegated_vo_key(tmp_path, world)
-    auth = tmp_path / "registry-auth.json"
-    auth.write_text('{"auths": {}}\n')
     sigstore_dir = tmp_path / "sigstore"
     job = gitlab_jobs()["imagefactory-publish"]
     assert job.spec["id_tokens"] == {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}
@@ -229,22 +227,23 @@ def test_gitlab_publish_job(
         # What GitLab puts in the job for id_tokens: SIGSTORE_ID_TOKEN (aud sigstore).
         "SIGSTORE_ID_TOKEN": str(PrivateSigstore.token(CI_IDENTITY, ISSUER)),
         "IMAGEFACTORY_VO_KEY": str(key),  # a File variable: its path
-        "IMAGEFACTORY_REGISTRY_AUTH": str(auth),
         "IMAGEFACTORY_CATALOG_DIR": str(world.catalog.directory),
-        "IMAGEFACTORY_REGISTRY": f"{registry}/atlas",
+        # The template's default registry: the project's own, with the job's credentials.
+        "CI_REGISTRY_IMAGE": f"{auth_registry}/atlas",
+        "CI_REGISTRY_USER": USER,
+        "CI_REGISTRY_PASSWORD": PASSWORD,
         "IMAGEFACTORY_TEST_SIGSTORE": str(sigstore_dir),
     }
     run = Runner(tmp_path, checkout).run(job, env)
     assert_every_command_ran(job, run)
-    assert (tmp_path / "home/.docker/config.json").read_text() == auth.read_text()
-    check_published(world, sigstore_dir, registry)
+    check_published(world, sigstore_dir, auth_registry)
 
 
 def test_github_publish_job(
     tmp_path: Path,
     world: World,
     api: FakeApi,
-    registry: str,  # noqa: F811 -- the fixture imported above
+    auth_registry: str,  # noqa: F811 -- the fixture imported above
 ) -> None:
     checkout = vo_checkout(tmp_path, world)
     built_images(checkout)
@@ -266,12 +265,13 @@ def test_github_publish_job(
     }
     expressions = {
         "vars.IMAGEFACTORY_CATALOG_DIR": str(world.catalog.directory),
-        "vars.IMAGEFACTORY_REGISTRY": f"{registry}/atlas",
+        "vars.IMAGEFACTORY_REGISTRY": f"{auth_registry}/atlas",
         "secrets.IMAGEFACTORY_VO_KEY": Path(key).read_text(),
-        "secrets.IMAGEFACTORY_REGISTRY_AUTH": '{"auths": {}}',
+        "secrets.IMAGEFACTORY_REGISTRY_USER": USER,
+        "secrets.IMAGEFACTORY_REGISTRY_PASSWORD": PASSWORD,
     }
     run = Runner(tmp_path, checkout).run(job, env, expressions)
     assert_every_command_ran(job, run)
     [token_request] = [r for r in api.requests if r.path == "/oidc/token"]
     assert token_request.query["audience"] == ["sigstore"]
-    check_published(world, sigstore_dir, registry)
+    check_published(world, sigstore_dir, auth_registry)
