@@ -42,6 +42,7 @@ from imagefactory.cli import (
     gate,
     host,
     image,
+    instances,
     lint,
     recipe,
     select,
@@ -73,6 +74,7 @@ COMMAND_GROUPS = (
     catalog,
     store,
     select,
+    instances,
 )
 
 

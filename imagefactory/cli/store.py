@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from imagefactory.cli.common import MiB, Parser, catalog_location, emit_json, user_path
-from imagefactory.cli.gate import DEFAULT_STORE, DEFAULT_TRUST_POLICY
+from imagefactory.cli.gate import DEFAULT_RUN_DIR, DEFAULT_STORE, DEFAULT_TRUST_POLICY
 from imagefactory.errors import EXIT_OK, EXIT_VERDICT
 from imagefactory.progress import Progress
 from imagefactory.settings import Settings
@@ -16,6 +16,7 @@ from imagefactory.settings import Settings
 
 def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.cli.verify import inspector
+    from imagefactory.instances.live import holders
     from imagefactory.store.pull import PullOptions, parse_select, pull, read_root
     from imagefactory.trust import load_policy
     from imagefactory.verify.pipeline import VerifyOptions
@@ -35,6 +36,7 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
             timeout=args.timeout,
             on_progress=show,
             oci=args.oci,
+            holders=lambda image_dir: holders(args.run_dir, image_dir),
         )
         result = pull(args.catalog, root, policy, args.store, options)
     if args.json:
@@ -125,6 +127,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="seconds without data before a transfer is given up (default 30)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument(
+        "--run-dir",
+        type=user_path,
+        default=DEFAULT_RUN_DIR,
+        help="the instances' run directory: an image one of them uses is retired, not removed",
+    )
     with_store(p)
     p.set_defaults(func=cmd_pull)
 

@@ -38,6 +38,7 @@ from imagefactory.gate.disks import (
 )
 from imagefactory.gate.overlay import check_overlay
 from imagefactory.gate.qemu import PREFIX, Drive, QemuCommand
+from imagefactory.gate.retired import retired_problem
 from imagefactory.gate.text import shown
 from imagefactory.verify.cache import verify_cached
 from imagefactory.verify.pipeline import verify_image
@@ -115,6 +116,11 @@ class _Binder:
         if problem is not None:
             raise Refused("gate-untrusted-dir", f"{name}: {problem}")
 
+    def not_retired(self, image_dir: Path, overlay: Path | None, name: str) -> None:
+        problem = retired_problem(image_dir, self.config.store, overlay)
+        if problem is not None:
+            raise Refused("gate-retired", f"{name}: {problem}")
+
     def bind(self, drive: Drive) -> str:
         """The ``-drive`` argument naming descriptors instead of paths."""
         request = drive.request()
@@ -142,6 +148,7 @@ class _Binder:
                 f"{name}: a store image is read-only; add readonly=on or snapshot=on, or boot"
                 " an overlay made by imagefactory",
             )
+        self.not_retired(real.parent, None, name)
         opened = self.open(real, name, writable=False)
         self.verify(real.parent, opened)
         return drive.argument(f"/dev/fdset/{opened.fdset}")
@@ -176,6 +183,7 @@ class _Binder:
         why = check_overlay(real, overlay.fd, base, base_format, self.config.run_dir)
         if why is not None:
             raise Refused("gate-overlay", f"{name}: {why}")
+        self.not_retired(base.parent, real, name)
         base_fd = self.open(base, name, writable=False)
         self.verify(base.parent, base_fd)
         return drive.argument(

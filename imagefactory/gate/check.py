@@ -10,6 +10,7 @@ from pathlib import Path
 from imagefactory.gate.dirs import untrusted_dir
 from imagefactory.gate.disks import DiskRequest, Mapped, Refused, map_disk
 from imagefactory.gate.overlay import check_overlay
+from imagefactory.gate.retired import retired_problem
 from imagefactory.model.reason import printable
 from imagefactory.trust import TrustPolicy
 from imagefactory.verify.cache import VerifiedCache, verify_cached
@@ -95,6 +96,10 @@ def check_disks(
                     Reason("gate-overlay", "gate", f"{request.where}: {mapped.overlay}: {why}")
                 )
                 continue
+        retired = retired_problem(mapped.image_dir, config.store, mapped.overlay)
+        if retired is not None:
+            result.refusals.append(Reason("gate-retired", "gate", f"{request.where}: {retired}"))
+            continue
         if mapped.image_dir in result.verdicts:
             continue
         if config.cache is not None:

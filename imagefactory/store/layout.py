@@ -8,7 +8,8 @@
     STORE/.pull/                    pull's private state (0700):
         lock                        pulls queue here
         state.json                  per image: the descriptor it came from; per image
-                                    name: the minimum version this site accepts
+                                    name: the minimum version this site accepts; the
+                                    retired images (below)
         metadata/, descriptors/     the TUF client's trusted metadata and descriptors
         partial/                    downloads in progress (resumed by the next pull)
         staging-*/, trash-*/        an image being verified / being removed
@@ -16,6 +17,13 @@
 An image appears under its final name in one ``rename`` after it was fully
 downloaded and verified, and leaves by one ``rename`` into ``trash-*``; a
 reader never sees a partial image, whatever kills the pull.
+
+An image pull would remove while a job's overlay (``imagefactory
+instantiate``) still has it as its base is *retired* instead: it stays where
+it is, so the overlay keeps working, and ``state.json`` says why it left and
+since when. Nothing new may start from a retired image (``instantiate`` and
+the gate refuse it; a revoked one refuses even the instances made before), and
+the next pull or ``instances gc`` removes it once no instance holds it.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,9 +57,17 @@ class StoreState:
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``vo/name`` -> the lowest version this site still accepts (never decreases).
     minimum: dict[str, str] = field(default_factory=dict)
+    #: ``vo/name/version`` -> why pull would have removed it and since when, for an image
+    #: kept for the instances using it: ``{"code", "reason", "since", "held_by"}``.
+    retired: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        doc = {"format": _FORMAT, "images": self.images, "minimum": self.minimum}
+        doc = {
+            "format": _FORMAT,
+            "images": self.images,
+            "minimum": self.minimum,
+            "retired": self.retired,
+        }
         return json.dumps(doc, indent=1, sort_keys=True).encode()
 
 
@@ -94,7 +110,11 @@ class Store:
             raise StoreError(f"{path}: unreadable pull state: {exc}") from exc
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
             raise StoreError(f"{path}: not a pull state of this version")
-        return StoreState(dict(doc.get("images", {})), dict(doc.get("minimum", {})))
+        return StoreState(
+            dict(doc.get("images", {})),
+            dict(doc.get("minimum", {})),
+            dict(doc.get("retired", {})),
+        )
 
     def save_state(self, state: StoreState) -> None:
         atomic_write(self.state_dir / "state.json", state.to_bytes(), 0o600)
@@ -102,6 +122,45 @@ class Store:
     def image_dir(self, key: str) -> Path:
         vo, name, version = key.split("/")
         return self.directory / vo / name / version
+
+    def key_of(self, directory: Path) -> str | None:
+        """``vo/name/version`` of an image directory of this store (resolved); else ``None``."""
+        store = Path(os.path.realpath(self.directory))
+        real = Path(os.path.realpath(directory))
+        try:
+            parts = real.relative_to(store).parts
+        except ValueError:
+            return None
+        if len(parts) != 3:
+            return None
+        vo, name, version = parts
+        if not (VO_RE.fullmatch(vo) and NAME_RE.fullmatch(name) and VERSION_RE.fullmatch(version)):
+            return None
+        return "/".join(parts)
+
+    def retired(self) -> dict[str, dict[str, Any]]:
+        """The retired images (see the module's docstring); nothing when pull never ran."""
+        if not self.state_dir.exists():
+            return {}
+        return self.load_state().retired
+
+    def remove_unheld_retired(self, holders: Callable[[Path], list[str]]) -> list[str]:
+        """Remove every retired image no instance holds any more (under the lock)."""
+        if not self.state_dir.is_dir():
+            return []
+        removed: list[str] = []
+        with self.locked():
+            state = self.load_state()
+            for key in sorted(state.retired):
+                if holders(self.image_dir(key)):
+                    continue
+                self.remove(key)
+                state.retired.pop(key)
+                state.images.pop(key, None)
+                removed.append(key)
+            if removed:
+                self.save_state(state)
+        return removed
 
     def installed(self) -> dict[str, Path]:
         """Every image directory of the store, by ``vo/name/version``."""

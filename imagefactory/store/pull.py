@@ -17,7 +17,9 @@ In order, under the store's lock:
    directory (format check first), then one rename into the store; the
    image's version becomes the new minimum for that image;
 5. ``prune``    -- every image the catalog no longer offers (revoked, expired,
-   superseded, withdrawn) or that fails verify now leaves the store.
+   superseded, withdrawn) or that fails verify now leaves the store; one that
+   a job's overlay still uses is *retired* instead (kept in place, named in
+   the result with the jobs holding it; see :mod:`.layout`).
 
 An image whose download or verify fails this time is reported; the version
 the store already held stays until a newer one is in.
@@ -151,6 +153,8 @@ class PullOptions:
     now: datetime | None = None
     #: Fetch each file from the OCI registry the descriptor names (by digest), where it names one.
     oci: bool = False
+    #: The jobs whose overlays use an image directory as their base (``instances``).
+    holders: Callable[[Path], list[str]] | None = None
 
 
 def pull(
@@ -378,6 +382,7 @@ class _Pull:
         offered = {o.key for o in offers}
         for key in sorted(installed):
             if key in keep:
+                self.state.retired.pop(key, None)
                 continue
             if key in revoked:
                 code, why = "revoked", f"revoked: {revoked[key]}"
@@ -387,12 +392,29 @@ class _Pull:
                 code, why = "expired", "its catalog entry expired"
             else:
                 code, why = "superseded", "a newer version is in the store, or it failed verify"
+            held = self.options.holders(installed[key]) if self.options.holders else []
+            if held:
+                self._retire(key, code, why, held)
+                continue
+            self.state.retired.pop(key, None)
             try:
                 self.store.remove(key)
             except OSError as exc:
                 raise StoreError(f"{self.store.directory}: cannot remove {key}: {exc}") from exc
             self.state.images.pop(key, None)
             self.result.add(key, "removed", code, why)
+
+    def _retire(self, key: str, code: str, why: str, held: list[str]) -> None:
+        since = self.state.retired.get(key, {}).get("since") or self.now.isoformat()
+        self.state.retired[key] = {"code": code, "reason": why, "since": since, "held_by": held}
+        jobs = ", ".join(held)
+        self.result.add(
+            key,
+            "retired",
+            code,
+            f"{why}; kept for the instances of job(s) {jobs} until they are discarded"
+            " (nothing new starts from it)",
+        )
 
     def _clean_partials(self, wanted: dict[str, Offer]) -> None:
         needed = {

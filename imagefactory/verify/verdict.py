@@ -62,6 +62,7 @@ REASONS: Mapping[str, str] = MappingProxyType(
         "gate-unknown-option": "the command line has an option the gate does not know",
         "gate-refused-option": "an option or value outside the gate's allowlist",
         "gate-untrusted-dir": "the store or a directory above an image is writable by others",
+        "gate-retired": "the image was retired from the store (revoked, superseded, ...)",
         "gate-not-hypervisor": "the command is not a hypervisor named in the settings",
         "disk-too-large": "the disk file is larger than the policy's cap",
     }

@@ -1,184 +1,44 @@
-"""The boot gate against a real libvirtd: the hook lets a verified domain start and refuses
-an unverified one, with the reasons in libvirt's error.
-
-The fixture starts virtlogd and libvirtd as plain child processes in a private
-mount namespace (``unshare --mount``): a copy of /etc/libvirt with our hook is
-bound over /etc/libvirt and libvirt's run/state/log directories are tmpfs there,
-so the host's libvirt configuration and state are untouched (only libvirt's
-own QEMU capabilities cache in /var/cache/libvirt is shared, which spares
-re-probing qemu, ~40 s, on every run). virsh reaches the daemon through
-``nsenter``. Needs root, the Debian packages libvirt-daemon,
-libvirt-daemon-driver-qemu, libvirt-clients and qemu-system-x86, and the
-libvirt-qemu user and kvm group (scripts/setup makes them).
+"""The boot gate against a real libvirtd (tests/libvirtd.py): the hook lets a verified
+domain start and refuses an unverified one, with the reasons in libvirt's error.
 """
 
 from __future__ import annotations
 
-import contextlib
-import grp
-import os
-import pwd
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from imagefactory.gate.overlay import make_overlay
-from tests.conftest import REPO, require_or_skip
+from imagefactory.instances.make import make_overlay
 from tests.fakes.imagedirs import key_sign, key_signer, make_image, new_key, vo_rules, write_policy
+from tests.libvirtd import DOMAIN, Libvirt, libvirtd, require_libvirtd
 
 pytestmark = pytest.mark.integration
 
 RAW = "atlas-wn-debian12-1.0.raw"
-TOOLS = ("libvirtd", "virtlogd", "virsh", "unshare", "nsenter", "qemu-system-x86_64", "qemu-img")
-STATE_DIRS = ("/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt")
-
-NAMESPACE_SCRIPT = """\
-set -e
-mount --bind "$1" /etc/libvirt
-for d in {state}; do mkdir -p "$d"; mount -t tmpfs -o mode=0755 tmpfs "$d"; done
-mkdir -p /var/cache/libvirt
-# This host's /dev/kvm exists but hangs qemu (MACHINE.md): libvirt would re-probe
-# qemu's capabilities, timing out, on every start. Hide it from this libvirtd only.
-if [ -e /dev/kvm ]; then mount --bind /dev/null /dev/kvm; fi
-virtlogd &
-echo $! > "$2"
-exec libvirtd
-"""
-
-DOMAIN = """<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='{fmt}'/>
-      <source file='{path}'/>
-      <target dev='vda' bus='virtio'/>
-      {readonly}
-    </disk>
-  </devices>
-</domain>
-"""
-
-
-def _exists(user: str | None = None, group: str | None = None) -> bool:
-    try:
-        if user:
-            pwd.getpwnam(user)
-        if group:
-            grp.getgrnam(group)
-    except KeyError:
-        return False
-    return True
-
-
-@dataclass
-class Libvirt:
-    pid: int
-    work: Path
-    store: Path
-
-    def virsh(self, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = ["nsenter", "-t", str(self.pid), "-m", "virsh", "-c", "qemu:///system", *args]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-
-    def create(self, name: str, disk: Path, fmt: str = "raw") -> subprocess.CompletedProcess[str]:
-        readonly = "<readonly/>" if fmt == "raw" else ""
-        xml = self.work / f"{name}.xml"
-        xml.write_text(DOMAIN.format(name=name, fmt=fmt, path=disk, readonly=readonly))
-        return self.virsh("create", str(xml))
 
 
 @pytest.fixture(scope="module")
 def libvirt() -> Iterator[Libvirt]:
-    require_or_skip(os.geteuid() == 0, "libvirtd runs as root")
-    for tool in TOOLS:
-        require_or_skip(shutil.which(tool) is not None, f"{tool} is not installed")
-    require_or_skip(
-        _exists(user="libvirt-qemu", group="kvm") and _exists(group="libvirt-qemu"),
-        "the libvirt-qemu user and group and the kvm group are missing (scripts/setup)",
-    )
+    require_libvirtd()
     # Not under pytest's 0700 tmp: qemu runs as libvirt-qemu and must reach the disks.
     work = Path(tempfile.mkdtemp(prefix="imagefactory-gate-", dir="/var/tmp"))
     work.chmod(0o755)
     store = work / "store"
-    etc = work / "etc-libvirt"
-    shutil.copytree("/etc/libvirt", etc, symlinks=True)
-    (etc / "hooks").mkdir(exist_ok=True)
     key = new_key(work, "atlas")
     write_policy(work / "site.yaml", {"atlas": vo_rules(key_signer("atlas-vo", key))})
     key_sign(make_image(store, "good"), key)
     make_image(store, "unsigned")
     for path in [store, *store.iterdir()]:
         path.chmod(0o755)
-    _install_hook(etc / "hooks" / "qemu", work, store)
-
-    script = NAMESPACE_SCRIPT.format(state=" ".join(STATE_DIRS))
-    log = (work / "libvirtd.log").open("wb")
-    daemon = subprocess.Popen(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            str(etc),
-            str(work / "virtlogd.pid"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    lv = Libvirt(daemon.pid, work, store)
     try:
-        deadline = time.monotonic() + 60
-        while lv.virsh("version").returncode != 0:
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("libvirtd did not start: " + (work / "libvirtd.log").read_text())
-            time.sleep(0.5)
-        yield lv
+        with libvirtd(work, store, work / "site.yaml", work / "run") as lv:
+            yield lv
     finally:
-        names = lv.virsh("list", "--name").stdout.split() if daemon.poll() is None else []
-        for name in names:
-            lv.virsh("destroy", name)
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        pidfile = work / "virtlogd.pid"
-        if pidfile.exists():
-            virtlogd = int(pidfile.read_text())
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(virtlogd, signal.SIGTERM)
-        log.close()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _install_hook(hook: Path, work: Path, store: Path) -> None:
-    """The script ``gate-hook-script`` prints, pointed at the code under test."""
-    argv = [sys.executable, "-m", "imagefactory", "gate-hook-script"]
-    argv += ["--policy", str(work / "site.yaml"), "--store", str(store)]
-    argv += ["--cache", str(work / "cache"), "--run-dir", str(work / "run")]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    script = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-    assert script.startswith("#!/bin/sh\n")
-    # libvirtd gives hooks a clean environment; the code under test is not installed.
-    script = script.replace("\nexec ", f"\nexport PYTHONPATH={REPO}\nexec ", 1)
-    hook.write_text(script)
-    hook.chmod(0o755)
 
 
 def test_libvirt_starts_a_domain_whose_disk_is_verified(libvirt: Libvirt) -> None:

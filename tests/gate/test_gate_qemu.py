@@ -15,8 +15,8 @@ from imagefactory.gate.check import GateConfig, GateResult, check_disks
 from imagefactory.gate.disks import DiskRequest
 from imagefactory.gate.keyval import parse_keyval
 from imagefactory.gate.libvirt import domain_disks, run_hook
-from imagefactory.gate.overlay import make_overlay
 from imagefactory.gate.qemu import qemu_disks
+from imagefactory.instances.make import make_overlay
 from imagefactory.vocab import Arch
 from tests.conftest import REPO
 from tests.fakes import diskimages as fx

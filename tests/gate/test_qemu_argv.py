@@ -11,9 +11,9 @@ import pytest
 from imagefactory.gate.bind import bind_qemu
 from imagefactory.gate.check import GateResult
 from imagefactory.gate.keyval import KeyvalError, parse_keyval
-from imagefactory.gate.overlay import make_overlay
 from imagefactory.gate.qemu import parse_qemu
 from imagefactory.gate.text import shown
+from imagefactory.instances.make import make_overlay
 from tests.fakes import diskimages as fx
 from tests.gate.conftest import Store
 

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from imagefactory.gate.bind import bind_qemu
-from imagefactory.gate.overlay import make_overlay
 from imagefactory.gate.qemu import parse_qemu
+from imagefactory.instances.make import make_overlay
 from tests.conftest import require_or_skip
 from tests.fakes import diskimages as fx
 from tests.gate.conftest import Store

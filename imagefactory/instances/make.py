@@ -1,0 +1,212 @@
+"""``instantiate``: a job's copy-on-write overlay on a verified store image.
+
+:func:`instantiate` refuses a base that is not a complete entry of the store
+(``STORE/<vo>/<name>/<version>/``, the path resolved first), that pull has
+retired (revoked, expired, superseded or withdrawn while an instance used it),
+whose signed expiry has passed, or that changed since it was verified: the
+verified cache's key (:func:`imagefactory.verify.cache.image_key`: ``lstat``
+of every file, the policy's digest) must find an entry in the configured
+verified cache or the store's own, so nothing on this path reads the disk and
+the cost does not grow with the image size.
+
+:func:`make_overlay` then builds ``.new-PID-RAND-JOB/`` in the run
+directory: ``qemu-img create -f qcow2 -b BASE -F FORMAT`` (the base's signed
+format written into the overlay, never probed), the record
+(``overlay.json``), and renames it to ``JOB/`` under the run directory's lock.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from imagefactory.errors import StoreError
+from imagefactory.gate.disks import inside
+from imagefactory.gate.overlay import OVERLAY, RECORD, OverlayRecord, sha256_fd, write_record
+from imagefactory.gate.text import shown
+from imagefactory.instances.rundir import InstanceError, RunDir, boot_id, check_job
+from imagefactory.model.imagedir import LayoutError, load_image_dir
+from imagefactory.run import run
+from imagefactory.store.layout import Store, rmtree_readonly
+from imagefactory.trust.model import TrustPolicy
+from imagefactory.verify.cache import VerifiedCache, image_key
+from imagefactory.verify.labels import now_utc
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A job's instance as :func:`instantiate` made it."""
+
+    job: str
+    overlay: Path
+    image: str
+    base: Path
+    base_format: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "job": self.job,
+            "overlay": str(self.overlay),
+            "image": self.image,
+            "base": str(self.base),
+            "base_format": self.base_format,
+        }
+
+
+def _store_key(image: Path, store: Store) -> str:
+    """The image's ``vo/name/version`` if it is a complete entry of ``store``."""
+    hint = "give an image directory of the store, as 'imagefactory select' prints it"
+    real = Path(os.path.realpath(image))
+    root = Path(os.path.realpath(store.directory))
+    if not inside(real, root) or real == root:
+        raise InstanceError(f"{shown(str(image))}: not in the image store {root}", hint=hint)
+    key = store.key_of(real)
+    if key is None:
+        raise InstanceError(
+            f"{shown(str(image))}: not an image directory of the store"
+            " (STORE/<vo>/<name>/<version>)",
+            hint=hint,
+        )
+    try:
+        state = store.load_state()
+    except StoreError as exc:
+        raise InstanceError(exc.message) from exc
+    if key not in store.installed() or key not in state.images:
+        raise InstanceError(
+            f"{key}: not a complete entry of the store {root} (pull did not install it)",
+            hint="run 'imagefactory pull' to install it",
+        )
+    retired = state.retired.get(key)
+    if retired is not None:
+        raise InstanceError(
+            f"{key}: retired from the store since {retired.get('since')}"
+            f" ({retired.get('code')}: {retired.get('reason')}); no new instances start from it",
+            hint="select another image ('imagefactory select')",
+        )
+    return key
+
+
+def _check_verified(
+    image: Path, key: str, policy: TrustPolicy, caches: list[VerifiedCache]
+) -> None:
+    now = now_utc()
+    try:
+        loaded = load_image_dir(image)
+    except LayoutError as exc:
+        raise InstanceError(f"{key}: {exc.message}") from exc
+    expires = str(loaded.labels.get("image", {}).get("expires", ""))
+    try:
+        when = datetime.fromisoformat(expires.replace("Z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when is None or when <= now:
+        raise InstanceError(
+            f"{key}: its signed endorsement expired at {shown(expires)}",
+            hint="pull a newer version ('imagefactory pull')",
+        )
+    cache_key = image_key(image, policy)
+    if cache_key is not None and any(c.lookup(cache_key, now) for c in caches):
+        return
+    raise InstanceError(
+        f"{key}: not verified as it is now (changed since it was verified, or verified under"
+        " another policy, or its verdict has run out)",
+        hint=f"run 'imagefactory verify {image} --policy POLICY --cache CACHE' with the"
+        " policy and cache given here, or pull again",
+    )
+
+
+def instantiate(
+    image: Path,
+    job: str,
+    *,
+    store: Path,
+    policy: TrustPolicy,
+    run_dir: Path,
+    cache: VerifiedCache | None = None,
+) -> Instance:
+    """A fresh overlay for ``job`` over the verified store image ``image``."""
+    check_job(job)
+    the_store = Store(store)
+    key = _store_key(image, the_store)
+    real = Path(os.path.realpath(image))
+    caches = [c for c in (cache, VerifiedCache(the_store.state_dir / "verify-cache")) if c]
+    _check_verified(real, key, policy, caches)
+    overlay = make_overlay(real, run_dir, job, image=key)
+    loaded = load_image_dir(real)
+    return Instance(job, overlay, key, Path(os.path.realpath(loaded.disk)), loaded.declared_format)
+
+
+def make_overlay(base_image: Path, run_dir: Path, job: str, *, image: str = "") -> Path:
+    """A fresh qcow2 overlay over ``base_image``'s disk for ``job``; returns its path.
+
+    No checks of the base beyond its being an image directory: :func:`instantiate`
+    makes them (tests make overlays over image directories outside a store).
+    """
+    check_job(job)
+    try:
+        loaded = load_image_dir(base_image)
+    except LayoutError as exc:
+        raise InstanceError(f"{base_image}: not an image directory: {exc.message}") from exc
+    base = Path(os.path.realpath(loaded.disk))
+    fmt = loaded.declared_format
+    runs = RunDir(run_dir)
+    runs.create()
+    final = runs.job_dir(job)
+    if final.exists():
+        raise _exists(final)
+    work = runs.temp("new", job)
+    try:
+        work.mkdir(mode=0o755)
+        _create(base, fmt, work / OVERLAY)
+        fd = os.open(work / OVERLAY, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            sha = sha256_fd(fd)
+        finally:
+            os.close(fd)
+        created = datetime.now(UTC).isoformat()
+        record = OverlayRecord(OVERLAY, str(base), fmt, sha, False, job, image, created, boot_id())
+        write_record(work / RECORD, record)
+        _fsync_tree(work)
+        _publish(runs, work, final)
+    except BaseException:
+        rmtree_readonly(work)
+        raise
+    return final / OVERLAY
+
+
+def _exists(final: Path) -> InstanceError:
+    return InstanceError(
+        f"{final}: the job already has an instance",
+        hint=f"discard it first ('imagefactory discard --job {final.name}')",
+    )
+
+
+def _create(base: Path, fmt: str, overlay: Path) -> None:
+    # -F: the base's signed format is written into the overlay, so nothing ever probes it.
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", fmt, str(overlay)])
+
+
+def _fsync_tree(work: Path) -> None:
+    for name in (OVERLAY, RECORD):
+        fd = os.open(work / name, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _publish(runs: RunDir, work: Path, final: Path) -> None:
+    """Rename the finished ``work`` to the job's name, unless another instantiate was first."""
+    with runs.locked():
+        if final.exists():
+            raise _exists(final)
+        os.rename(work, final)
+        fd = os.open(runs.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
