@@ -82,6 +82,7 @@ def test_the_walk_finds_every_command() -> None:
     assert {"build", "key generate", "boot-test", "labels show", "policy check"} <= names
     assert "gate-libvirt-hook" in names
     assert "catalog render" in names
+    assert {"instantiate", "discard", "instances list", "instances gc"} <= names
 
 
 @pytest.mark.parametrize(
