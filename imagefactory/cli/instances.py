@@ -36,6 +36,7 @@ def cmd_instantiate(args: argparse.Namespace, settings: Settings) -> int:
         policy=load_policy(args.policy),
         run_dir=args.run_dir,
         cache=VerifiedCache(args.cache),
+        owner=args.owner,
     )
     if args.json:
         emit_json({"ok": True, **instance.to_dict()})
@@ -147,6 +148,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         type=user_path,
         default=DEFAULT_CACHE,
         help=f"verified cache, besides the store's own (default {DEFAULT_CACHE})",
+    )
+    p.add_argument(
+        "--owner",
+        help="give the overlay file to this user: the one the hypervisor runs qemu as"
+        " (libvirt-qemu), for domains whose disk says <seclabel model='dac' relabel='no'/>",
     )
     p.set_defaults(func=cmd_instantiate)
 

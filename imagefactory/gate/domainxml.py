@@ -117,6 +117,9 @@ SCHEMA: dict[str, Element] = {
         detect_zeroes=_NAME,
     ),
     f"{_DISK}/source": _e(file=_ANY, dev=_ANY, index=_NUM),
+    # Only "do not relabel": libvirt then leaves the disk and its backing chain (the
+    # store's base) as they are, instead of chowning them to its qemu user for good.
+    f"{_DISK}/source/seclabel": _e(model=_one_of("dac"), relabel=_one_of("no")),
     f"{_DISK}/target": _e(dev=_NAME, bus=_one_of("virtio", "scsi", "sata", "ide", "xen")),
     f"{_DISK}/readonly": _e(),
     f"{_DISK}/serial": _e(text=_NAME),

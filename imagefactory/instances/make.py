@@ -18,6 +18,7 @@ format written into the overlay, never probed), the record
 from __future__ import annotations
 
 import os
+import pwd
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,20 +128,47 @@ def instantiate(
     policy: TrustPolicy,
     run_dir: Path,
     cache: VerifiedCache | None = None,
+    owner: str | None = None,
 ) -> Instance:
-    """A fresh overlay for ``job`` over the verified store image ``image``."""
+    """A fresh overlay for ``job`` over the verified store image ``image``.
+
+    ``owner``: the user the hypervisor runs qemu as (libvirt's ``libvirt-qemu``)
+    gets the overlay file, so that a domain told not to relabel its disks can write
+    it; the job's directory stays root's.
+    """
     check_job(job)
+    ids = _owner_ids(owner)
     the_store = Store(store)
     key = _store_key(image, the_store)
     real = Path(os.path.realpath(image))
     caches = [c for c in (cache, VerifiedCache(the_store.state_dir / "verify-cache")) if c]
     _check_verified(real, key, policy, caches)
-    overlay = make_overlay(real, run_dir, job, image=key)
+    overlay = make_overlay(real, run_dir, job, image=key, owner=ids)
     loaded = load_image_dir(real)
     return Instance(job, overlay, key, Path(os.path.realpath(loaded.disk)), loaded.declared_format)
 
 
-def make_overlay(base_image: Path, run_dir: Path, job: str, *, image: str = "") -> Path:
+def _owner_ids(owner: str | None) -> tuple[int, int] | None:
+    if owner is None:
+        return None
+    try:
+        entry = pwd.getpwnam(owner)
+    except (KeyError, ValueError) as exc:
+        raise InstanceError(
+            f"--owner {shown(owner)}: no such user on this host",
+            hint="name the user the hypervisor runs qemu as (libvirt: libvirt-qemu)",
+        ) from exc
+    return entry.pw_uid, entry.pw_gid
+
+
+def make_overlay(
+    base_image: Path,
+    run_dir: Path,
+    job: str,
+    *,
+    image: str = "",
+    owner: tuple[int, int] | None = None,
+) -> Path:
     """A fresh qcow2 overlay over ``base_image``'s disk for ``job``; returns its path.
 
     No checks of the base beyond its being an image directory: :func:`instantiate`
@@ -162,6 +190,8 @@ def make_overlay(base_image: Path, run_dir: Path, job: str, *, image: str = "") 
     try:
         work.mkdir(mode=0o755)
         _create(base, fmt, work / OVERLAY)
+        if owner is not None:
+            os.chown(work / OVERLAY, *owner)
         fd = os.open(work / OVERLAY, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             sha = sha256_fd(fd)
