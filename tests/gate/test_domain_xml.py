@@ -137,3 +137,26 @@ def test_escapes_in_domain_xml_are_shown_escaped() -> None:
     )
     assert found
     assert all("\x1b" not in m for m in found)
+
+
+def _with_disk_seclabel(seclabel: str) -> str:
+    return xml().replace(
+        "<source file='/s/good/a.raw'/>", f"<source file='/s/good/a.raw'>{seclabel}</source>"
+    )
+
+
+def test_a_disk_that_libvirt_must_not_relabel_is_accepted() -> None:
+    """contrib/libvirt/worker-node.xml: the store's base stays root's."""
+    assert problems(_with_disk_seclabel("<seclabel model='dac' relabel='no'/>")) == []
+
+
+@pytest.mark.parametrize(
+    "seclabel",
+    [
+        "<seclabel model='dac' relabel='yes'><label>+0:+0</label></seclabel>",
+        "<seclabel model='selinux' relabel='no'/>",
+        "<seclabel model='dac' relabel='no'><label>+0:+0</label></seclabel>",
+    ],
+)
+def test_any_other_disk_seclabel_is_refused(seclabel: str) -> None:
+    assert problems(_with_disk_seclabel(seclabel)), "accepted"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -155,3 +156,31 @@ def test_refuses_a_run_directory_others_can_write(site: Site) -> None:
     site.run_dir.chmod(0o777)
     with pytest.raises(InstanceError, match="writable by group or others"):
         site.instantiate("1")
+
+
+def test_owner_gets_the_overlay_file_and_the_job_directory_stays_roots(site: Site) -> None:
+    nobody = pwd.getpwnam("nobody")
+    overlay = instantiate(
+        site.image,
+        "1",
+        store=site.store,
+        policy=load_policy(site.world.policy_path),
+        run_dir=site.run_dir,
+        owner="nobody",
+    ).overlay
+    assert (overlay.stat().st_uid, overlay.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert overlay.parent.stat().st_uid == 0
+    assert site.gate(overlay)[0]
+
+
+def test_an_unknown_owner_is_refused_before_anything_is_made(site: Site) -> None:
+    with pytest.raises(InstanceError, match="no such user"):
+        instantiate(
+            site.image,
+            "1",
+            store=site.store,
+            policy=load_policy(site.world.policy_path),
+            run_dir=site.run_dir,
+            owner="no-such-user-here",
+        )
+    assert not site.run_dir.exists()
