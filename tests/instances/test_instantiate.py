@@ -184,3 +184,18 @@ def test_an_unknown_owner_is_refused_before_anything_is_made(site: Site) -> None
             owner="no-such-user-here",
         )
     assert not site.run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["\x1b]0;owned\x07", "\u202eevil", "x" * 300, "atlas\u2215atlas-wn\u22151.0"],
+    ids=["terminal-escape", "bidi", "long", "division-slash"],
+)
+def test_hostile_image_names_are_refused_and_shown_escaped(site: Site, name: str) -> None:
+    with pytest.raises(InstanceError) as caught:
+        site.instantiate("1", site.store / name)
+    message = caught.value.message
+    assert "not an image directory of the store" in message
+    assert "\x1b" not in message
+    assert "\u202e" not in message
+    assert len(message) < 400
