@@ -18,8 +18,7 @@ verified cache), then times, best of ``--repeat``, in the same run:
   key, ``qemu-img create``, the record, the rename);
 * ``imagefactory instantiate`` as a process (what a batch prologue runs; adds
   the interpreter's start);
-* the whole prologue as processes: ``imagefactory select`` + ``instantiate``
-  (once ``select`` exists; until then, instantiate alone is printed as the prologue);
+* the whole prologue as processes: ``imagefactory select`` + ``instantiate``;
 * :func:`discard` in this process and ``imagefactory discard`` as a process.
 
 Then the ratios: each copy over instantiate's own work, and instantiate's time
@@ -113,14 +112,6 @@ def install(work: Path, size: int) -> tuple[Path, Path, TrustPolicy]:
     return store.directory, policy_file, policy
 
 
-def has_select() -> bool:
-    from imagefactory import cli
-
-    parser = cli.build_parser()
-    choices = [getattr(a, "choices", None) or {} for a in parser._actions if a.dest == "command"]
-    return any("select" in c for c in choices)
-
-
 def measure(work: Path, size: int, repeat: int) -> dict[str, float]:
     store, policy_file, policy = install(work, size)
     image = store / KEY
@@ -155,10 +146,9 @@ def measure(work: Path, size: int, repeat: int) -> dict[str, float]:
         sh([*cli, "instantiate", str(image), "--job", f"proc-{i}", *site])
 
     def prologue(i: int) -> None:
-        chosen = str(image)
-        if has_select():
-            chosen = sh([*cli, "select", "--require", "vo=atlas", "--store", str(store),
-                         "--policy", str(policy_file)])  # fmt: skip
+        chosen = sh([*cli, "select", "--require", "vo=atlas", "--store", str(store),
+                     "--policy", str(policy_file)])  # fmt: skip
+        assert chosen == str(image), chosen
         sh([*cli, "instantiate", chosen, "--job", f"pro-{i}", *site])
 
     def discard_own(i: int) -> None:
@@ -194,7 +184,6 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/var/tmp"))  # noqa: S108
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes_mib.split(",")]
-    print(f"select in the prologue: {'yes' if has_select() else 'not yet (instantiate alone)'}")
     results: dict[int, dict[str, float]] = {}
     for mib in sizes:
         work = Path(tempfile.mkdtemp(prefix="if-bench-instantiate-", dir=args.work))

@@ -9,7 +9,8 @@ files only, never hashing a disk:
    by hand, or left by a killed pull): not an image pull verified;
 3. ``revoked``           -- in the signed revocation list of the last pull
    (:mod:`imagefactory.store.revoked`); ``revocations-unreadable`` if that list
-   cannot be read: then nothing can be shown not to be revoked;
+   cannot be read: then nothing can be shown not to be revoked; ``retired`` --
+   pull kept it only for the instances made over it (:mod:`imagefactory.store.layout`);
 4. ``expired``/``too-old`` -- the signed expiry has passed, or the VO's maximum age;
 5. ``not-in-policy``/``policy-refused`` -- the site policy has no rules for a VO
    the labels name, or its rules refuse the labels (distro, release, arch,
@@ -51,6 +52,7 @@ REASONS: Mapping[str, str] = MappingProxyType(
         "labels-unreadable": "labels.json cannot be read or lacks a field select reads",
         "not-installed": "the store's pull state has no record of the image",
         "revoked": "the catalog revoked the image (as of the last pull)",
+        "retired": "pull retired the image: kept only for the instances made before",
         "revocations-unreadable": "the store's revocation list cannot be read",
         "expired": "the labels' expiry has passed",
         "too-old": "the image is older than the VO's maximum age",
@@ -119,10 +121,12 @@ def read_images(store: Store) -> list[Image]:
             f"{store.directory}: cannot read the image store: no such directory",
         )
     installed: set[str] = set()
+    retired: dict[str, dict[str, object]] = {}
     state_problem: str | None = None
     try:
         if store.state_dir.exists():
-            installed = set(store.load_state().images)
+            state = store.load_state()
+            installed, retired = set(state.images), state.retired
     except ImageFactoryError as exc:
         state_problem = exc.message
     except OSError as exc:  # a private state directory of another user: no answer
@@ -141,6 +145,10 @@ def read_images(store: Store) -> list[Image]:
                 "not-installed",
                 "the store's pull state has no record of it: not an image pull installed",
             )
+        if key in retired:
+            why = retired[key]
+            text = f"retired at {why.get('since')} ({why.get('code')}: {why.get('reason')})"
+            image.deny("retired", printable(text))
         if revocations.problem is not None:
             image.deny("revocations-unreadable", revocations.problem)
         elif key in revocations.reasons:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from imagefactory import cli
 from imagefactory.instances.live import entries
 from tests.catalog.world import World, make_world
 from tests.conftest import REPO
@@ -58,9 +57,6 @@ class Batch:
             "IF_MEMORY_MIB": "64",
             "VIRSH": " ".join(self.libvirt.virsh_argv),
         }
-        if not _has_select():
-            # Until `imagefactory select` exists, the image is given (what select prints).
-            settings["IF_IMAGE"] = str(self.world.store / KEY)
         return {**settings, **extra}
 
     def run(self, script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -80,12 +76,6 @@ class Batch:
         for path in (self.world.store / KEY).iterdir():
             st = path.stat()
             assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o444), path
-
-
-def _has_select() -> bool:
-    parser = cli.build_parser()
-    subs = [a for a in parser._actions if a.dest == "command"]
-    return any("select" in getattr(a, "choices", {}) for a in subs)
 
 
 @pytest.fixture(scope="module")

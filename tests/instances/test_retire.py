@@ -18,6 +18,8 @@ from imagefactory.gate.qemu import parse_qemu
 from imagefactory.instances.live import discard, gc
 from imagefactory.instances.make import make_overlay
 from imagefactory.instances.rundir import InstanceError
+from imagefactory.select.choose import select_image
+from imagefactory.select.requirements import parse_requirements
 from imagefactory.store.layout import Store
 from imagefactory.trust import load_policy
 from tests.instances.conftest import KEY, Site
@@ -115,3 +117,18 @@ def test_a_superseded_base_keeps_its_instances_but_starts_no_new_ones(site: Site
     assert not allowed
     assert "only for the instances made before" in text
     assert site.instantiate("3", site.store / "atlas" / "atlas-wn" / "1.1").overlay.exists()
+
+
+def test_select_never_offers_a_retired_image(site: Site) -> None:
+    site.instantiate("1")
+    site.world.publish(site.world.image(version="1.1"))
+    site.pull()
+    selection = select_image(
+        site.store,
+        load_policy(site.world.policy_path),
+        parse_requirements(["vo=atlas,version=1.0"]),
+    )
+    assert selection.chosen is None
+    (old,) = [e for e in selection.explanations if e.key == KEY]
+    assert [r.code for r in old.reasons] == ["retired"]
+    assert "superseded" in old.reasons[0].message
