@@ -194,6 +194,10 @@ class GuestError(StageError):
     """libguestfs could not open, read or change a disk image."""
 
 
+class TreeError(StageError):
+    """An OS tree on the build host could not be read or changed safely (inside the tree)."""
+
+
 class HardenError(StageError):
     """A hardening profile could not be loaded or applied."""
 

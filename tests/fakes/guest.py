@@ -8,9 +8,11 @@ appliance. The integration tests repeat the important cases on a real image.
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from imagefactory.guest.view import MAX_READ, Entry
 
@@ -193,3 +195,38 @@ def unhardened_tree() -> FakeGuest:
     g.add_link("/etc/systemd/system/multi-user.target.wants/chrony.service", "/lib/y")
     g.add("/var/lib/dpkg/status", DPKG_STATUS)
     return g
+
+
+def materialize(guest: FakeGuest, root: Path) -> Path:
+    """Write ``guest``'s nodes as a real directory tree under ``root`` (as root: owners kept).
+
+    Hard links stay hard links, symlinks stay symlinks, modes are exact; a
+    device node becomes a real one only as root (else it is left out).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    first: dict[int, str] = {}
+    for path in sorted(guest.nodes, key=lambda p: (p.count("/"), p)):
+        node = guest.nodes[path]
+        target = root / path.lstrip("/")
+        kind = stat.S_IFMT(node.mode)
+        if path == "/":
+            os.chmod(root, stat.S_IMODE(node.mode))
+            continue
+        if id(node) in first:
+            os.link(root / first[id(node)].lstrip("/"), target)
+            continue
+        first[id(node)] = path
+        if kind == stat.S_IFDIR:
+            target.mkdir(exist_ok=True)
+        elif kind == stat.S_IFLNK:
+            target.symlink_to(node.target)
+            continue
+        elif kind == stat.S_IFREG:
+            target.write_bytes(node.data)
+        elif kind == stat.S_IFCHR:
+            if os.geteuid() != 0:
+                continue
+            os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        os.chown(target, node.uid, node.gid)
+        os.chmod(target, stat.S_IMODE(node.mode))
+    return root
