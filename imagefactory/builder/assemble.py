@@ -8,7 +8,11 @@ behind:
 1. extract DIB's tar into a private tree (as root, owners and xattrs kept);
 2. finish the tree: ``/proc`` and ``/sys`` (DIB's tar leaves them out, and
    systemd hangs without them), ``/etc/fstab`` and ``/boot/grub/grub.cfg``
-   naming the root file system by a UUID chosen here;
+   naming the root file system by a UUID chosen here; every path resolved
+   inside the tree (:class:`~imagefactory.guest.tree.HostTree`), so a guest
+   symlink never makes the build write on the host. :func:`prepare` stops
+   here: the build hardens this tree before it becomes a disk
+   (:func:`make_disk` does the rest);
 3. a raw file with an MBR partition table (``sfdisk`` works on plain files);
 4. ``mkfs.ext4 -E offset=... -d TREE`` creates and fills the partition in place;
 5. GRUB for BIOS boot: the image's own ``boot.img`` goes into the MBR's code
@@ -28,16 +32,16 @@ byte range; ``/boot/efi`` stays as its mount point, named in ``/etc/fstab``.
 from __future__ import annotations
 
 import contextlib
-import os
+import fnmatch
 import re
-import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from imagefactory.errors import BuildError
+from imagefactory.guest.tree import HostTree
 from imagefactory.run import run
 from imagefactory.vocab import Arch, BootMode, DiskFormat
 
@@ -123,40 +127,57 @@ def _partition_script() -> str:
     return f"label: dos\nstart={PARTITION_START_SECTOR}, type=83, bootable\n"
 
 
+def extract_tree(tar: Path, workdir: Path, logfile: IO[str] | None) -> Path:
+    """Extract ``tar`` into a fresh directory ``workdir/tree``."""
+    tree = workdir / "tree"
+    tree.mkdir(mode=0o755)
+    run(
+        [
+            "tar",
+            "--extract",
+            "--file",
+            str(tar),
+            "--directory",
+            str(tree),
+            "--numeric-owner",
+            "--same-permissions",
+            "--xattrs",
+            "--xattrs-include=*",
+        ],
+        logfile=logfile,
+    )
+    return tree
+
+
+def remove_extracted(tree: Path, logfile: IO[str] | None) -> None:
+    if tree.exists():
+        run(["rm", "-rf", "--one-file-system", str(tree)], logfile=logfile)
+
+
 @contextlib.contextmanager
 def extracted_tree(tar: Path, workdir: Path, logfile: IO[str] | None) -> Iterator[Path]:
     """Extract ``tar`` into a fresh directory, removed again on the way out."""
     tree = workdir / "tree"
-    tree.mkdir(mode=0o755)
     try:
-        run(
-            [
-                "tar",
-                "--extract",
-                "--file",
-                str(tar),
-                "--directory",
-                str(tree),
-                "--numeric-owner",
-                "--same-permissions",
-                "--xattrs",
-                "--xattrs-include=*",
-            ],
-            logfile=logfile,
-        )
-        yield tree
+        yield extract_tree(tar, workdir, logfile)
     finally:
-        run(["rm", "-rf", "--one-file-system", str(tree)], logfile=logfile)
+        remove_extracted(tree, logfile)
+
+
+def _is_file(tree: HostTree, path: str) -> bool:
+    """A regular file at ``path`` (symlinks followed inside the tree)."""
+    return tree.read(path, 0) is not None
 
 
 def newest_kernel(tree: Path) -> str:
     """The newest kernel version in ``/boot`` that has an initrd next to it."""
-    boot = tree / "boot"
-    versions = []
-    for entry in boot.glob("vmlinuz-*"):
-        version = entry.name.removeprefix("vmlinuz-")
-        if (boot / f"initrd.img-{version}").is_file():
-            versions.append(version)
+    with HostTree(tree) as t:
+        versions = [
+            name.removeprefix("vmlinuz-")
+            for name in t.listdir("/boot")
+            if name.startswith("vmlinuz-")
+            and _is_file(t, f"/boot/initrd.img-{name.removeprefix('vmlinuz-')}")
+        ]
     if not versions:
         raise BuildError(
             "the OS tree has no kernel with an initrd in /boot",
@@ -225,48 +246,52 @@ def finish_tree(
     esp_uuid: str | None = None,
     arch: Arch = Arch.X86_64,
 ) -> str:
-    """Add what DIB's tar leaves out and the boot configuration; return the kernel."""
-    for name in ("proc", "sys"):
-        path = tree / name
-        path.mkdir(exist_ok=True)
-        os.chmod(path, 0o555)
-    for name in ("dev", "run"):
-        (tree / name).mkdir(mode=0o755, exist_ok=True)
-    # /dev is a devtmpfs at boot; whatever the build left in it is the build
-    # host's (an emulated aarch64 build left the host's /dev/kvm, group 992).
-    for entry in (tree / "dev").iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-    tmp = tree / "tmp"
-    tmp.mkdir(exist_ok=True)
-    os.chmod(tmp, 0o1777)
-    # mke2fs creates its own lost+found.
-    lost = tree / "lost+found"
-    if lost.is_dir() and not any(lost.iterdir()):
-        lost.rmdir()
-    kernel = newest_kernel(tree)
-    for required in _required_boot_files(tree, boot):
-        if not (tree / required).is_file():
-            raise BuildError(
-                f"the OS tree lacks /{required}",
-                hint="the generated element's finalise.d/90-imagefactory-bootloader did not run",
-            )
-    (tree / "etc" / "fstab").write_text(fstab(root_uuid, esp_uuid), encoding="utf-8")
-    (tree / "boot" / "grub" / "grub.cfg").write_text(
-        grub_cfg(root_uuid, kernel, title, boot, arch), encoding="utf-8"
-    )
+    """Add what DIB's tar leaves out and the boot configuration; return the kernel.
+
+    Every path is resolved inside the tree: a guest symlink (``/dev -> /dev``,
+    ``/etc/fstab -> /etc/passwd``) never makes this touch the build host.
+    """
+    with HostTree(tree) as t:
+        for name in ("/proc", "/sys"):
+            t.mkdir(name, 0o555)
+        for name in ("/dev", "/run"):
+            entry = t.lstat(name)
+            if entry is not None and not entry.is_dir:
+                t.remove(name)
+                entry = None
+            if entry is None:
+                t.mkdir(name, 0o755)
+        # /dev is a devtmpfs at boot; whatever the build left in it is the build
+        # host's (an emulated aarch64 build left the host's /dev/kvm, group 992).
+        for name in t.listdir("/dev"):
+            t.remove(f"/dev/{name}")
+        t.mkdir("/tmp", 0o1777)  # noqa: S108 -- the guest's /tmp, inside the tree
+        # mke2fs creates its own lost+found.
+        lost = t.lstat("/lost+found")
+        if lost is not None and lost.is_dir and not t.listdir("/lost+found"):
+            t.remove("/lost+found")
+        kernel = newest_kernel(tree)
+        for required in _required_boot_files(t, boot):
+            if not _is_file(t, f"/{required}"):
+                raise BuildError(
+                    f"the OS tree lacks /{required}",
+                    hint="the generated element's finalise.d/90-imagefactory-bootloader "
+                    "did not run",
+                )
+        t.write("/etc/fstab", fstab(root_uuid, esp_uuid).encode(), 0o644)
+        cfg = grub_cfg(root_uuid, kernel, title, boot, arch)
+        t.write("/boot/grub/grub.cfg", cfg.encode(), 0o644)
     return kernel
 
 
-def _required_boot_files(tree: Path, boot: BootMode) -> list[str]:
+def _required_boot_files(tree: HostTree, boot: BootMode) -> list[str]:
     if boot is BootMode.BIOS:
         return ["boot/grub/i386-pc/core.img", "boot/grub/i386-pc/boot.img"]
-    loaders = sorted((tree / ESP_STAGING / "EFI" / "BOOT").glob("BOOT*.EFI"))
+    where = f"/{ESP_STAGING}/EFI/BOOT"
+    loaders = sorted(n for n in tree.listdir(where) if fnmatch.fnmatchcase(n, "BOOT*.EFI"))
     if not loaders:
         return [f"{ESP_STAGING}/EFI/BOOT/BOOT<arch>.EFI"]
-    return [str(loader.relative_to(tree)) for loader in loaders]
+    return [f"{ESP_STAGING}/EFI/BOOT/{name}" for name in loaders]
 
 
 def make_esp(
@@ -278,8 +303,12 @@ def make_esp(
     mount point. Every ``EFI/*`` directory gets the GRUB stub configuration.
     """
     staged = tree / ESP_STAGING
-    for directory in sorted(p for p in (staged / "EFI").iterdir() if p.is_dir()):
-        (directory / "grub.cfg").write_text(esp_grub_cfg(root_uuid), encoding="utf-8")
+    with HostTree(tree) as t:
+        efi = f"/{ESP_STAGING}/EFI"
+        for name in t.listdir(efi):
+            entry = t.lstat(f"{efi}/{name}")
+            if entry is not None and entry.is_dir:
+                t.write(f"{efi}/{name}/grub.cfg", esp_grub_cfg(root_uuid).encode(), 0o644)
     run(
         [
             "mkfs.vfat",
@@ -296,7 +325,8 @@ def make_esp(
     entries = sorted(str(p) for p in staged.iterdir())
     run(["mcopy", "-s", "-Q", "-m", "-i", str(image), *entries, "::/"], logfile=logfile)
     run(["rm", "-rf", "--one-file-system", *entries], logfile=logfile)
-    os.chmod(staged, 0o700)
+    with HostTree(tree) as t:
+        t.chmod(f"/{ESP_STAGING}", 0o700)
 
 
 def copy_into(raw: Path, part: Path, offset: int) -> None:
@@ -327,11 +357,12 @@ def check_size(content: int, disk_size: int, boot: BootMode = BootMode.BIOS) -> 
 
 def write_boot_code(raw: Path, tree: Path) -> None:
     """Write GRUB's boot.img (MBR code area) and core.img (sectors 1..2047)."""
-    boot_img = (tree / "boot/grub/i386-pc/boot.img").read_bytes()
-    core_img = (tree / "boot/grub/i386-pc/core.img").read_bytes()
+    room = (PARTITION_START_SECTOR - 1) * SECTOR
+    with HostTree(tree) as t:
+        boot_img = t.read("/boot/grub/i386-pc/boot.img", SECTOR + 1) or b""
+        core_img = t.read("/boot/grub/i386-pc/core.img", room + 1) or b""
     if len(boot_img) != SECTOR:
         raise BuildError(f"GRUB boot.img is {len(boot_img)} bytes, expected {SECTOR}")
-    room = (PARTITION_START_SECTOR - 1) * SECTOR
     if len(core_img) > room:
         raise BuildError(f"GRUB core.img ({len(core_img)} bytes) exceeds the {room}-byte gap")
     with raw.open("r+b") as disk:
@@ -346,47 +377,78 @@ def write_boot_code(raw: Path, tree: Path) -> None:
         disk.write(core_img)
 
 
-def assemble(
+@dataclass(frozen=True)
+class PreparedTree:
+    """An extracted, finished OS tree waiting to become a disk (see :func:`prepare`)."""
+
+    tree: Path
+    layout: Layout
+    root_uuid: str
+    kernel: str
+    content_bytes: int
+    esp_uuid: str | None = None
+    #: The filled EFI system partition (a FAT file), UEFI only.
+    esp_image: Path | None = None
+
+
+def prepare(
     tar: Path,
     workdir: Path,
     *,
     disk_size: int,
-    formats: tuple[DiskFormat, ...],
-    basename: str,
     title: str,
     boot: BootMode = BootMode.BIOS,
     arch: Arch = Arch.X86_64,
     logfile: IO[str] | None = None,
-) -> AssembledDisk:
-    """Turn DIB's tar into bootable disk images in ``workdir``."""
+) -> PreparedTree:
+    """Steps 1-2 (and the ESP): DIB's tar as a finished tree in ``workdir/tree``.
+
+    The tree stays until :func:`make_disk` (or the caller) removes it; the build
+    hardens it in between.
+    """
     content = tree_bytes(tar)
     check_size(content, disk_size, boot)
     layout = Layout(boot, disk_size)
     root_uuid = str(uuid.uuid4())
     esp_uuid = new_esp_uuid() if boot is BootMode.UEFI else None
+    tree = extract_tree(tar, workdir, logfile)
+    kernel = finish_tree(tree, root_uuid, title, boot=boot, esp_uuid=esp_uuid, arch=arch)
+    esp: Path | None = None
+    if esp_uuid is not None:
+        esp = workdir / "esp.img"
+        make_esp(tree, esp, esp_uuid, root_uuid, logfile)
+    return PreparedTree(tree, layout, root_uuid, kernel, content, esp_uuid, esp)
+
+
+def make_disk(
+    prepared: PreparedTree,
+    workdir: Path,
+    *,
+    formats: tuple[DiskFormat, ...],
+    basename: str,
+    logfile: IO[str] | None = None,
+) -> AssembledDisk:
+    """Steps 3-6: the prepared tree as bootable disk images in ``workdir``; the tree goes."""
+    layout, tree = prepared.layout, prepared.tree
     raw = workdir / f"{basename}.raw"
-    with extracted_tree(tar, workdir, logfile) as tree:
-        kernel = finish_tree(tree, root_uuid, title, boot=boot, esp_uuid=esp_uuid, arch=arch)
+    try:
         with raw.open("wb") as f:
-            f.truncate(disk_size)
+            f.truncate(layout.disk_bytes)
         run(
             ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(raw)],
             stdin=layout.sfdisk_script(),
             logfile=logfile,
         )
-        if esp_uuid is not None:
-            esp = workdir / "esp.img"
-            make_esp(tree, esp, esp_uuid, root_uuid, logfile)
-            copy_into(raw, esp, layout.esp_start * SECTOR)
-            esp.unlink()
-        partition_bytes = layout.root_bytes
+        if prepared.esp_image is not None:
+            copy_into(raw, prepared.esp_image, layout.esp_start * SECTOR)
+            prepared.esp_image.unlink()
         run(
             [
                 "mkfs.ext4",
                 "-q",
                 "-F",
                 "-U",
-                root_uuid,
+                prepared.root_uuid,
                 "-L",
                 "root",
                 "-E",
@@ -394,12 +456,14 @@ def assemble(
                 "-d",
                 str(tree),
                 str(raw),
-                f"{partition_bytes // 1024}k",
+                f"{layout.root_bytes // 1024}k",
             ],
             logfile=logfile,
         )
-        if boot is BootMode.BIOS:
+        if layout.boot is BootMode.BIOS:
             write_boot_code(raw, tree)
+    finally:
+        remove_extracted(tree, logfile)
     images: dict[DiskFormat, Path] = {}
     for fmt in formats:
         if fmt is DiskFormat.RAW:
@@ -416,9 +480,38 @@ def assemble(
         raw.unlink()
     return AssembledDisk(
         images=images,
-        root_uuid=root_uuid,
-        kernel=kernel,
-        content_bytes=content,
+        root_uuid=prepared.root_uuid,
+        kernel=prepared.kernel,
+        content_bytes=prepared.content_bytes,
         partition_table=layout.partition_table,
-        esp_uuid=esp_uuid,
+        esp_uuid=prepared.esp_uuid,
     )
+
+
+def assemble(
+    tar: Path,
+    workdir: Path,
+    *,
+    disk_size: int,
+    formats: tuple[DiskFormat, ...],
+    basename: str,
+    title: str,
+    boot: BootMode = BootMode.BIOS,
+    arch: Arch = Arch.X86_64,
+    logfile: IO[str] | None = None,
+    change_tree: Callable[[Path], None] | None = None,
+) -> AssembledDisk:
+    """Turn DIB's tar into bootable disk images in ``workdir``.
+
+    ``change_tree`` (the hardening) sees the finished tree before it becomes a disk.
+    """
+    prepared = prepare(
+        tar, workdir, disk_size=disk_size, title=title, boot=boot, arch=arch, logfile=logfile
+    )
+    try:
+        if change_tree is not None:
+            change_tree(prepared.tree)
+    except BaseException:
+        remove_extracted(prepared.tree, logfile)
+        raise
+    return make_disk(prepared, workdir, formats=formats, basename=basename, logfile=logfile)
