@@ -3,12 +3,17 @@
 On a terminal a status line is rewritten in place; elsewhere (CI logs) a line
 is printed when the sub-step changes, at most every few seconds, so logs show
 movement without drowning in it.
+
+Work that runs alongside the current step in another thread (the boot test
+beside the audit) shows on the same status line (:meth:`Progress.alongside`);
+every write holds one lock, so two threads never interleave a line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import TextIO
@@ -30,11 +35,28 @@ class Progress:
         self._step_start = 0.0
         self._last_status = ""
         self._last_print = 0.0
+        self._lock = threading.RLock()
+        #: name -> (what it is doing, when it started): work running alongside.
+        self._alongside: dict[str, tuple[str, float]] = {}
 
     def _write(self, text: str) -> None:
         if not self.quiet:
-            self.stream.write(text)
-            self.stream.flush()
+            with self._lock:
+                self.stream.write(text)
+                self.stream.flush()
+
+    def alongside(self, name: str, text: str | None) -> None:
+        """Show (``text``) or stop showing (None) work ``name`` running in another thread."""
+        with self._lock:
+            if text is None:
+                self._alongside.pop(name, None)
+            else:
+                self._alongside[name] = (text, time.monotonic())
+
+    def _with_alongside(self, text: str) -> str:
+        now = time.monotonic()
+        extra = [f"{n}: {t} {now - s:.0f}s" for n, (t, s) in self._alongside.items()]
+        return " | ".join([text, *extra]) if extra else text
 
     @contextlib.contextmanager
     def step(self, name: str, description: str) -> Iterator[None]:
@@ -56,7 +78,11 @@ class Progress:
             self._write(f"    {name} {'done' if ok else 'FAILED'} in {elapsed:.1f}s\n")
 
     def status(self, text: str) -> None:
-        """Show what the current step is doing now."""
+        """Show what the current step is doing now (and what runs alongside it)."""
+        with self._lock:
+            self._status(self._with_alongside(text))
+
+    def _status(self, text: str) -> None:
         now = time.monotonic()
         elapsed = now - self._step_start
         if self.tty:
@@ -70,8 +96,9 @@ class Progress:
         self._last_status = text
 
     def note(self, text: str) -> None:
-        self._clear()
-        self._write(f"    {text}\n")
+        with self._lock:
+            self._clear()
+            self._write(f"    {text}\n")
 
     def _clear(self) -> None:
         if self.tty and self._last_status:

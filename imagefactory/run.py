@@ -68,6 +68,8 @@ class Completed:
     stopped: bool = False
     #: The command ran past ``timeout`` and was stopped.
     timed_out: bool = False
+    #: ``stop`` was set and the command was stopped.
+    cancelled: bool = False
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -137,6 +139,7 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
     timeout: float | None = None,
     check: bool = True,
     echo: bool = False,
+    stop: threading.Event | None = None,
 ) -> Completed:
     """Run ``argv`` and wait for it.
 
@@ -147,7 +150,9 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
     message. ``until`` sees every line and the unfinished last one (a prompt
     has no newline); when it returns true the command is stopped and the
     result has ``stopped`` set. After ``timeout`` seconds the command is
-    stopped and, with ``check``, reported as failed.
+    stopped and, with ``check``, reported as failed. Setting ``stop`` (from
+    another thread: the build stopping a boot test that runs alongside) stops
+    the command the same way; the result has ``cancelled`` set.
 
     Raises :class:`CommandError` when the command fails and ``check`` is true,
     :class:`MissingToolError` when the program does not exist.
@@ -204,6 +209,18 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
         timer = threading.Timer(timeout, _on_timeout)
         timer.daemon = True
         timer.start()
+    cancelled = threading.Event()
+    if stop is not None:
+        event = stop
+
+        def _watch() -> None:
+            while proc.poll() is None:
+                if event.wait(0.2):
+                    cancelled.set()
+                    _stop_group(proc, signal.SIGTERM)
+                    return
+
+        threading.Thread(target=_watch, daemon=True).start()
     try:
         if stdin is not None and proc.stdin is not None:
             proc.stdin.write(stdin.encode())
@@ -234,7 +251,7 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
     stderr_text = b"".join(stderr_chunks).decode("utf-8", "replace")
     stdout = "".join(reader.everything)
 
-    failed = not stopped and (returncode != 0 or timed_out.is_set())
+    failed = not stopped and (returncode != 0 or timed_out.is_set() or cancelled.is_set())
     if failed and check:
         raise CommandError(
             _describe_failure(pasteable, returncode, timeout if timed_out.is_set() else None),
@@ -248,6 +265,7 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
         stdout=stdout,
         stopped=stopped,
         timed_out=timed_out.is_set(),
+        cancelled=cancelled.is_set(),
     )
 
 

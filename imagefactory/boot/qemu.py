@@ -10,6 +10,7 @@ starts it once the system has reached its normal target.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,8 +142,13 @@ def boot_test(
     marker: str = DEFAULT_MARKER,
     timeout: float = DEFAULT_TIMEOUT,
     boot_mode: BootMode = BootMode.BIOS,
+    stop: threading.Event | None = None,
 ) -> BootResult:
-    """Boot ``image`` with ``boot_mode``'s firmware; wait for ``marker`` on the serial console."""
+    """Boot ``image`` with ``boot_mode``'s firmware; wait for ``marker`` on the serial console.
+
+    Setting ``stop`` (from another thread) stops qemu; the result then fails
+    with the reason "stopped".
+    """
     firmware = uefi_firmware(arch) if boot_mode is BootMode.UEFI else None
     accel = choose_accel(accel_setting, arch.qemu_system, accel_cache)
     pattern = re.compile(marker)
@@ -155,10 +161,13 @@ def boot_test(
             until=lambda text: pattern.search(text) is not None,
             timeout=timeout,
             check=False,
+            stop=stop,
         )
     seconds = time.monotonic() - started
     if result.stopped:
         reason = f"marker {marker!r} seen after {seconds:.0f}s"
+    elif result.cancelled:
+        reason = f"stopped after {seconds:.0f}s, before the marker appeared"
     elif result.timed_out:
         reason = f"no marker {marker!r} within {timeout:.0f}s"
     else:

@@ -12,6 +12,8 @@ from typing import IO, Any
 from imagefactory.aptrepo import VerifiedRepository
 from imagefactory.audit import AuditReport
 from imagefactory.boot.qemu import DEFAULT_TIMEOUT
+from imagefactory.builder.assemble import PreparedTree
+from imagefactory.builder.bootjob import BootJob
 from imagefactory.builder.cache import BuildCache, CacheEntry
 from imagefactory.builder.element import GeneratedElement
 from imagefactory.errors import BuildError
@@ -52,11 +54,15 @@ class BuildContext:
     key: str = ""
     key_inputs: dict[str, Any] = field(default_factory=dict)
     hit: CacheEntry | None = None
+    #: The finished OS tree between the ``tree`` and ``assemble`` steps (hardened in between).
+    tree: PreparedTree | None = None
     images: dict[str, Path] = field(default_factory=dict)  # file name -> path
     digests: dict[str, str] = field(default_factory=dict)  # file name -> sha256:...
     disk: dict[str, Any] = field(default_factory=dict)
     packages: list[dict[str, str]] = field(default_factory=list)
     boot: dict[str, Any] | None = None
+    #: The boot test running alongside the audit and label steps (``--boot-test``).
+    boot_job: BootJob | None = None
     profile: Profile | None = None
     hardening: dict[str, Any] = field(default_factory=dict)
     audit: AuditReport | None = None

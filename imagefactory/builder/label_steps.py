@@ -1,9 +1,13 @@
 """The harden, audit and label steps of the build (see :data:`pipeline.STEPS`).
 
-* harden: one writable libguestfs launch on the primary disk applies the
-  recipe's hardening profile; other formats are converted from it afterwards.
-* audit: one read-only launch re-reads the finished disk: the audit of every
-  profile item, and the facts for the labels.
+* harden: the recipe's hardening profile applied to the finished OS tree
+  before it becomes a disk, on the host, every path resolved inside the tree
+  (:class:`~imagefactory.guest.tree.HostTree`: a guest symlink never leads out
+  of it). No appliance is launched; the disk and its other formats are made
+  from the hardened tree afterwards.
+* audit: one read-only launch re-reads the finished disk: the independent
+  audit of every profile item (so a hardening that did not happen fails the
+  build), and, from the same launch, the facts for the labels.
 * label: the SBOM and labels.json, validated against the schema.
 
 On a cache hit none of them runs: the cache entry holds the hardened disk with
@@ -19,13 +23,13 @@ import json
 from typing import Any
 
 from imagefactory.audit import run_audit
-from imagefactory.builder.cache import file_digest
 from imagefactory.builder.context import BuildContext
 from imagefactory.builder.element import install_list
 from imagefactory.diskformat import check_safe
 from imagefactory.errors import AuditError, BuildError
 from imagefactory.guest.facts import os_facts, package_facts
 from imagefactory.guest.handle import boot_mode, libguestfs_version, open_guest
+from imagefactory.guest.tree import HostTree
 from imagefactory.harden.apply import apply_profile
 from imagefactory.host.accel import choose_guest_accel
 from imagefactory.labels.make import (
@@ -36,7 +40,6 @@ from imagefactory.labels.make import (
     write_labels,
 )
 from imagefactory.model.imagedir import AUDIT_NAME
-from imagefactory.run import run
 from imagefactory.sbom import SBOM_FILE, make_sbom, sbom_ref
 
 AUDIT_FILE = AUDIT_NAME
@@ -53,30 +56,15 @@ def _primary(ctx: BuildContext) -> tuple[str, str]:
     return f"{ctx.basename}.{fmt}", fmt
 
 
-def harden_disk(ctx: BuildContext) -> None:
+def harden_tree(ctx: BuildContext) -> None:
     profile = ctx.need_profile()
-    name, fmt = _primary(ctx)
-    ctx.progress.status(f"hardening {name} with {profile.id} (libguestfs)")
-    with open_guest(
-        ctx.images[name],
-        fmt,
-        readonly=False,
-        accel=_appliance_accel(ctx),
-    ) as guest:
-        actions = apply_profile(guest, profile, ctx.recipe.root_policy)
+    if ctx.tree is None:
+        raise BuildError("internal error: the tree step has not run")
+    ctx.progress.status(f"hardening the OS tree with {profile.id}")
+    with HostTree(ctx.tree.tree) as tree:
+        actions = apply_profile(tree, profile, ctx.recipe.root_policy)
     for action in actions:
         ctx.logfile.write(f"harden: {action}\n")
-    for other, path in ctx.images.items():
-        if other == name:
-            continue
-        target_fmt = other.rsplit(".", 1)[1]
-        path.unlink()
-        run(
-            ["qemu-img", "convert", "-f", fmt, "-O", target_fmt, str(ctx.images[name]), str(path)],
-            logfile=ctx.logfile,
-        )
-    for image, path in ctx.images.items():
-        ctx.digests[image] = file_digest(path)
     ctx.hardening = {"profile": profile.id, "digest": profile.digest, "actions": actions}
 
 

@@ -2,18 +2,22 @@
 
 Read :data:`STEPS` top to bottom and you have the build: check the host,
 resolve the package archive, generate the element, look the inputs up in the
-cache, run diskimage-builder, assemble the bootable disk, harden it, audit it
-and read its facts, write the SBOM and labels, boot-test it, store it in the
-cache, write the build record. :func:`build` runs them in a staging
-directory and publishes the result atomically.
+cache, run diskimage-builder, finish its OS tree, harden the tree, make the
+bootable disk from it, audit the disk and read its facts (the boot test runs
+alongside, from here to the end of the label step), write the SBOM and
+labels, collect the boot test, store it in the cache, write the build record.
+:func:`build` runs them in a staging directory and publishes the result
+atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from imagefactory.aptrepo import add_indexes, verify_repositories
 from imagefactory.boot.qemu import BootResult, boot_test, uefi_firmware
 from imagefactory.builder import assemble as assembler
 from imagefactory.builder import dib
+from imagefactory.builder.bootjob import BootJob
 from imagefactory.builder.cache import CacheEntryChanged, cache_key, file_digest
 from imagefactory.builder.cleanup import remove_tree
 from imagefactory.builder.codekey import code_digest
@@ -33,7 +38,7 @@ from imagefactory.builder.label_steps import (
     AUDIT_FILE,
     METADATA_FILES,
     audit_disk,
-    harden_disk,
+    harden_tree,
     label_disk,
 )
 from imagefactory.builder.output import (
@@ -45,7 +50,7 @@ from imagefactory.builder.output import (
     staging_dir,
 )
 from imagefactory.builder.slots import cache_slot
-from imagefactory.errors import BootTestError, BuildError, ImageFactoryError
+from imagefactory.errors import AuditError, BootTestError, BuildError, ImageFactoryError
 from imagefactory.host.accel import probe_in_background
 from imagefactory.host.tools import require_build_host, require_tools, tool_versions
 from imagefactory.mirrors import (
@@ -295,15 +300,13 @@ def _read_dpkg_manifest(manifest_dir: Path) -> list[dict[str, str]]:
         raise BuildError(f"{manifests[0]}: unreadable package manifest: {exc}") from exc
 
 
-def assemble_disk(ctx: BuildContext) -> None:
+def prepare_tree(ctx: BuildContext) -> None:
     recipe = ctx.recipe
     tar = ctx.staging / f"{dib.ROOTFS_NAME}.tar"
-    result = assembler.assemble(
+    ctx.tree = assembler.prepare(
         tar,
         ctx.staging,
         disk_size=recipe.disk.size,
-        formats=recipe.disk.formats,
-        basename=ctx.basename,
         title=f"{recipe.name} {recipe.version}",
         boot=recipe.boot,
         arch=recipe.base.arch,
@@ -311,8 +314,24 @@ def assemble_disk(ctx: BuildContext) -> None:
     )
     tar.unlink()
     remove_tree(ctx.staging / f"{dib.ROOTFS_NAME}.d")
-    # Digested once they are final: the harden step changes them.
+
+
+def assemble_disk(ctx: BuildContext) -> None:
+    recipe = ctx.recipe
+    if ctx.tree is None:
+        raise BuildError("internal error: the tree step has not run")
+    result = assembler.make_disk(
+        ctx.tree,
+        ctx.staging,
+        formats=recipe.disk.formats,
+        basename=ctx.basename,
+        logfile=ctx.logfile,
+    )
+    ctx.tree = None
+    # Final from here on: the disk is made from the hardened tree.
     ctx.images = {path.name: path for path in result.images.values()}
+    for image, path in ctx.images.items():
+        ctx.digests[image] = file_digest(path)
     ctx.disk = {
         "root_uuid": result.root_uuid,
         "kernel": result.kernel,
@@ -326,17 +345,10 @@ def assemble_disk(ctx: BuildContext) -> None:
     }
 
 
-def run_boot_test(ctx: BuildContext) -> None:
-    if ctx.hit is not None and ctx.boot is not None and ctx.boot.get("passed"):
-        ctx.progress.note(
-            f"boot test: passed when this disk was built ({ctx.boot.get('seconds')}s); "
-            "the cached disk is byte-identical (use --no-cache to boot it again)"
-        )
-        return
+def _boot(ctx: BuildContext, stop: threading.Event | None = None) -> BootResult:
     fmt = ctx.recipe.disk.formats[0]
     image = ctx.staging / f"{ctx.basename}.{fmt}"
-    ctx.progress.status(f"booting {image.name} under qemu")
-    result: BootResult = boot_test(
+    return boot_test(
         image,
         str(fmt),
         ctx.recipe.base.arch,
@@ -345,11 +357,62 @@ def run_boot_test(ctx: BuildContext) -> None:
         accel_cache=ctx.settings.cache_dir / "accel.json",
         timeout=ctx.options.boot_timeout,
         boot_mode=BootMode(ctx.disk.get("boot_mode", BootMode.BIOS)),
+        stop=stop,
     )
+
+
+def check_disk(ctx: BuildContext) -> None:
+    """The audit; with ``--boot-test`` the boot test starts alongside it.
+
+    Both only read the finished disk (the audit through libguestfs' overlay,
+    qemu with ``snapshot=on``). The boot test keeps running through the label
+    step and is collected by the ``boot-test`` step; a failed audit waits for
+    it, so the error reports both.
+    """
+    if ctx.options.boot_test:
+        name = f"{ctx.basename}.{ctx.recipe.disk.formats[0]}"
+        ctx.boot_job = BootJob(
+            lambda stop: _boot(ctx, stop), ctx.progress, f"booting {name} under qemu"
+        )
+        ctx.boot_job.start()
+    try:
+        audit_disk(ctx)
+    except AuditError as exc:
+        if ctx.boot_job is not None:
+            ctx.progress.status("the audit failed; the boot test alongside finishes")
+            result = _collect_boot(ctx, ctx.boot_job)
+            state = "passed" if result.passed else "failed"
+            exc.message += f"; the boot test alongside {state}: {result.reason}"
+            exc.findings.append(f"[{state.upper()}] boot-test: {result.reason} (see {BOOT_LOG})")
+        raise
+
+
+def _collect_boot(ctx: BuildContext, job: BootJob) -> BootResult:
+    result = job.wait(lambda: ctx.progress.status("waiting for the boot test"))
+    ctx.boot_job = None
     ctx.boot = result.to_dict()
     ctx.boot["console_log"] = BOOT_LOG
+    return result
+
+
+def run_boot_test(ctx: BuildContext) -> None:
+    if ctx.hit is not None and ctx.boot is not None and ctx.boot.get("passed"):
+        ctx.progress.note(
+            f"boot test: passed when this disk was built ({ctx.boot.get('seconds')}s); "
+            "the cached disk is byte-identical (use --no-cache to boot it again)"
+        )
+        return
+    if ctx.boot_job is not None:
+        result = _collect_boot(ctx, ctx.boot_job)
+    else:
+        fmt = ctx.recipe.disk.formats[0]
+        ctx.progress.status(f"booting {ctx.basename}.{fmt} under qemu")
+        result = _boot(ctx)
+        ctx.boot = result.to_dict()
+        ctx.boot["console_log"] = BOOT_LOG
     if not result.passed:
-        raise BootTestError(f"boot test failed: {result.reason}", hint="see boot-test.log")
+        audit = "; the audit passed" if ctx.audit is not None and ctx.audit.passed else ""
+        raise BootTestError(f"boot test failed: {result.reason}{audit}", hint=f"see {BOOT_LOG}")
     ctx.progress.note(f"boot test: {result.reason} ({result.accel})")
 
 
@@ -444,9 +507,15 @@ STEPS: tuple[Step, ...] = (
     Step("element", "generate the diskimage-builder element", generate_element),
     Step("cache", "look up the build cache", lookup_cache),
     Step("dib", "build the OS tree with diskimage-builder", run_dib, _on_hit),
-    Step("assemble", "assemble the bootable disk", assemble_disk, _on_hit),
-    Step("harden", "apply the hardening profile (libguestfs)", harden_disk, _on_hit),
-    Step("audit", "audit the image and read its facts (read-only)", audit_disk, _on_hit),
+    Step("tree", "finish the OS tree for its disk", prepare_tree, _on_hit),
+    Step("harden", "apply the hardening profile to the OS tree", harden_tree, _on_hit),
+    Step("assemble", "make the bootable disk from the hardened tree", assemble_disk, _on_hit),
+    Step(
+        "audit",
+        "audit the finished disk and read its facts (read-only; the boot test starts alongside)",
+        check_disk,
+        _on_hit,
+    ),
     Step("label", "write the SBOM and labels.json", label_disk, _on_hit),
     Step("boot-test", "boot the image under qemu", run_boot_test, _unless_boot_test),
     Step("store", "store the build in the cache", store_cache, _on_hit),
@@ -487,6 +556,11 @@ def build(
                     with progress.step(step.name, step.description):
                         step.run(ctx)
             except BaseException as exc:
+                if ctx.boot_job is not None:
+                    # Ctrl-C, SIGTERM or a failed step: qemu stops too, before cleanup.
+                    ctx.boot_job.stop()
+                    with contextlib.suppress(BaseException):
+                        ctx.boot_job.wait()
                 logfile.flush()
                 kept = _keep_failure_logs(root, ctx, staging)
                 if isinstance(exc, ImageFactoryError) and kept is not None:

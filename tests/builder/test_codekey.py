@@ -33,13 +33,24 @@ def _digest_of_copy(root: Path) -> str:
     return out.stdout.strip()
 
 
-def test_an_edit_to_the_disk_assembly_code_changes_the_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "module",
+    [
+        "builder/assemble.py",  # the disk assembly
+        "guest/tree.py",  # how the hardening sees the OS tree before it is a disk
+        "harden/apply.py",  # the hardening itself
+        "builder/label_steps.py",  # the harden, audit and label steps
+    ],
+)
+def test_an_edit_to_the_code_that_makes_the_disk_changes_the_key(
+    tmp_path: Path, module: str
+) -> None:
     copy = tmp_path / "imagefactory"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     before = _digest_of_copy(tmp_path)
     assert before == _digest_of_copy(tmp_path)
-    assembly = next(copy.rglob("assemble.py"))
-    assembly.write_text(assembly.read_text() + "\n# one more line\n")
+    edited = copy / module
+    edited.write_text(edited.read_text() + "\n# one more line\n")
     assert _digest_of_copy(tmp_path) != before
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from imagefactory.builder import label_steps
+from imagefactory.builder.assemble import Layout, PreparedTree
 from imagefactory.builder.context import BuildContext, BuildOptions
 from imagefactory.builder.pipeline import STEPS
 from imagefactory.errors import AuditError
@@ -21,20 +22,19 @@ from imagefactory.profiles import load_profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import DEFAULT_LIMITS, load_recipe
 from imagefactory.settings import Settings
+from imagefactory.vocab import BootMode
 from tests.fakes import diskimages as fx
-from tests.fakes.guest import FakeGuest, unhardened_tree
+from tests.fakes.guest import FakeGuest, materialize, unhardened_tree
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_steps_harden_audit_and_label_after_assemble() -> None:
+def test_the_tree_is_hardened_before_it_becomes_a_disk_then_audited_and_labelled() -> None:
     names = [s.name for s in STEPS]
-    assert names[names.index("assemble") + 1 : names.index("assemble") + 4] == [
-        "harden",
-        "audit",
-        "label",
-    ]
-    assert names.index("label") < names.index("store")
+    start = names.index("tree")
+    assert names[start : start + 5] == ["tree", "harden", "assemble", "audit", "label"]
+    assert names.index("dib") < start
+    assert names.index("label") < names.index("boot-test") < names.index("store")
 
 
 @pytest.fixture
@@ -87,14 +87,25 @@ def test_a_failed_required_check_fails_the_build_with_findings(
     assert audit["passed"] is False
 
 
-def test_harden_then_audit_then_label(ctx: BuildContext, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_harden_then_audit_then_label(
+    ctx: BuildContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     guest = unhardened_tree()
-    opened = _fake_guest(monkeypatch, guest)
-    label_steps.harden_disk(ctx)
-    assert opened[0]["readonly"] is False
+    tree = materialize(guest, tmp_path / "tree")
+    ctx.tree = PreparedTree(tree, Layout(BootMode.BIOS, 2 << 30), "uuid", "6.1.0-28-amd64", 1)
+    label_steps.harden_tree(ctx)
     assert ctx.hardening["profile"] == "worker-node-default"
-    assert ctx.digests["site-base-debian12-1.0.qcow2"].startswith("sha256:")
+    # The same record as the hardening of the same content behind the guest seam.
+    expected = apply_profile(guest, ctx.need_profile(), ctx.recipe.root_policy)
+    assert ctx.hardening["actions"] == expected
+    assert (tree / "etc/machine-id").read_bytes() == b""
+    # The audit reads the finished disk (here: the fake guest hardened the same way).
+    opened = _fake_guest(monkeypatch, guest)
     label_steps.audit_disk(ctx)
+    assert opened == [
+        {"path": ctx.images["site-base-debian12-1.0.qcow2"], "format": "qcow2", "readonly": True,
+         "accel": "tcg"}
+    ]  # fmt: skip
     label_steps.label_disk(ctx)
     labels = Labels.read(ctx.staging).to_dict()
     assert labels["audit"]["passed"] is True
@@ -112,34 +123,3 @@ def test_hardening_applied_twice_changes_nothing_more() -> None:
     before = {p: (n.mode, n.data) for p, n in guest.nodes.items()}
     apply_profile(guest, profile, RootPolicy.NONE)
     assert {p: (n.mode, n.data) for p, n in guest.nodes.items()} == before
-
-
-def test_other_formats_are_converted_from_the_hardened_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    recipe = load_recipe(REPO / "recipes" / "site-base-debian12.yaml", DEFAULT_LIMITS)
-    with (tmp_path / "build.log").open("w") as log:
-        ctx = BuildContext(
-            recipe=recipe,
-            settings=Settings(cache_dir=tmp_path / "cache"),
-            options=BuildOptions(),
-            progress=Progress(stream=io.StringIO()),
-            staging=tmp_path,
-            logfile=log,
-        )
-        primary = fx.write(tmp_path / "site-base-debian12-1.0.qcow2", fx.qcow2())
-        raw = fx.write(tmp_path / "site-base-debian12-1.0.raw", b"unhardened")
-        ctx.images = {primary.name: primary, raw.name: raw}
-        ctx.profile = load_profile(recipe.hardening)
-        _fake_guest(monkeypatch, unhardened_tree())
-        calls: list[list[str]] = []
-
-        def fake_run(argv: list[str], **kwargs: Any) -> None:
-            calls.append(argv)
-            Path(argv[-1]).write_bytes(b"converted from the hardened disk")
-
-        monkeypatch.setattr(label_steps, "run", fake_run)
-        label_steps.harden_disk(ctx)
-    assert calls == [["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(primary), str(raw)]]
-    assert raw.read_bytes() == b"converted from the hardened disk"
-    assert ctx.digests[raw.name] != ctx.digests[primary.name]
