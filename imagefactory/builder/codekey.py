@@ -20,9 +20,10 @@ from imagefactory.errors import BuildError
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 #: Everything that turns a recipe into a disk, its audit, SBOM and labels:
-#: the builder's steps (element, diskimage-builder call, disk assembly), the
-#: hardening, the libguestfs layer, the audit, the labels and SBOM, and the
-#: recipe model and vocabularies they read.
+#: the builder's steps (element, diskimage-builder call, tree, disk assembly),
+#: the hardening and the two views it works through (``guest.tree`` over the
+#: OS tree before it is a disk, the libguestfs layer), the audit, the labels
+#: and SBOM, and the recipe model and vocabularies they read.
 BYTE_DECIDING_MODULES = (
     "imagefactory.builder",
     "imagefactory.harden",
