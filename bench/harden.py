@@ -165,6 +165,17 @@ def audit_and_label(
     return report.passed
 
 
+def print_round(n: int, phases: dict[str, float]) -> None:
+    """One round's three figures as soon as it ends (a long run can be cut short)."""
+    ours = phases["harden (tree)"] + phases["audit"] + phases["label"]
+    naive = phases["naive: harden (disk)"] + phases["naive: audit"] + phases["naive: label"]
+    print(
+        f"round {n + 1}: bare {phases['bare']:.1f} s, ours {ours:.1f} s "
+        f"({ours / phases['bare']:.2f}x), naive {naive:.1f} s ({naive / phases['bare']:.2f}x)",
+        flush=True,
+    )
+
+
 def report(
     image_name: Path, fmt: str, accel: str, passed: dict[str, bool], rounds: list[dict[str, float]]
 ) -> None:
@@ -256,6 +267,7 @@ def main() -> None:
             )
             naive.unlink()
             rounds.append(phases)
+            print_round(n, phases)
 
     report(args.image, fmt, accel, passed, rounds)
     if args.calls:
