@@ -44,6 +44,7 @@ from imagefactory.builder import dib
 from imagefactory.builder.context import BuildOptions
 from imagefactory.builder.element import write_element
 from imagefactory.builder.pipeline import BuildResult, build
+from imagefactory.builder.slots import cache_slot
 from imagefactory.host.accel import choose_accel, choose_guest_accel
 from imagefactory.mirrors import resolve_archive
 from imagefactory.progress import Progress
@@ -61,20 +62,23 @@ def bare_dib(recipe: Recipe, settings: Settings, work: Path) -> float:
     base = recipe.base
     archive = resolve_archive(base.distro, base.release, base.arch, settings.mirrors)
     element = write_element(recipe, work / "elements")
-    call = dib.invocation(
-        recipe,
-        archive=archive,
-        elements_path=element.root,
-        element_name=element.name,
-        output_dir=work,
-        image_cache=settings.dib_image_cache,
-        keyrings=dict(settings.keyrings),
-    )
     (work / dib.WORK_DIR_NAME).mkdir()
-    started = time.monotonic()
-    with (work / "dib.log").open("w") as log:
-        run(call.argv, env=call.env, cwd=work, logfile=log)
-    return time.monotonic() - started
+    # A slot of the image cache, as the build takes one: two DIB runs on one
+    # cache (another build on this host) collide on apt's archive lock.
+    with cache_slot(settings.dib_image_cache) as image_cache:
+        call = dib.invocation(
+            recipe,
+            archive=archive,
+            elements_path=element.root,
+            element_name=element.name,
+            output_dir=work,
+            image_cache=image_cache,
+            keyrings=dict(settings.keyrings),
+        )
+        started = time.monotonic()
+        with (work / "dib.log").open("w") as log:
+            run(call.argv, env=call.env, cwd=work, logfile=log)
+        return time.monotonic() - started
 
 
 def full_build(
@@ -213,6 +217,12 @@ def main() -> int:
                 (disk,) = (result.directory / name for name in result.record["disk"]["files"])
                 boots.append(bare_boot(recipe, settings, disk, root / f"boot{n}"))
             shutil.rmtree(root / f"full{n}", ignore_errors=True)
+            # Each round as it ends: a long run cut short still says something.
+            print(
+                f"round {n + 1}: bare DIB {bare[-1]:.1f} s, build {full[-1]:.1f} s"
+                + (f", bare boot {boots[-1]:.1f} s" if boots else ""),
+                flush=True,
+            )
         t_cached = 0.0
         if not args.boot_test:
             print("imagefactory build (cached)...", file=sys.stderr)
