@@ -55,7 +55,7 @@ DOMAIN = """<domain type='qemu'>
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='{fmt}'/>
-      <source file='{path}'/>
+      <source file='{path}'><seclabel model='dac' relabel='no'/></source>
       <target dev='vda' bus='virtio'/>
       {readonly}
     </disk>

@@ -265,6 +265,23 @@ def domain_problems(
             out.append(
                 Problem("gate-overlay", "<disk><backingStore>: a backing file given in the XML")
             )
+    for disk in root.findall("./devices/disk"):
+        source = disk.find("source")
+        if source is None or not (source.get("file") or source.get("dev")):
+            continue
+        label = source.find("seclabel")
+        if label is None or label.get("model") != "dac" or label.get("relabel") != "no":
+            target = disk.find("target")
+            dev = target.get("dev", "?") if target is not None else "?"
+            out.append(
+                Problem(
+                    "gate-relabel",
+                    f"<disk> {shown(dev)}: its <source> lacks <seclabel model='dac'"
+                    " relabel='no'/>; libvirt would chown the disk and its backing chain (the"
+                    " store's image) to its qemu user for good (make the overlay that user's:"
+                    " imagefactory instantiate --owner libvirt-qemu)",
+                )
+            )
     for iface in root.findall("./devices/interface"):
         rom = iface.find("rom")
         if rom is None or rom.get("enabled") != "no":

@@ -56,6 +56,7 @@ REASONS: Mapping[str, str] = MappingProxyType(
         "gate-outside-store": "a disk (or an overlay's base) lies outside the image store",
         "gate-format-mismatch": "the hypervisor would open a disk in another format than signed",
         "gate-overlay": "a copy-on-write overlay that is not a plain qcow2 over a store image",
+        "gate-relabel": "a disk libvirt would relabel (chown the store's image to its qemu user)",
         "gate-direct-kernel": "a kernel or initrd outside any verified disk would boot",
         "gate-invalid-request": "the domain XML or command line cannot be read safely",
         "gate-error": "the gate could not decide (bad policy, unreadable store); refused",

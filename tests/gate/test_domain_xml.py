@@ -9,11 +9,14 @@ from tests.gate.conftest import Store
 
 EMULATOR = "/usr/bin/qemu-system-x86_64"
 OVMF = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+#: What every disk the gate accepts carries: libvirt must not chown store images.
+NO_RELABEL = "<seclabel model='dac' relabel='no'/>"
 DOMAIN = """<domain type='qemu' {ns}><name>wn</name><memory unit='KiB'>65536</memory>
 <os><type arch='x86_64' machine='pc'>hvm</type>{os}</os>
 <devices><emulator>{emulator}</emulator>
 <disk type='file' device='disk'><driver name='qemu' type='raw'/>
-<source file='{disk}'/><target dev='vda' bus='virtio'/><readonly/>{disk_extra}</disk>
+<source file='{disk}'>{seclabel}</source><target dev='vda' bus='virtio'/><readonly/>{disk_extra}\
+</disk>
 {devices}</devices>{tail}</domain>"""
 
 
@@ -26,10 +29,11 @@ def xml(
     ns: str = "",
     emulator: str = EMULATOR,
     disk: str = "/s/good/a.raw",
+    seclabel: str = NO_RELABEL,
 ) -> str:
     return DOMAIN.format(
         os=os, devices=devices, disk_extra=disk_extra, tail=tail, ns=ns, emulator=emulator,
-        disk=disk,
+        disk=disk, seclabel=seclabel,
     )  # fmt: skip
 
 
@@ -140,14 +144,19 @@ def test_escapes_in_domain_xml_are_shown_escaped() -> None:
 
 
 def _with_disk_seclabel(seclabel: str) -> str:
-    return xml().replace(
-        "<source file='/s/good/a.raw'/>", f"<source file='/s/good/a.raw'>{seclabel}</source>"
-    )
+    return xml(seclabel=seclabel)
 
 
 def test_a_disk_that_libvirt_must_not_relabel_is_accepted() -> None:
     """contrib/libvirt/worker-node.xml: the store's base stays root's."""
     assert problems(_with_disk_seclabel("<seclabel model='dac' relabel='no'/>")) == []
+
+
+@pytest.mark.parametrize("seclabel", ["", "<seclabel model='dac' relabel='yes'/>"])
+def test_a_disk_libvirt_may_relabel_is_refused_with_the_fix(seclabel: str) -> None:
+    """libvirt's DAC driver would chown the store's base to its qemu user, for good."""
+    found = problems(_with_disk_seclabel(seclabel))
+    assert any("relabel='no'" in m and "instantiate --owner" in m for m in found), found
 
 
 @pytest.mark.parametrize(

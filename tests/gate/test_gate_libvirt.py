@@ -4,6 +4,7 @@ domain start and refuses an unverified one, with the reasons in libvirt's error.
 
 from __future__ import annotations
 
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -58,10 +59,35 @@ def test_libvirt_refuses_a_domain_whose_disk_is_unsigned(libvirt: Libvirt) -> No
 
 
 def test_libvirt_starts_an_overlay_over_a_verified_image(libvirt: Libvirt) -> None:
-    overlay = make_overlay(libvirt.store / "good", libvirt.work / "run", "gate-overlay")
+    qemu_user = pwd.getpwnam("libvirt-qemu")
+    overlay = make_overlay(
+        libvirt.store / "good",
+        libvirt.work / "run",
+        "gate-overlay",
+        owner=(qemu_user.pw_uid, qemu_user.pw_gid),
+    )
+    base = libvirt.store / "good" / RAW
+    before = base.stat()
     done = libvirt.create("gate-overlay", overlay, fmt="qcow2")
     assert done.returncode == 0, done.stderr
     libvirt.virsh("destroy", "gate-overlay")
+    # relabel='no': libvirt left the store's base as it was (root's, read-only).
+    after = base.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode) == (
+        before.st_uid,
+        before.st_gid,
+        before.st_mode,
+    )
+
+
+def test_libvirt_refuses_a_disk_it_would_relabel(libvirt: Libvirt) -> None:
+    xml = _good_domain("gate-relabel", libvirt.store / "good" / RAW).replace(
+        "<seclabel model='dac' relabel='no'/>", ""
+    )
+    done = _create_xml(libvirt, "gate-relabel", xml)
+    assert done.returncode != 0
+    assert "gate-relabel" in done.stderr or "relabel='no'" in done.stderr
+    assert "gate-relabel" not in libvirt.virsh("list", "--all", "--name").stdout
 
 
 def test_libvirt_refuses_a_disk_outside_the_store(libvirt: Libvirt) -> None:

@@ -124,7 +124,8 @@ def disk_xml(path: str, fmt: str = "raw", kind: str = "file", dev: str = "vda") 
     attr = "file" if kind == "file" else "dev"
     return (
         f"<disk type='{kind}' device='disk'><driver name='qemu' type='{fmt}'/>"
-        f"<source {attr}='{path}'/><target dev='{dev}'/></disk>"
+        f"<source {attr}='{path}'><seclabel model='dac' relabel='no'/></source>"
+        f"<target dev='{dev}'/></disk>"
     )
 
 

@@ -14,7 +14,8 @@ from tests.gate.test_gate_qemu import RAW, _gate_cli
 XEN_DOMAIN = """<domain type='xen'><name>wn</name><memory>1048576</memory>
 <os><type>hvm</type></os><devices>
 <disk type='file' device='disk'><driver name='qemu' type='raw'/>
-<source file='{path}'/><target dev='xvda' bus='xen'/></disk>
+<source file='{path}'><seclabel model='dac' relabel='no'/></source>\
+<target dev='xvda' bus='xen'/></disk>
 </devices></domain>"""
 
 
