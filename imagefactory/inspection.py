@@ -66,6 +66,7 @@ def inspect_image(
     accel: Callable[[], str],
     on_status: Callable[[str], None] = lambda text: None,
     hash_disk: bool = True,
+    disk_fd: int | None = None,
 ) -> Inspection:
     """Check ``path`` is safe, then read its facts and audit it read-only.
 
@@ -74,13 +75,17 @@ def inspect_image(
     probe KVM. ``on_status`` hears what is happening (the launch alone takes
     10-20 s under TCG). ``hash_disk=False`` skips the sha256 and sha512 pass:
     for a caller that has just checked the digest of the very bytes it hands
-    over (verify, through its open descriptor).
+    over (verify, through its open descriptor). ``disk_fd``: ``path`` names this
+    open descriptor (``/proc/PID/fd/N``, for the appliance's qemu to reopen): the
+    format checks read through it rather than refusing the link.
     """
     require_file(path)
-    info = check_safe(path, allowed_formats=INSPECT_FORMATS, declared_format=declared_format)
+    info = check_safe(
+        path, allowed_formats=INSPECT_FORMATS, declared_format=declared_format, fd=disk_fd
+    )
     # Detection alone is not trusted (no --format, or one that agrees): a second,
     # independent reader of the bytes must name the same single format.
-    disagree = second_opinion(path, info.format)
+    disagree = second_opinion(path, info.format, disk_fd)
     if disagree:
         raise UnsafeImageError(
             path, [Reason("format-inspector", "format", f"{path}: {m}") for m in disagree]

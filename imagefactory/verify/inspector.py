@@ -28,7 +28,13 @@ class GuestInspector:
         self.accel = accel
         self.accel_cache = accel_cache
 
-    def __call__(self, disk: Path, disk_format: str, labels: Mapping[str, Any]) -> dict[str, Any]:
+    def __call__(
+        self,
+        disk: Path,
+        disk_format: str,
+        labels: Mapping[str, Any],
+        disk_fd: int | None = None,
+    ) -> dict[str, Any]:
         audit = labels.get("audit") or {}
         trust = labels.get("trust") or {}
         try:
@@ -47,6 +53,7 @@ class GuestInspector:
             # verify's digest step checked the sha256 of these very bytes (the same
             # descriptor): a second pass, at sha512's speed, would add nothing.
             hash_disk=False,
+            disk_fd=disk_fd,
         )
         return {
             "disk.boot_mode": found.boot_mode,

@@ -72,8 +72,14 @@ class Inspector(Protocol):
     """
 
     def __call__(
-        self, disk: Path, disk_format: str, labels: Mapping[str, Any]
-    ) -> Mapping[str, Any]: ...
+        self,
+        disk: Path,
+        disk_format: str,
+        labels: Mapping[str, Any],
+        disk_fd: int | None = None,
+    ) -> Mapping[str, Any]:
+        """``disk_fd``: ``disk`` names this open descriptor (``/proc/PID/fd/N``)."""
+        ...
 
 
 @dataclass
@@ -469,7 +475,7 @@ def _inspection(run: _Run) -> list[Reason]:
         if run.options.disk_fd is not None:
             # The same open file, reopened by the inspector's own processes: never the path.
             disk = Path(f"/proc/{os.getpid()}/fd/{run.options.disk_fd}")
-        observed = inspector(disk, run.disk_format, labels)
+        observed = inspector(disk, run.disk_format, labels, disk_fd=run.options.disk_fd)
     except (ImageFactoryError, OSError) as exc:  # an inspection that fails is a refusal
         return [Reason("inspection-mismatch", "inspection", f"inspection failed: {exc}")]
     mismatches = [

@@ -408,11 +408,15 @@ def test_user_defined_inspection_must_match_labels(tmp_path: Path, keys: dict[st
     trust = policy(tmp_path, keys, user_defined={"accept": True})
     seen: list[tuple[Path, str]] = []
 
-    def truthful(disk: Path, disk_format: str, labels: Mapping[str, Any]) -> dict[str, Any]:
+    def truthful(
+        disk: Path, disk_format: str, labels: Mapping[str, Any], disk_fd: int | None = None
+    ) -> dict[str, Any]:
         seen.append((disk, disk_format))
         return {"os.distro": "debian", "os.version": "12", "trust.root_policy": "user"}
 
-    def lying(disk: Path, disk_format: str, labels: Mapping[str, Any]) -> dict[str, Any]:
+    def lying(
+        disk: Path, disk_format: str, labels: Mapping[str, Any], disk_fd: int | None = None
+    ) -> dict[str, Any]:
         return {"os.distro": "ubuntu", "trust.root_policy": "user"}
 
     allowed = verify(image, trust, inspector=truthful)
@@ -434,7 +438,9 @@ def test_an_inspection_that_cannot_read_the_disk_is_a_refusal(
     image = signed(tmp_path, keys, user_defined)
     trust = policy(tmp_path, keys, user_defined={"accept": True})
 
-    def failing(disk: Path, disk_format: str, labels: Mapping[str, Any]) -> dict[str, Any]:
+    def failing(
+        disk: Path, disk_format: str, labels: Mapping[str, Any], disk_fd: int | None = None
+    ) -> dict[str, Any]:
         raise InspectionError("the labels name no profile this host knows")
 
     verdict = verify(image, trust, inspector=failing)
