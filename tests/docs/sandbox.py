@@ -57,7 +57,17 @@ for d in {state}; do mkdir -p "$d"; mount -t tmpfs -o mode=0755 tmpfs "$d"; done
 # does not re-probe qemu on every start and the accelerator probe says TCG.
 if [ -e /dev/kvm ]; then mount --bind /dev/null /dev/kvm; fi
 touch "$w/ready"
-exec sleep infinity
+# The namespace's init: it reaps the orphans (libvirtd's and qemu's daemonised
+# children), which libvirtd otherwise waits on for ever as zombies.
+exec /usr/bin/python3 -c "$REAPER"
+"""
+REAPER = """\
+import os, time
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(0.2)
 """
 
 
@@ -89,7 +99,7 @@ class Sandbox:
         (self.state / "env").write_text("")
         script = SETUP.format(overlaid=" ".join(OVERLAID), state=" ".join(LIBVIRT_STATE))
         self._ns = subprocess.Popen(
-            [*UNSHARE, "sh", "-c", script, "sh", str(self.work)],
+            [*UNSHARE, "env", f"REAPER={REAPER}", "sh", "-c", script, "sh", str(self.work)],
             stdin=subprocess.DEVNULL,
             stdout=self._log("namespace.log"),
             stderr=subprocess.STDOUT,
