@@ -11,9 +11,10 @@ see the real host (its tools, apt sources, the shared build cache under
 namespace's first process ends every process started in it (libvirtd, qemu).
 
 The guides' install step (clone, ``scripts/setup``, the ``imagefactory``
-link) is done here once: the checkout is a copy of the repository's tracked
-files in ``/opt/imagefactory`` and ``/usr/local/bin/imagefactory`` is the
-repository's own ``.venv/bin/imagefactory``, the code under test.
+link) is done here once: the checkout is a copy of the repository's files
+(tracked, or new and not ignored) in ``/opt/imagefactory``, and
+``/usr/local/bin/imagefactory`` is the repository's own
+``.venv/bin/imagefactory``, the code under test.
 """
 
 from __future__ import annotations
@@ -140,7 +141,18 @@ class Sandbox:
     def _install(self) -> None:
         """What the guides' (not run) install block does: checkout, setup, link."""
         files = subprocess.run(
-            ["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ],
+            capture_output=True,
+            check=True,
         ).stdout.split(b"\0")
         checkout = self.work / "checkout"
         for name in filter(None, files):
