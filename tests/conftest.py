@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,18 @@ def require_integration_host() -> None:
 def integration_host() -> None:
     """Root plus the tools a real build and boot need."""
     require_integration_host()
+
+
+@pytest.fixture
+def sigint_default() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt here and in the processes a test starts.
+
+    A shell without job control starts background commands with SIGINT
+    ignored, and an ignored SIGINT stays ignored across exec (Python then
+    installs no KeyboardInterrupt handler): a test of Ctrl-C would test nothing.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

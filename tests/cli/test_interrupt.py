@@ -17,8 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from imagefactory.errors import EXIT_INTERRUPTED
 from tests.fakes.imagedirs import key_sign, key_signer, make_image, new_key, vo_rules, write_policy
+
+#: Ctrl-C must raise here, however the test run was started (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("sigint_default")
 
 REPO = Path(__file__).resolve().parents[2]
 DISK_SIZE = 64 << 30

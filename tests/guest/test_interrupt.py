@@ -17,6 +17,9 @@ import pytest
 
 from imagefactory.guest.interrupt import children, interruptible
 
+#: Ctrl-C must raise here, however the test run was started (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("sigint_default")
+
 #: Guards against a hang, not timings.
 GUARD_SECONDS = 30
 

@@ -152,6 +152,7 @@ def _mounts_under(path: Path) -> list[str]:
         return [line for line in f if str(path) in line]
 
 
+@pytest.mark.usefixtures("sigint_default")  # the build it starts must hear Ctrl-C
 def test_interrupted_build_leaves_no_image_staging_or_mounts(
     build_settings: Settings, tmp_path: Path
 ) -> None:
