@@ -72,6 +72,17 @@ class Completed:
     cancelled: bool = False
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (it may be another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment a command runs with: a few passthrough variables plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if k in PASSTHROUGH_ENV}

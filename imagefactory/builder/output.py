@@ -26,6 +26,7 @@ from typing import Any
 from imagefactory.builder.cleanup import remove_quietly
 from imagefactory.errors import BuildError
 from imagefactory.model.imagedir import LOG_NAME, RECORD_NAME
+from imagefactory.run import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +47,10 @@ def remove_stale_staging(output_root: Path) -> None:
         match = _STAGING_RE.match(entry.name)
         if match is None or not entry.is_dir():
             continue
-        if _pid_alive(int(match["pid"])):
+        if process_alive(int(match["pid"])):
             continue
         log.info("removing %s left by an interrupted build", entry)
         remove_quietly(entry)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -42,9 +42,8 @@ from imagefactory.instances.rundir import (
     Temp,
     boot_id,
     check_job,
-    process_alive,
 )
-from imagefactory.run import run
+from imagefactory.run import process_alive, run
 from imagefactory.store.layout import Store, rmtree_readonly
 
 

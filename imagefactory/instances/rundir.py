@@ -154,13 +154,3 @@ class RunDir:
             raise InstanceError(
                 f"{self.directory}: cannot read the run directory: {exc.strerror}"
             ) from exc
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
