@@ -20,6 +20,17 @@ DEFAULT_STORE = Path("/var/lib/imagefactory/images")
 DEFAULT_CACHE = Path("/var/cache/imagefactory/verified")
 DEFAULT_RUN_DIR = Path("/var/lib/imagefactory/run")
 
+
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    """``--store``, as every command that reads the site's image store takes it."""
+    parser.add_argument(
+        "--store",
+        type=user_path,
+        default=DEFAULT_STORE,
+        help=f"the image store (default {DEFAULT_STORE})",
+    )
+
+
 HOOK_SCRIPT = """\
 #!/bin/sh
 # libvirt hook installed by 'imagefactory gate-hook-script' as
@@ -115,12 +126,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         default=DEFAULT_TRUST_POLICY,
         help=f"trust policy (default {DEFAULT_TRUST_POLICY})",
     )
-    gate_options.add_argument(
-        "--store",
-        type=user_path,
-        default=DEFAULT_STORE,
-        help=f"image store (default {DEFAULT_STORE})",
-    )
+    add_store_option(gate_options)
     gate_options.add_argument(
         "--cache",
         type=user_path,

@@ -17,8 +17,8 @@ from imagefactory.cli.common import Parser, emit_json, user_path
 from imagefactory.cli.gate import (
     DEFAULT_CACHE,
     DEFAULT_RUN_DIR,
-    DEFAULT_STORE,
     DEFAULT_TRUST_POLICY,
+    add_store_option,
 )
 from imagefactory.errors import EXIT_OK
 from imagefactory.settings import Settings
@@ -121,12 +121,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help=f"where the overlays and their records are (default {DEFAULT_RUN_DIR})",
     )
     store = argparse.ArgumentParser(add_help=False)
-    store.add_argument(
-        "--store",
-        type=user_path,
-        default=DEFAULT_STORE,
-        help=f"image store (default {DEFAULT_STORE})",
-    )
+    add_store_option(store)
 
     p = sub.add_parser(
         "instantiate",

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from imagefactory.cli.common import emit_json, user_path
-from imagefactory.cli.gate import DEFAULT_STORE, DEFAULT_TRUST_POLICY
+from imagefactory.cli.gate import DEFAULT_TRUST_POLICY, add_store_option
 from imagefactory.errors import EXIT_ERROR, EXIT_OK, EXIT_VERDICT
 from imagefactory.settings import Settings
 
@@ -175,12 +175,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         " classad-requirements: the requirement as a job's Requirements expression (reads no"
         " store); glance: openstack image create options and --property lines",
     )
-    p.add_argument(
-        "--store",
-        type=user_path,
-        default=DEFAULT_STORE,
-        help=f"the image store (default {DEFAULT_STORE})",
-    )
+    add_store_option(p)
     p.add_argument(
         "--policy",
         type=user_path,

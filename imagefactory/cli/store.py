@@ -8,7 +8,11 @@ import sys
 from typing import Any
 
 from imagefactory.cli.common import MiB, Parser, catalog_location, emit_json, user_path
-from imagefactory.cli.gate import DEFAULT_RUN_DIR, DEFAULT_STORE, DEFAULT_TRUST_POLICY
+from imagefactory.cli.gate import (
+    DEFAULT_RUN_DIR,
+    DEFAULT_TRUST_POLICY,
+    add_store_option,
+)
 from imagefactory.errors import EXIT_OK, EXIT_VERDICT
 from imagefactory.progress import Progress
 from imagefactory.settings import Settings
@@ -80,14 +84,6 @@ def cmd_store_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    def with_store(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--store",
-            type=user_path,
-            default=DEFAULT_STORE,
-            help=f"the image store (default {DEFAULT_STORE})",
-        )
-
     p = sub.add_parser(
         "pull",
         parents=[common],
@@ -133,15 +129,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         default=DEFAULT_RUN_DIR,
         help="the instances' run directory: an image one of them uses is retired, not removed",
     )
-    with_store(p)
+    add_store_option(p)
     p.set_defaults(func=cmd_pull)
 
     store = sub.add_parser("store", help="the site's image store")
     ssub = store.add_subparsers(dest="store_command", required=True, parser_class=Parser)
     p = ssub.add_parser("list", parents=[common], help="the images in the store")
-    with_store(p)
+    add_store_option(p)
     p.set_defaults(func=cmd_store_list)
     p = ssub.add_parser("export", parents=[common], help="the store as a HEPiX image list")
     p.add_argument("--to", choices=["image-list"], required=True)
-    with_store(p)
+    add_store_option(p)
     p.set_defaults(func=cmd_store_export)
