@@ -133,7 +133,9 @@ def read_images(store: Store) -> list[Image]:
         raise FileAccessError.from_os_error(store.state_dir, "read the pull state", exc) from exc
     revocations = local_revocations(store)
     images = []
-    for key, path in sorted(store.installed().items()):
+    # Every version directory, so that one without labels.json is named
+    # (labels-unreadable) rather than silently left out of --explain.
+    for key, path in sorted(store.version_dirs().items()):
         image = Image(key, path)
         images.append(image)
         if not _read_facts(image):

@@ -162,8 +162,13 @@ class Store:
                 self.save_state(state)
         return removed
 
-    def installed(self) -> dict[str, Path]:
-        """Every image directory of the store, by ``vo/name/version``."""
+    def version_dirs(self) -> dict[str, Path]:
+        """Every ``vo/name/version`` directory of the store, with labels.json or not.
+
+        Pull installs an image by one rename of a complete directory, so a
+        version directory without labels.json was not made by pull; callers
+        that explain the store (``select --explain``) name it rather than skip it.
+        """
         out: dict[str, Path] = {}
         for vo_dir in _subdirs(self.directory):
             if not VO_RE.fullmatch(vo_dir.name):
@@ -172,12 +177,15 @@ class Store:
                 if not NAME_RE.fullmatch(name_dir.name):
                     continue
                 for version_dir in _subdirs(name_dir):
-                    if (
-                        VERSION_RE.fullmatch(version_dir.name)
-                        and (version_dir / LABELS_NAME).is_file()
-                    ):
+                    if VERSION_RE.fullmatch(version_dir.name):
                         out[f"{vo_dir.name}/{name_dir.name}/{version_dir.name}"] = version_dir
         return out
+
+    def installed(self) -> dict[str, Path]:
+        """Every image directory of the store (one holding labels.json), by ``vo/name/version``."""
+        return {
+            key: path for key, path in self.version_dirs().items() if (path / LABELS_NAME).is_file()
+        }
 
     def clean_leftovers(self) -> None:
         """Remove staging and trash directories of killed pulls (holding the lock)."""

@@ -165,6 +165,16 @@ def test_unreadable_labels_are_named(world: World) -> None:
     assert status(run(world))["atlas/atlas-wn/1.0"] == ("refused", ["labels-unreadable"])
 
 
+def test_a_version_directory_without_labels_is_named_not_skipped(world: World) -> None:
+    stray = world.store / "atlas" / "atlas-wn" / "2.0"
+    stray.mkdir()
+    (stray / "disk.qcow2").write_bytes(b"not an image pull installed")
+    selection = run(world)
+    assert status(selection)["atlas/atlas-wn/2.0"] == ("refused", ["labels-unreadable"])
+    assert status(selection)["atlas/atlas-wn/1.0"][0] == "chosen"
+    assert "atlas/atlas-wn/2.0" not in Store(world.store).installed()
+
+
 def test_a_missing_store_is_an_error_not_a_no_match(tmp_path: Path, world: World) -> None:
     policy = load_policy(world.policy_path)
     with pytest.raises(FileAccessError, match="no such directory"):
