@@ -60,12 +60,15 @@ def _e(text: Check | bool = False, **attrs: Check) -> Element:
     return Element({k.rstrip("_").replace("__", "-"): v for k, v in attrs.items()}, text)
 
 
+#: Longest domain name accepted: room for a batch system's prefix (contrib's
+#: ``wn-``) before the longest job ID instantiate takes (64 characters).
+DOMAIN_NAME_MAX = 80
 _DISK = "domain/devices/disk"
 _IFACE = "domain/devices/interface"
 #: Accepted element paths (root first) and what each may carry.
 SCHEMA: dict[str, Element] = {
     "domain": _e(type=_one_of("qemu", "kvm", "xen"), id=_NUM),
-    "domain/name": _e(text=_re(r"[A-Za-z0-9_.+-]{1,64}")),
+    "domain/name": _e(text=_re(rf"[A-Za-z0-9_.+-]{{1,{DOMAIN_NAME_MAX}}}")),
     "domain/uuid": _e(text=_re(r"[0-9a-fA-F-]{32,36}")),
     "domain/title": _e(text=True),
     "domain/description": _e(text=True),

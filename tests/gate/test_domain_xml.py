@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from imagefactory.gate.domainxml import DOMAIN_NAME_MAX
 from imagefactory.gate.libvirt import domain_disks, run_hook
+from imagefactory.instances.rundir import MAX_JOB
 from tests.gate.conftest import Store
 
 EMULATOR = "/usr/bin/qemu-system-x86_64"
@@ -43,6 +45,14 @@ def problems(text: str) -> list[str]:
 
 def test_plain_domain_is_accepted() -> None:
     assert problems(xml()) == []
+
+
+def test_the_batch_scripts_domain_name_fits_the_longest_job_id() -> None:
+    """contrib's prologues name the domain wn-JOB; instantiate takes 64-character job IDs."""
+    longest = "wn-" + "7" * MAX_JOB
+    assert problems(xml().replace("<name>wn</name>", f"<name>{longest}</name>")) == []
+    too_long = "w" * (DOMAIN_NAME_MAX + 1)
+    assert problems(xml().replace("<name>wn</name>", f"<name>{too_long}</name>"))
 
 
 def test_libvirt_live_defaults_are_accepted() -> None:
