@@ -136,30 +136,52 @@ def test_gitlab_lint_job_comments_then_fails_on_a_refused_recipe(
     assert "atlas-wn-debian12.yaml:" in body  # the finding names the place
 
 
-def test_github_lint_job(
-    tmp_path: Path, world: World, catalog_server: Server, api: FakeApi
-) -> None:
+def github_lint_run(
+    tmp_path: Path, world: World, catalog_server: Server, api: FakeApi, head_repository: str
+) -> tuple[Path, Path]:
+    """Run the GitHub lint job for a pull request from ``head_repository``."""
     checkout = vo_checkout(tmp_path, world)
     publish_previous(world, RECIPES / "atlas-wn-debian12.yaml")
     job = github_jobs()["lint"]
+    summary = tmp_path / "step-summary.md"
     env = {
         "GITHUB_ACTIONS": "true",
         "CI": "true",
         "GITHUB_API_URL": api.url,
         "GITHUB_REPOSITORY": "atlas/recipes",
+        "GITHUB_STEP_SUMMARY": str(summary),
     }
     expressions = {
         "vars.IMAGEFACTORY_CATALOG_URL": catalog_server.url,
         "github.token": "gh-token",
         "github.event.pull_request.number": "7",
+        "github.event.pull_request.head.repo.full_name": head_repository,
     }
     run = Runner(tmp_path, checkout).run(job, env, expressions)
     assert_every_command_ran(job, run)
+    return checkout, summary
+
+
+def test_github_lint_job(
+    tmp_path: Path, world: World, catalog_server: Server, api: FakeApi
+) -> None:
+    checkout, summary = github_lint_run(tmp_path, world, catalog_server, api, "atlas/recipes")
     [comment] = api.posts()
     assert comment.path == "/repos/atlas/recipes/issues/7/comments"
     assert comment.headers["authorization"] == "Bearer gh-token"
     assert json.loads(comment.body) == {"body": (checkout / "lint.md").read_text()}
     assert "| wget | 1.0-1 | - | removed |" in json.loads(comment.body)["body"]
+    assert summary.read_text() == (checkout / "lint.md").read_text()
+
+
+def test_github_lint_job_from_a_fork_reports_in_the_summary_not_a_comment(
+    tmp_path: Path, world: World, catalog_server: Server, api: FakeApi
+) -> None:
+    """A fork's pull request gets a read-only token: commenting would fail the job."""
+    checkout, summary = github_lint_run(tmp_path, world, catalog_server, api, "someone/recipes")
+    assert api.posts() == []
+    assert "| wget | 1.0-1 | - | removed |" in summary.read_text()
+    assert summary.read_text() == (checkout / "lint.md").read_text()
 
 
 # -- sign keyless and publish on the default branch -----------------------------------
