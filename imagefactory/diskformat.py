@@ -37,6 +37,11 @@ Policy decisions (qcow2):
   entries (bit 4) are accepted, they change only the in-file layout; every
   unknown bit (5-63) is refused. Compatible and autoclear bits other than
   raw-external-data are harmless by the spec's definition and only recorded;
+* every L1 and L2 entry must point inside the file: a standard cluster at a
+  cluster-aligned offset, a compressed one (``qemu-img convert -c``) with the
+  whole byte range qemu reads for it (its offset and sector count, see
+  :func:`_l2_entry_problem`) after the header cluster and inside the file,
+  never with the "copied" bit or (extended L2) a subcluster bitmap;
 * versions other than 2 and 3, ``crypt_method`` other than 0, ``cluster_bits``
   outside 9..21, a bad ``header_length``, an unterminated or overrunning
   header extension area, an L1 table too small for the virtual size or outside
@@ -841,6 +846,9 @@ def _check_qcow2_layout(h: _Qcow2Header, file_size: int, f: _Findings) -> None:
 #: real images far below: 256 GiB in 64 KiB clusters is 32 MiB of L2 tables).
 _MAX_L2_CHECK_BYTES = 64 * MiB
 _OFFSET_MASK = 0x00FFFFFFFFFFFE00  # bits 9-55: a cluster's host offset
+_L2_COMPRESSED = 1 << 62
+_L2_COPIED = 1 << 63
+_SECTOR = 512
 
 
 def _check_qcow2_tables(fd: int, h: _Qcow2Header, file_size: int, f: _Findings) -> None:
@@ -878,8 +886,6 @@ def _check_qcow2_tables(fd: int, h: _Qcow2Header, file_size: int, f: _Findings) 
             )
             return
         l2_offsets.append(offset)
-    if h.incompatible & _INCOMPAT_EXTL2:
-        return  # extended L2 entries: the subcluster layout is not checked here
     if len(l2_offsets) * cluster > _MAX_L2_CHECK_BYTES:
         f.add(
             "qcow2-layout",
@@ -887,22 +893,65 @@ def _check_qcow2_tables(fd: int, h: _Qcow2Header, file_size: int, f: _Findings) 
             _REBUILD,
         )
         return
-    compressed_mask = (1 << (62 - (h.cluster_bits - 8))) - 1
+    # An extended L2 entry is the standard one followed by a subcluster bitmap.
+    layout = struct.Struct(">QQ" if h.incompatible & _INCOMPAT_EXTL2 else ">Q")
     for table in l2_offsets:
-        for (entry,) in struct.iter_unpack(">Q", _pread(fd, cluster, table)):
-            if entry & (1 << 62):  # compressed: the host offset is in the low bits
-                offset, aligned = entry & compressed_mask, True
-            else:
-                offset = entry & _OFFSET_MASK
-                aligned = offset % cluster == 0
-            if offset and (offset >= file_size or not aligned):
+        data = _pread(fd, cluster, table)
+        data = data[: len(data) // layout.size * layout.size]
+        for index, (entry, *bitmap) in enumerate(layout.iter_unpack(data)):
+            offset = entry & _OFFSET_MASK
+            if not entry & _L2_COMPRESSED and (
+                not offset or (offset < file_size and not offset % cluster)
+            ):
+                continue  # the common case, checked inline: unallocated or a sane cluster
+            problem = _l2_entry_problem(
+                entry, bitmap[0] if bitmap else 0, h.cluster_bits, file_size
+            )
+            if problem is not None:
                 f.add(
                     "qcow2-layout",
-                    f"qcow2 L2 table at offset {table} maps data to offset {offset}, outside"
-                    f" the {file_size}-byte file or unaligned",
+                    f"qcow2 L2 table at offset {table}, entry {index}: {problem}",
                     _REBUILD,
                 )
                 return
+
+
+def _l2_entry_problem(entry: int, bitmap: int, cluster_bits: int, file_size: int) -> str | None:
+    """Why one L2 entry is refused (docs/interop/qcow2.txt, "Cluster mapping"), or ``None``.
+
+    A standard cluster's host offset (bits 9-55) must be cluster-aligned and in
+    the file. A compressed one (bit 62) packs a byte offset into its low
+    ``x = 62 - (cluster_bits - 8)`` bits and, above them up to bit 61, the
+    number of 512-byte sectors after the one holding that offset: qemu reads
+    ``sectors * 512 - offset % 512`` bytes from there, so that whole range must
+    lie in the file (its last sector may be the file's partial last one: qemu
+    reads zeros past the end), after the header cluster. Bit 63 ("copied",
+    refcount exactly one) is never set on a compressed cluster, bits of the
+    offset above 55 are zero, and with extended L2 entries its subcluster
+    bitmap is reserved, zero.
+    """
+    cluster = 1 << cluster_bits
+    if not entry & _L2_COMPRESSED:
+        offset = entry & _OFFSET_MASK
+        if offset and (offset >= file_size or offset % cluster):
+            return f"maps data to offset {offset}, outside the {file_size}-byte file or unaligned"
+        return None
+    x = 62 - (cluster_bits - 8)
+    offset = entry & ((1 << x) - 1)
+    sectors = (entry >> x & ((1 << (62 - x)) - 1)) + 1
+    end = offset - offset % _SECTOR + sectors * _SECTOR
+    what = f"a compressed cluster at offset {offset} ({sectors} sectors, to byte {end})"
+    if entry & _L2_COPIED:
+        return f"{what} has the copied bit (63) set, which a compressed cluster never has"
+    if offset >> 56:
+        return f"{what} sets offset bits above 55, which must be zero"
+    if bitmap:
+        return f"{what} has a subcluster bitmap (0x{bitmap:016x}), which must be zero"
+    if offset < cluster:
+        return f"{what} lies in the header cluster"
+    if offset >= file_size or end > -(-file_size // _SECTOR) * _SECTOR:
+        return f"{what} runs past the end of the {file_size}-byte file"
+    return None
 
 
 # --------------------------------------------------------------------------- other formats

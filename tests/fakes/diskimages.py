@@ -195,3 +195,56 @@ def qemu_img(*args: str) -> None:
         if _QEMU_IMG_FLAKE not in done.stderr:
             break
     assert done.returncode == 0, f"qemu-img {' '.join(args)}: {done.stderr.strip()}"
+
+
+def compressed_qcow2(
+    path: Path, *, cluster_size: str = "64k", extended_l2: bool = False, mib: int = 4
+) -> Path:
+    """A qcow2 that ``qemu-img convert -c`` made (zlib) from ``mib`` MiB of compressible data.
+
+    Each 4 KiB of the raw source holds its own offset as text, so every
+    cluster compresses (qemu keeps a cluster uncompressed when that is smaller)
+    and no two clusters are alike.
+    """
+    raw = path.with_name(path.name + ".raw")
+    with raw.open("wb") as stream:
+        for block in range(mib * 256):
+            stream.write(f"block {block:08d} ".encode().ljust(4096, b"."))
+    options = f"cluster_size={cluster_size},compression_type=zlib"
+    if extended_l2:
+        options += ",extended_l2=on"
+    qemu_img("convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o", options, str(raw), str(path))
+    raw.unlink()
+    return path
+
+
+def qcow2_l2_entries(path: Path) -> list[tuple[int, int]]:
+    """(file offset, value) of every allocated L2 entry of a qcow2 (the test's own reading)."""
+    data = path.read_bytes()
+    cluster_bits, _size, _crypt, l1_size, l1_offset = struct.unpack_from(">IQIIQ", data, 20)
+    incompatible = struct.unpack_from(">Q", data, 72)[0]
+    stride = 16 if incompatible & (1 << 4) else 8
+    entries = []
+    for index in range(l1_size):
+        table = struct.unpack_from(">Q", data, l1_offset + 8 * index)[0] & 0x00FFFFFFFFFFFE00
+        if not table:
+            continue
+        for at in range(table, table + (1 << cluster_bits), stride):
+            value = struct.unpack_from(">Q", data, at)[0]
+            if value:
+                entries.append((at, value))
+    return entries
+
+
+def compressed_entry(entry: int, cluster_bits: int) -> tuple[int, int]:
+    """(byte offset, sectors used) of a compressed L2 entry, as qcow2.txt defines them."""
+    x = 62 - (cluster_bits - 8)
+    return entry & ((1 << x) - 1), (entry >> x & ((1 << (62 - x)) - 1)) + 1
+
+
+def with_u64(path: Path, at: int, value: int) -> Path:
+    """The file with the big-endian 64-bit word at ``at`` replaced."""
+    with path.open("r+b") as stream:
+        stream.seek(at)
+        stream.write(value.to_bytes(8, "big"))
+    return path
