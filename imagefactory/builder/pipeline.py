@@ -325,6 +325,7 @@ def assemble_disk(ctx: BuildContext) -> None:
         ctx.staging,
         formats=recipe.disk.formats,
         basename=ctx.basename,
+        compress=recipe.disk.compress,
         logfile=ctx.logfile,
     )
     ctx.tree = None
@@ -342,6 +343,7 @@ def assemble_disk(ctx: BuildContext) -> None:
         "boot_mode": str(recipe.boot),
         "partition_table": result.partition_table,
         **({"esp_uuid": result.esp_uuid} if result.esp_uuid else {}),
+        **({"compression": assembler.COMPRESSION_TYPE} if recipe.disk.compress else {}),
     }
 
 

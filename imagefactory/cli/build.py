@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from imagefactory.cli.common import emit_json, user_path
-from imagefactory.errors import EXIT_OK
+from imagefactory.errors import EXIT_OK, UsageError
 from imagefactory.settings import Settings
+
+if TYPE_CHECKING:
+    from imagefactory.recipe.model import Recipe
 
 
 def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
@@ -18,6 +23,8 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, settings.build_limits())
+    if args.compress:
+        recipe = compressed(recipe, args.recipe)
     options = BuildOptions(
         use_cache=not args.no_cache,
         boot_test=args.boot_test,
@@ -43,6 +50,24 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def compressed(recipe: Recipe, path: Path) -> Recipe:
+    """The recipe with ``disk.compress`` set, as ``build --compress`` asks.
+
+    The resolved recipe (``build.json``, the cache key, the labels' recipe digest)
+    then says so: what was built is what is recorded.
+    """
+    from imagefactory.vocab import DiskFormat
+
+    if DiskFormat.QCOW2 not in recipe.disk.formats:
+        formats = ", ".join(str(f) for f in recipe.disk.formats)
+        raise UsageError(
+            f"{path}: --compress needs qcow2 in disk.formats (formats: {formats});"
+            " only a qcow2 has compressed clusters",
+            hint="add qcow2 to the recipe's disk.formats, or build without --compress",
+        )
+    return dataclasses.replace(recipe, disk=dataclasses.replace(recipe.disk, compress=True))
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("build", parents=[common], help="build a recipe into a disk image")
     p.add_argument("recipe", type=user_path, help="recipe YAML file")
@@ -52,6 +77,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="build even if the cache has it")
     p.add_argument("--boot-test", action="store_true", help="boot the image as the last step")
     p.add_argument("--boot-timeout", type=float, default=900.0, metavar="SECONDS")
+    p.add_argument(
+        "--compress",
+        action="store_true",
+        help="write the qcow2 with compressed clusters (as disk.compress: true in the recipe)",
+    )
     p.add_argument(
         "--replace",
         action="store_true",

@@ -15,6 +15,7 @@ from imagefactory.fields import values
 from imagefactory.fields.types import (
     Choice,
     Field,
+    Flag,
     ListOf,
     MapOf,
     Merge,
@@ -297,7 +298,7 @@ SCRIPT = Struct(
 )
 
 DISK = Struct(
-    expects="a mapping with size and formats",
+    expects="a mapping with size, formats and compress",
     fields=(
         Field(
             "size",
@@ -311,7 +312,18 @@ DISK = Struct(
             "The image formats to produce.",
             default=["qcow2"],
         ),
+        Field(
+            "compress",
+            Flag(),
+            "Write the qcow2 with compressed clusters (`qemu-img convert -c`, zlib): a smaller"
+            " file to publish and pull, the same disk for the guest. The compressed file is"
+            " the disk that is audited, labelled, signed and booted. Needs `qcow2` in"
+            " `formats` (a raw disk is not compressed); the guest's own writes go to"
+            " overlays uncompressed.",
+            default=False,
+        ),
     ),
+    rules=(Rule("`compress` needs `qcow2` in `formats`.", rules.rule_compress_qcow2),),
 )
 
 RECIPE = Struct(

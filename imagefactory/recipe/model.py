@@ -106,6 +106,15 @@ class Disk:
     #: Bytes.
     size: int
     formats: tuple[DiskFormat, ...]
+    #: The qcow2 is written with compressed (zlib) clusters.
+    compress: bool = False
+
+    def canonical(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"size": self.size, "formats": [f.value for f in self.formats]}
+        if self.compress:
+            # Only when set: an uncompressed recipe keeps its digest (and cache key).
+            data["compress"] = True
+        return data
 
 
 @dataclass(frozen=True)
@@ -178,7 +187,7 @@ class Recipe:
             "scripts": [
                 {"name": s.name, "phase": s.phase.value, "content": s.content} for s in self.scripts
             ],
-            "disk": {"size": self.disk.size, "formats": [f.value for f in self.disk.formats]},
+            "disk": self.disk.canonical(),
             "boot": self.boot.value,
             "vo": self.vo,
             "root_policy": self.root_policy.value,
@@ -247,7 +256,11 @@ def build_recipe(values: dict[str, Any], sources: list[Path]) -> Recipe:
         ),
         elements=tuple(values["elements"]),
         scripts=tuple(Script(s["name"], s["phase"], s["content"]) for s in values["scripts"]),
-        disk=Disk(values["disk"]["size"], tuple(values["disk"]["formats"])),
+        disk=Disk(
+            values["disk"]["size"],
+            tuple(values["disk"]["formats"]),
+            compress=values["disk"]["compress"],
+        ),
         boot=values["boot"] or BootMode.usual_for(base["arch"]),
         vo=values["vo"],
         root_policy=values["root_policy"],

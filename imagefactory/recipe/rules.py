@@ -22,7 +22,15 @@ from imagefactory.fields import values
 from imagefactory.fields.types import Checker, Problem, did_you_mean
 from imagefactory.fields.yamlsource import Map, Node, Scalar, Seq
 from imagefactory.pgpkey import KeyFileError, PublicKey, read_public_key
-from imagefactory.vocab import Arch, BootMode, Distro, FsAccess, RootPolicy, WorkerNodeModel
+from imagefactory.vocab import (
+    Arch,
+    BootMode,
+    DiskFormat,
+    Distro,
+    FsAccess,
+    RootPolicy,
+    WorkerNodeModel,
+)
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -189,6 +197,20 @@ def rule_services(values: dict[str, Any], node: Map, ck: Checker) -> None:
         if unit in enabled:
             where = _item(node, "disable", unit)
             ck.error(where.mark, f"unit '{unit}' is both enabled and disabled")
+
+
+def rule_compress_qcow2(values: dict[str, Any], node: Map, ck: Checker) -> None:
+    formats = values.get("formats")
+    compress = values.get("compress") is True
+    if compress and isinstance(formats, list) and DiskFormat.QCOW2 not in formats:
+        where = _entry_value(node, "compress") or node
+        listed = ", ".join(str(f) for f in formats) or "none"
+        ck.error(
+            where.mark,
+            f"true needs qcow2 in formats (formats: {listed});"
+            " only a qcow2 has compressed clusters",
+            "add qcow2 to disk.formats, or drop compress",
+        )
 
 
 def rule_scripts_allowed(values: dict[str, Any], node: Map, ck: Checker) -> None:

@@ -135,3 +135,37 @@ def test_boot_test_marker_must_be_a_regex(
 ) -> None:
     assert cli.main(["boot-test", "--marker", "(", str(tmp_path / "absent.qcow2")]) == 2
     assert "--marker '(' is not a regular expression" in capsys.readouterr().err
+
+
+def test_build_compress_sets_the_recipes_disk_compress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--compress builds the recipe with disk.compress set; without qcow2 it is refused."""
+    from imagefactory.builder import pipeline
+
+    seen: list[object] = []
+
+    def fake_build(recipe: object, *args: object, **kwargs: object) -> object:
+        seen.append(recipe)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(pipeline, "build", fake_build)
+    recipe = RECIPES / "ubuntu2404.yaml"
+    assert cli.main(["build", str(recipe), "--compress", "--output", str(tmp_path)]) == 2
+    [built] = seen
+    assert built.disk.compress is True  # type: ignore[attr-defined]
+    assert built.canonical()["disk"]["compress"] is True  # type: ignore[attr-defined]
+    raw_only = tmp_path / "raw.yaml"
+    raw_only.write_text(
+        'name: wn\nversion: "1"\nbase: {distro: debian, release: "12"}\nvo: ops\n'
+        "disk: {formats: [raw]}\n"
+    )
+    capsys.readouterr()
+    assert cli.main(["build", "--json", str(raw_only), "--compress"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["error"]["type"] == "UsageError"
+    assert doc["error"]["message"] == (
+        f"{raw_only}: --compress needs qcow2 in disk.formats (formats: raw);"
+        " only a qcow2 has compressed clusters"
+    )
+    assert len(seen) == 1
