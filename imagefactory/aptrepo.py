@@ -43,6 +43,7 @@ from imagefactory.packageindex import PackageIndex, fetch_index, unpack_index
 from imagefactory.pgpkey import KeyFileError, PublicKey, read_public_key
 from imagefactory.recipe.model import Repository
 from imagefactory.run import run
+from imagefactory.sbom import ARCHIVE, REPOSITORY_PREFIX, OriginSource
 from imagefactory.vocab import Arch
 
 #: Key files the site's ``build.repository_keys`` directory may hold.
@@ -354,3 +355,21 @@ def add_indexes(index: PackageIndex, verified: Sequence[VerifiedRepository]) -> 
         for url, text in repo.indexes.items():
             index.add(text, url)
     return ", ".join(f"repository '{r.repository.name}'" for r in verified)
+
+
+def origin_sources(
+    archive: PackageIndex, verified: Sequence[VerifiedRepository]
+) -> list[OriginSource]:
+    """The verified indexes an installed package is matched in, for the SBOM's origin.
+
+    The archive's (every suite the build uses) and each repository's own, from
+    the very index texts whose digests the verified Release files list.
+    """
+    sources = [OriginSource(ARCHIVE, None, archive.lists, archive.knows)]
+    for repo in verified:
+        index = PackageIndex()
+        for url, text in repo.indexes.items():
+            index.add(text, url)
+        name = f"{REPOSITORY_PREFIX}{repo.repository.name}"
+        sources.append(OriginSource(name, repo.repository.url, index.lists, index.knows))
+    return sources

@@ -45,29 +45,64 @@ class PackageIndex:
     provided: set[str] = field(default_factory=set)
     #: ``mirror/dists/suite/index`` of each index read, for messages.
     sources: list[str] = field(default_factory=list)
+    #: Name -> version -> the ``Architecture`` its stanza gives (``all`` or the image's):
+    #: what an installed package is matched against (:meth:`lists`).
+    arches: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def add(self, text: str, source: str) -> None:
         """Add one ``Packages`` file's stanzas."""
         self.sources.append(source)
-        name = None
-        for line in text.splitlines():
-            if line.startswith("Package:"):
-                name = line[8:].strip()
+        name = version = arch = None
+        for line in [*text.splitlines(), ""]:
+            stanza_ends = not line.strip() or line.startswith("Package:")
+            if stanza_ends and name is not None and version is not None and arch is not None:
+                self.arches.setdefault(name, {})[version] = arch
+            if not line.strip():
+                name = version = arch = None
+            elif line.startswith("Package:"):
+                name, version, arch = line[8:].strip(), None, None
                 self.versions.setdefault(name, set())
             elif line.startswith("Version:") and name is not None:
-                self.versions[name].add(line[8:].strip())
+                version = line[8:].strip()
+                self.versions[name].add(version)
+            elif line.startswith("Architecture:"):
+                arch = line[13:].strip()
             elif line.startswith("Provides:"):
                 for item in line[9:].split(","):
                     self.provided.add(item.split("(")[0].strip())
 
-    def merge(self, versions: Mapping[str, Iterable[str]], provided: Iterable[str]) -> None:
+    def merge(
+        self,
+        versions: Mapping[str, Iterable[str]],
+        provided: Iterable[str],
+        arches: Mapping[str, Mapping[str, str]],
+    ) -> None:
         """Add the names of one index already read (:func:`_read_parsed`)."""
-        for name, have in versions.items():
-            self.versions.setdefault(name, set()).update(have)
+        if not self.versions and not self.arches:  # the first index: taken over whole
+            self.versions = {name: set(have) for name, have in versions.items()}
+            self.arches = {name: dict(by_version) for name, by_version in arches.items()}
+        else:
+            for name, have in versions.items():
+                self.versions.setdefault(name, set()).update(have)
+            for name, by_version in arches.items():
+                self.arches.setdefault(name, {}).update(by_version)
         self.provided.update(provided)
+
+    def copy(self) -> PackageIndex:
+        """An independent copy (adding to it leaves this one as it is)."""
+        return PackageIndex(
+            {name: set(have) for name, have in self.versions.items()},
+            set(self.provided),
+            list(self.sources),
+            {name: dict(by_version) for name, by_version in self.arches.items()},
+        )
 
     def knows(self, name: str) -> bool:
         return name in self.versions or name in self.provided
+
+    def lists(self, name: str, version: str, arch: str) -> bool:
+        """Whether an index lists this very package: name, version and architecture."""
+        return self.arches.get(name, {}).get(version) == arch
 
     def suggest(self, name: str) -> str | None:
         close = difflib.get_close_matches(name, list(self.versions), n=3, cutoff=0.75)
@@ -155,16 +190,20 @@ def load_index(
         one.add(unpack_index(data, url), url)
         _write_parsed(cache_dir / f"{digest}.names.json", digest, one)
         index.sources.append(url)
-        index.merge(one.versions, one.provided)
+        index.merge(one.versions, one.provided, one.arches)
     return index
 
 
-def _read_parsed(path: Path, digest: str) -> tuple[dict[str, list[str]], list[str]] | None:
-    """The names and versions read from the index of ``digest`` before, if cached.
+_Parsed = tuple[dict[str, list[str]], list[str], dict[str, dict[str, str]]]
+
+
+def _read_parsed(path: Path, digest: str) -> _Parsed | None:
+    """The names, versions and architectures read from the index of ``digest`` before.
 
     Derived from an index whose sha256 ``InRelease`` listed; like the index
-    cache a convenience: unreadable or not for this digest, it is made again.
-    It only feeds this early check (apt in the build resolves for real).
+    cache a convenience: unreadable, not for this digest or written before it
+    held architectures, it is made again. It feeds the early check (apt in the
+    build resolves for real) and the SBOM's origin of each installed package.
     """
     try:
         doc = json.loads(path.read_bytes())
@@ -172,10 +211,12 @@ def _read_parsed(path: Path, digest: str) -> tuple[dict[str, list[str]], list[st
         return None
     if not isinstance(doc, dict) or doc.get("index_sha256") != digest:
         return None
-    versions, provided = doc.get("versions"), doc.get("provided")
+    versions, provided, arches = doc.get("versions"), doc.get("provided"), doc.get("arches")
     if not isinstance(versions, dict) or not isinstance(provided, list):
         return None
-    return versions, provided
+    if not isinstance(arches, dict) or not all(isinstance(v, dict) for v in arches.values()):
+        return None
+    return versions, provided, arches
 
 
 def _write_parsed(path: Path, digest: str, index: PackageIndex) -> None:
@@ -183,6 +224,7 @@ def _write_parsed(path: Path, digest: str, index: PackageIndex) -> None:
         "index_sha256": digest,
         "versions": {name: sorted(have) for name, have in index.versions.items()},
         "provided": sorted(index.provided),
+        "arches": index.arches,
     }
     with contextlib.suppress(OSError):  # a cache that cannot be written costs time only
         atomic_write(path, json.dumps(doc, separators=(",", ":")), 0o644, durable=False)
@@ -243,18 +285,24 @@ def check_recipe_packages(
     cache_dir: Path,
     on_status: Callable[[str], None] = lambda text: None,
     extra: Callable[[PackageIndex], str] | None = None,
+    loaded: PackageIndex | None = None,
 ) -> PackageIndex | None:
     """Check the recipe's packages against the archive, before diskimage-builder starts.
 
     ``extra`` adds the indexes of the recipe's own repositories (already
     verified) to the archive's and says what it added, for the message.
-    Returns the index read, or ``None`` when no suite lists an index for the
-    recipe's architecture (nothing to check against; apt will judge).
+    ``loaded``: the archive's index as :func:`load_index` read it already (it
+    is copied, not changed). Returns the index read, or ``None`` when no suite
+    lists an index for the recipe's architecture (nothing to check against;
+    apt will judge).
     """
     if not recipe.packages:
         return None
     arch = recipe.base.arch
-    index = load_index(archive, arch, releases, cache_dir=cache_dir, on_status=on_status)
+    if loaded is not None:
+        index = loaded.copy()
+    else:
+        index = load_index(archive, arch, releases, cache_dir=cache_dir, on_status=on_status)
     if not index.sources:
         return None
     suites = len(index.sources)

@@ -4,6 +4,12 @@ One component per installed Debian/Ubuntu package, each with a package URL
 (``pkg:deb/<distro>/<name>@<version>?arch=<arch>&distro=<distro>-<version>``),
 the image itself as the metadata component. Serial number and timestamp are
 derived from the image, so the same image gives the same SBOM bytes.
+
+Each component says why it is there (``imagefactory:role``) and where it came
+from (``imagefactory:origin``: the distribution's archive or a named
+third-party repository, matched by name, version and architecture in the
+indexes the build verified; a package of a repository also carries the purl
+qualifier ``repository_url``).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cyclonedx.model import Property
@@ -123,13 +129,101 @@ def package_roles(packages: list[Package], requested: set[str]) -> dict[str, Rol
     return roles
 
 
-def package_url(package: Package, facts: OsFacts) -> PackageURL:
+#: Where a package came from (the SBOM property ``imagefactory:origin``): the
+#: distribution's archive, ``repository:NAME`` (a recipe repository), or neither.
+ARCHIVE = "archive"
+REPOSITORY_PREFIX = "repository:"
+AMBIGUOUS = "ambiguous"  # several verified indexes list this very package
+UNKNOWN = "unknown"  # no verified index lists it (name, version and architecture)
+
+
+@dataclass(frozen=True)
+class OriginSource:
+    """One verified source of packages: the archive's indexes, or one repository's."""
+
+    #: :data:`ARCHIVE` or ``repository:NAME``.
+    origin: str
+    #: The repository's base URL (the purl's ``repository_url``); ``None`` for the archive,
+    #: which the purl's ``distro`` qualifier names.
+    url: str | None
+    #: Whether its verified indexes list (name, version, architecture).
+    lists: Callable[[str, str, str], bool]
+    #: Whether they list the name at all (any version).
+    knows: Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where one installed package came from, as the verified indexes say."""
+
+    origin: str
+    url: str | None = None
+    #: For :data:`AMBIGUOUS`: every source that lists it.
+    candidates: tuple[str, ...] = ()
+
+
+def package_origins(
+    packages: Sequence[Package], sources: Sequence[OriginSource]
+) -> dict[str, Origin]:
+    """The origin of each installed package (by name), matched in the verified indexes.
+
+    A package is matched by name, version and architecture in the indexes the
+    build verified before diskimage-builder ran: listed by one source, it came
+    from there; by several, it is :data:`AMBIGUOUS` (with the candidates; apt's
+    pinning decided, and nothing here guesses which); by none, :data:`UNKNOWN`.
+    """
+    out: dict[str, Origin] = {}
+    for package in packages:
+        found = [s for s in sources if s.lists(package.name, package.version, package.arch)]
+        if len(found) == 1:
+            out[package.name] = Origin(found[0].origin, found[0].url)
+        elif found:
+            out[package.name] = Origin(AMBIGUOUS, candidates=tuple(s.origin for s in found))
+        else:
+            out[package.name] = Origin(UNKNOWN)
+    return out
+
+
+def unverified_repository_packages(
+    packages: Sequence[Package], origins: Mapping[str, Origin], sources: Sequence[OriginSource]
+) -> list[str]:
+    """Installed packages of a third-party repository in a version its verified indexes lack.
+
+    The chroot's apt fetches the repository's Release again, after the build
+    host verified it: a repository that published in between gives the image
+    a package the cache key and the verification never saw. Such a package
+    is named here (with the repositories that list its name), so the build
+    can refuse it rather than sign it.
+    """
+    found = []
+    for package in packages:
+        origin = origins.get(package.name)
+        if origin is None or origin.origin != UNKNOWN:
+            continue
+        repos = [s.origin for s in sources if s.origin != ARCHIVE and s.knows(package.name)]
+        if repos:
+            found.append(
+                f"{package.name} {package.version} ({package.arch}), which the verified"
+                f" indexes of {', '.join(repos)} do not list"
+            )
+    return found
+
+
+def package_url(package: Package, facts: OsFacts, repository_url: str | None = None) -> PackageURL:
+    """The package's purl; ``repository_url`` for a package of a third-party repository.
+
+    The purl spec's ``deb`` type has no default repository: ``distro`` implies
+    the distribution's archive, ``repository_url`` names another one.
+    """
+    qualifiers = {"arch": package.arch, "distro": f"{facts.distro}-{facts.version}"}
+    if repository_url is not None:
+        qualifiers["repository_url"] = repository_url
     return PackageURL(
         type="deb",
         namespace=facts.distro,
         name=package.name,
         version=package.version,
-        qualifiers={"arch": package.arch, "distro": f"{facts.distro}-{facts.version}"},
+        qualifiers=qualifiers,
     )
 
 
@@ -143,6 +237,7 @@ def make_sbom(
     created: dt.datetime,
     requested: set[str] | None = None,
     repositories: Sequence[str] = (),
+    origins: Mapping[str, Origin] | None = None,
 ) -> str:
     """The SBOM as CycloneDX 1.6 JSON text.
 
@@ -154,6 +249,11 @@ def make_sbom(
     With ``requested`` (the package names the build asked for), every
     component carries ``imagefactory:role`` (see :func:`package_roles`) and,
     for a dependency, ``imagefactory:required-by``.
+
+    With ``origins`` (:func:`package_origins`), every component carries
+    ``imagefactory:origin`` (``archive``, ``repository:NAME``, ``ambiguous``
+    with ``imagefactory:origin-candidates``, or ``unknown``), and a package of
+    a third-party repository the purl qualifier ``repository_url``.
     """
     roles = package_roles(packages, requested) if requested is not None else {}
     bom = Bom(serial_number=uuid.uuid5(SBOM_NAMESPACE, disk_sha256))
@@ -169,7 +269,8 @@ def make_sbom(
     bom.metadata.component = root
     components = []
     for package in packages:
-        purl = package_url(package, facts)
+        origin = origins.get(package.name) if origins is not None else None
+        purl = package_url(package, facts, origin.url if origin is not None else None)
         properties = []
         role = roles.get(package.name)
         if role is not None:
@@ -177,6 +278,11 @@ def make_sbom(
             if role.required_by:
                 by = ", ".join(role.required_by)
                 properties.append(Property(name="imagefactory:required-by", value=by))
+        if origin is not None:
+            properties.append(Property(name="imagefactory:origin", value=origin.origin))
+            if origin.candidates:
+                listed = ", ".join(origin.candidates)
+                properties.append(Property(name="imagefactory:origin-candidates", value=listed))
         components.append(
             Component(
                 name=package.name,

@@ -21,6 +21,7 @@ from imagefactory.mirrors import BaseArchive
 from imagefactory.profiles import Profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe
+from imagefactory.sbom import OriginSource
 from imagefactory.settings import Settings
 
 
@@ -49,6 +50,8 @@ class BuildContext:
     fingerprint: dict[str, str] = field(default_factory=dict)
     #: The recipe's third-party repositories, verified against their pinned keys.
     repositories: list[VerifiedRepository] = field(default_factory=list)
+    #: The verified indexes of the archive and of each repository: the SBOM's origins.
+    origin_sources: list[OriginSource] = field(default_factory=list)
     element: GeneratedElement | None = None
     versions: dict[str, str] = field(default_factory=dict)
     key: str = ""

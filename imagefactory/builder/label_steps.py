@@ -40,7 +40,13 @@ from imagefactory.labels.make import (
     write_labels,
 )
 from imagefactory.model.imagedir import AUDIT_NAME
-from imagefactory.sbom import SBOM_FILE, make_sbom, sbom_ref
+from imagefactory.sbom import (
+    SBOM_FILE,
+    make_sbom,
+    package_origins,
+    sbom_ref,
+    unverified_repository_packages,
+)
 
 AUDIT_FILE = AUDIT_NAME
 #: What the audit and label steps write next to the disk; cached with it.
@@ -117,6 +123,17 @@ def label_disk(ctx: BuildContext) -> None:
     created = _created(ctx)
     facts = ctx.observed["os"]
     packages = ctx.observed["packages"]
+    origins = None
+    if ctx.origin_sources:
+        origins = package_origins(packages.packages, ctx.origin_sources)
+        stray = unverified_repository_packages(packages.packages, origins, ctx.origin_sources)
+        if stray:
+            raise BuildError(
+                f"{name} holds {len(stray)} package(s) of a third-party repository that its"
+                " verified indexes do not list: " + "; ".join(stray),
+                hint="the repository published a new Release after the build verified it;"
+                " build again, so the new Release is verified (and keyed) before it is used",
+            )
     sbom_text = make_sbom(
         ctx.recipe.name,
         ctx.recipe.version,
@@ -129,6 +146,7 @@ def label_disk(ctx: BuildContext) -> None:
             f"{r.repository.name} {r.repository.url} {r.repository.fingerprint}"
             for r in ctx.repositories
         ],
+        origins=origins,
     )
     (ctx.staging / SBOM_FILE).write_text(sbom_text, encoding="utf-8")
     disk = DiskFacts(

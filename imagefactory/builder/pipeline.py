@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagefactory.aptrepo import add_indexes, verify_repositories
+from imagefactory.aptrepo import add_indexes, origin_sources, verify_repositories
 from imagefactory.boot.qemu import BootResult, boot_test, uefi_firmware
 from imagefactory.builder import assemble as assembler
 from imagefactory.builder import dib
@@ -60,7 +60,7 @@ from imagefactory.mirrors import (
     resolve_archive,
 )
 from imagefactory.model.imagedir import LABELS_NAME
-from imagefactory.packageindex import check_recipe_packages
+from imagefactory.packageindex import check_recipe_packages, load_index
 from imagefactory.profiles import load_profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe
@@ -135,6 +135,10 @@ def resolve_base(ctx: BuildContext) -> None:
             f"repository {repo.repository.name}: {repo.repository.url} verified with key"
             f" {repo.key.fingerprint}"
         )
+    archive_index = load_index(
+        ctx.archive, base.arch, releases, cache_dir=indexes, on_status=ctx.progress.status
+    )
+    ctx.origin_sources = origin_sources(archive_index, ctx.repositories)
     # Every unknown package at once, at its recipe line, before DIB's 40 s of apt.
     check_recipe_packages(
         ctx.recipe,
@@ -143,6 +147,7 @@ def resolve_base(ctx: BuildContext) -> None:
         cache_dir=indexes,
         on_status=ctx.progress.status,
         extra=lambda index: add_indexes(index, ctx.repositories),
+        loaded=archive_index,
     )
     ctx.fingerprint = release_fingerprint(releases)
 

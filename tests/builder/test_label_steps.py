@@ -15,12 +15,14 @@ from imagefactory.builder import label_steps
 from imagefactory.builder.assemble import Layout, PreparedTree
 from imagefactory.builder.context import BuildContext, BuildOptions
 from imagefactory.builder.pipeline import STEPS
-from imagefactory.errors import AuditError
+from imagefactory.errors import AuditError, BuildError
 from imagefactory.harden.apply import apply_profile
 from imagefactory.model.labels import Labels
+from imagefactory.packageindex import PackageIndex
 from imagefactory.profiles import load_profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import DEFAULT_LIMITS, load_recipe
+from imagefactory.sbom import OriginSource
 from imagefactory.settings import Settings
 from imagefactory.vocab import BootMode
 from tests.fakes import diskimages as fx
@@ -123,3 +125,55 @@ def test_hardening_applied_twice_changes_nothing_more() -> None:
     before = {p: (n.mode, n.data) for p, n in guest.nodes.items()}
     apply_profile(guest, profile, RootPolicy.NONE)
     assert {p: (n.mode, n.data) for p, n in guest.nodes.items()} == before
+
+
+def _audited(ctx: BuildContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    guest = unhardened_tree()
+    tree = materialize(guest, tmp_path / "tree")
+    ctx.tree = PreparedTree(tree, Layout(BootMode.BIOS, 2 << 30), "uuid", "6.1.0-28-amd64", 1)
+    label_steps.harden_tree(ctx)
+    apply_profile(guest, ctx.need_profile(), ctx.recipe.root_policy)  # the disk, hardened alike
+    _fake_guest(monkeypatch, guest)
+    label_steps.audit_disk(ctx)
+
+
+def _sources(repository_text: str) -> list[OriginSource]:
+    archive = PackageIndex()
+    archive.add("Package: libc6\nVersion: 2.36-9+deb12u9\nArchitecture: amd64\n", "archive")
+    repo = PackageIndex()
+    repo.add(repository_text, "repo")
+    return [
+        OriginSource("archive", None, archive.lists, archive.knows),
+        OriginSource("repository:shells", "http://127.0.0.1:1/r", repo.lists, repo.knows),
+    ]
+
+
+def test_the_sbom_names_each_packages_origin_from_the_verified_indexes(
+    ctx: BuildContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _audited(ctx, monkeypatch, tmp_path)
+    ctx.origin_sources = _sources("Package: bash\nVersion: 5.2.15-2+b7\nArchitecture: amd64\n")
+    label_steps.label_disk(ctx)
+    sbom = json.loads((ctx.staging / "sbom.cdx.json").read_text())
+    origins = {
+        c["name"]: next(p["value"] for p in c["properties"] if p["name"] == "imagefactory:origin")
+        for c in sbom["components"]
+    }
+    assert origins == {"bash": "repository:shells", "libc6": "archive"}
+
+
+def test_a_repository_package_the_host_never_verified_fails_the_label_step(
+    ctx: BuildContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The chroot's apt fetched a newer Release: bash 5.2.15-2+b7 is not what was verified."""
+    _audited(ctx, monkeypatch, tmp_path)
+    ctx.origin_sources = _sources("Package: bash\nVersion: 5.2.15-2+b2\nArchitecture: amd64\n")
+    with pytest.raises(BuildError) as info:
+        label_steps.label_disk(ctx)
+    assert info.value.message == (
+        "site-base-debian12-1.0.qcow2 holds 1 package(s) of a third-party repository that its"
+        " verified indexes do not list: bash 5.2.15-2+b7 (amd64), which the verified indexes"
+        " of repository:shells do not list"
+    )
+    assert "build again" in (info.value.hint or "")
+    assert not (ctx.staging / "sbom.cdx.json").exists()

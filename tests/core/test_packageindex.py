@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import lzma
 from pathlib import Path
 
@@ -10,9 +11,14 @@ import pytest
 
 from imagefactory.errors import ArchiveError, RecipeError
 from imagefactory.mirrors import BaseArchive, fetch_releases
-from imagefactory.packageindex import check_recipe_packages, indexed_sha256
+from imagefactory.packageindex import (
+    PackageIndex,
+    check_recipe_packages,
+    indexed_sha256,
+    load_index,
+)
 from imagefactory.recipe import load_recipe
-from imagefactory.vocab import Distro
+from imagefactory.vocab import Arch, Distro
 from tests.core.test_mirrors import archive_root  # noqa: F401 -- the served directory
 
 INDEX = "main/binary-amd64/Packages.xz"
@@ -145,3 +151,49 @@ def test_a_second_check_reads_the_names_not_the_index(
     names.write_text(names.read_text().replace('"index_sha256":"', '"index_sha256":"0'))
     with pytest.raises(AssertionError, match="unpacked again"):
         check_recipe_packages(recipe, archive, releases, cache_dir=cache)
+
+
+def test_the_cached_names_keep_each_versions_architecture(
+    archive_root: tuple[Path, str],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SBOM's origins match name, version and arch; a cache without arches is re-read."""
+    root, base = archive_root
+    _suite(root, "bookworm", _stanzas(("less", "1", ""), ("mawk", "2", "awk")))
+    _no_index(root, "bookworm-updates")
+    archive = _archive(base)
+    releases = fetch_releases(archive)
+    cache = tmp_path / "c"
+    first = load_index(archive, Arch.X86_64, releases, cache_dir=cache)
+    assert first.lists("less", "1", "amd64")
+    assert not first.lists("less", "1", "i386")
+    assert not first.lists("less", "2", "amd64")
+    [names] = cache.glob("*.names.json")
+    doc = json.loads(names.read_text())
+    assert doc["arches"] == {"less": {"1": "amd64"}, "mawk": {"2": "amd64"}}
+    # Written before the cache held architectures (what main wrote): read the index again.
+    del doc["arches"]
+    names.write_text(json.dumps(doc))
+    again = load_index(archive, Arch.X86_64, releases, cache_dir=cache)
+    assert again.arches == first.arches
+    assert "arches" in json.loads(names.read_text())
+
+    def no_unpacking(data: bytes, url: str) -> str:
+        raise AssertionError(f"{url} unpacked again")
+
+    monkeypatch.setattr("imagefactory.packageindex.unpack_index", no_unpacking)
+    assert load_index(archive, Arch.X86_64, releases, cache_dir=cache).arches == first.arches
+    # check_recipe_packages copies an index it is handed: adding to it leaves the original.
+    recipe = load_recipe(_recipe(tmp_path, "  - less\n"))
+    checked = check_recipe_packages(
+        recipe, archive, releases, cache_dir=cache, loaded=first, extra=_add_extra
+    )
+    assert checked is not None
+    assert checked.knows("extra")
+    assert not first.knows("extra")
+
+
+def _add_extra(index: PackageIndex) -> str:
+    index.add("Package: extra\nVersion: 1\nArchitecture: all\n", "extra")
+    return "repository 'extra'"

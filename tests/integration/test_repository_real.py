@@ -5,7 +5,8 @@ apt-ftparchive, signed with a fresh ed25519 key) is served on 127.0.0.1 by a
 server in this process. The build verifies it on the host with the pinned key,
 then apt inside diskimage-builder's chroot (same network namespace, so it
 reaches 127.0.0.1) installs ``hello-wn`` from it with only that key trusted.
-The finished image is read back with libguestfs and its SBOM.
+The finished image is read back with libguestfs and its SBOM, whose components
+say which verified index each package came from.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packageurl import PackageURL
 
 from imagefactory.builder.context import BuildOptions
 from imagefactory.builder.pipeline import build
@@ -106,6 +108,22 @@ def test_a_package_from_a_pinned_repository_is_installed(
     [component] = [c for c in sbom["components"] if c["name"] == PACKAGE]
     assert component["version"] == PACKAGE_VERSION
     assert {"name": "imagefactory:role", "value": "requested"} in component["properties"]
+    # Where each package came from, matched in the indexes the build verified: this one
+    # in the test repository (its purl names the repository), the rest in the archive.
+    assert {"name": "imagefactory:origin", "value": "repository:test-repo"} in component[
+        "properties"
+    ]
+    purl = PackageURL.from_string(component["purl"])
+    assert purl.qualifiers["repository_url"] == server.url
+    origins = {
+        c["name"]: [p["value"] for p in c["properties"] if p["name"] == "imagefactory:origin"]
+        for c in sbom["components"]
+    }
+    assert origins["libc6"] == ["archive"]
+    assert origins["chrony"] == ["archive"]  # from the site base it extends
+    assert all(len(found) == 1 for found in origins.values())
+    others = {n: o for n, o in origins.items() if n != PACKAGE and o != ["archive"]}
+    assert others == {}, f"packages not matched in the verified archive indexes: {others}"
     repositories = [
         p["value"]
         for p in sbom["metadata"]["component"].get("properties", [])
