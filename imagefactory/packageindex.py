@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import json
 import lzma
@@ -48,6 +49,11 @@ class PackageIndex:
     #: Name -> version -> the ``Architecture`` its stanza gives (``all`` or the image's):
     #: what an installed package is matched against (:meth:`lists`).
     arches: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Cached indexes whose architectures are read only when :meth:`lists` first asks
+    #: (the label step, after diskimage-builder): a cache hit never reads them.
+    pending: list[Callable[[], Mapping[str, Mapping[str, str]]]] = field(
+        default_factory=list, compare=False, repr=False
+    )
 
     def add(self, text: str, source: str) -> None:
         """Add one ``Packages`` file's stanzas."""
@@ -75,18 +81,17 @@ class PackageIndex:
         self,
         versions: Mapping[str, Iterable[str]],
         provided: Iterable[str],
-        arches: Mapping[str, Mapping[str, str]],
+        arches: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """Add the names of one index already read (:func:`_read_parsed`)."""
-        if not self.versions and not self.arches:  # the first index: taken over whole
+        if not self.versions:  # the first index: taken over whole
             self.versions = {name: set(have) for name, have in versions.items()}
-            self.arches = {name: dict(by_version) for name, by_version in arches.items()}
         else:
             for name, have in versions.items():
                 self.versions.setdefault(name, set()).update(have)
-            for name, by_version in arches.items():
-                self.arches.setdefault(name, {}).update(by_version)
         self.provided.update(provided)
+        for name, by_version in (arches or {}).items():
+            self.arches.setdefault(name, {}).update(by_version)
 
     def copy(self) -> PackageIndex:
         """An independent copy (adding to it leaves this one as it is)."""
@@ -95,6 +100,7 @@ class PackageIndex:
             set(self.provided),
             list(self.sources),
             {name: dict(by_version) for name, by_version in self.arches.items()},
+            list(self.pending),
         )
 
     def knows(self, name: str) -> bool:
@@ -102,6 +108,8 @@ class PackageIndex:
 
     def lists(self, name: str, version: str, arch: str) -> bool:
         """Whether an index lists this very package: name, version and architecture."""
+        while self.pending:
+            self.merge({}, (), self.pending.pop(0)())
         return self.arches.get(name, {}).get(version) == arch
 
     def suggest(self, name: str) -> str | None:
@@ -183,27 +191,55 @@ def load_index(
             # second per suite, every build): a cached rebuild costs none of it.
             index.sources.append(url)
             index.merge(*parsed)
+            index.pending.append(
+                functools.partial(_cached_arches, url, digest, cache_dir, on_status)
+            )
             continue
-        data = fetch_index(url, digest, None, cache_dir=cache_dir, on_status=on_status)
-        on_status(f"reading {suite}/{name}")
-        one = PackageIndex()
-        one.add(unpack_index(data, url), url)
-        _write_parsed(cache_dir / f"{digest}.names.json", digest, one)
+        one = _read_index(url, digest, cache_dir, on_status)
         index.sources.append(url)
         index.merge(one.versions, one.provided, one.arches)
     return index
 
 
-_Parsed = tuple[dict[str, list[str]], list[str], dict[str, dict[str, str]]]
+def _read_index(
+    url: str, digest: str, cache_dir: Path, on_status: Callable[[str], None]
+) -> PackageIndex:
+    """Fetch (or take from the cache) and parse one index; keep what it gave by digest."""
+    data = fetch_index(url, digest, None, cache_dir=cache_dir, on_status=on_status)
+    on_status(f"reading {url.rsplit('/dists/', 1)[-1]}")
+    one = PackageIndex()
+    one.add(unpack_index(data, url), url)
+    _write_parsed(cache_dir / f"{digest}.names.json", digest, one)
+    _write_arches(cache_dir / f"{digest}.arches.json", digest, one)
+    return one
 
 
-def _read_parsed(path: Path, digest: str) -> _Parsed | None:
-    """The names, versions and architectures read from the index of ``digest`` before.
+def _cached_arches(
+    url: str, digest: str, cache_dir: Path, on_status: Callable[[str], None]
+) -> Mapping[str, Mapping[str, str]]:
+    """The architectures of the index of ``digest``, as kept beside its names (or read again).
+
+    Kept apart from the names (:func:`_read_parsed`), which every build reads
+    before its cache lookup, so a cache hit does not pay for them.
+    """
+    path = cache_dir / f"{digest}.arches.json"
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        doc = None
+    if isinstance(doc, dict) and doc.get("index_sha256") == digest:
+        arches = doc.get("arches")
+        if isinstance(arches, dict) and all(isinstance(v, dict) for v in arches.values()):
+            return arches
+    return _read_index(url, digest, cache_dir, on_status).arches
+
+
+def _read_parsed(path: Path, digest: str) -> tuple[dict[str, list[str]], list[str]] | None:
+    """The names and versions read from the index of ``digest`` before, if cached.
 
     Derived from an index whose sha256 ``InRelease`` listed; like the index
-    cache a convenience: unreadable, not for this digest or written before it
-    held architectures, it is made again. It feeds the early check (apt in the
-    build resolves for real) and the SBOM's origin of each installed package.
+    cache a convenience: unreadable or not for this digest, it is made again.
+    It only feeds this early check (apt in the build resolves for real).
     """
     try:
         doc = json.loads(path.read_bytes())
@@ -211,12 +247,10 @@ def _read_parsed(path: Path, digest: str) -> _Parsed | None:
         return None
     if not isinstance(doc, dict) or doc.get("index_sha256") != digest:
         return None
-    versions, provided, arches = doc.get("versions"), doc.get("provided"), doc.get("arches")
+    versions, provided = doc.get("versions"), doc.get("provided")
     if not isinstance(versions, dict) or not isinstance(provided, list):
         return None
-    if not isinstance(arches, dict) or not all(isinstance(v, dict) for v in arches.values()):
-        return None
-    return versions, provided, arches
+    return versions, provided
 
 
 def _write_parsed(path: Path, digest: str, index: PackageIndex) -> None:
@@ -224,9 +258,14 @@ def _write_parsed(path: Path, digest: str, index: PackageIndex) -> None:
         "index_sha256": digest,
         "versions": {name: sorted(have) for name, have in index.versions.items()},
         "provided": sorted(index.provided),
-        "arches": index.arches,
     }
     with contextlib.suppress(OSError):  # a cache that cannot be written costs time only
+        atomic_write(path, json.dumps(doc, separators=(",", ":")), 0o644, durable=False)
+
+
+def _write_arches(path: Path, digest: str, index: PackageIndex) -> None:
+    doc = {"index_sha256": digest, "arches": index.arches}
+    with contextlib.suppress(OSError):
         atomic_write(path, json.dumps(doc, separators=(",", ":")), 0o644, durable=False)
 
 

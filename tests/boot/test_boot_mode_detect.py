@@ -47,11 +47,14 @@ def test_gpt_without_an_esp_and_mbr_are_bios(tmp_path: Path) -> None:
     assert boot_mode(mbr, "raw") is BootMode.BIOS
 
 
-def test_a_qcow2_is_read_through_qemu_img(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compress", [[], ["-c"]], ids=["plain", "compressed"])
+def test_a_qcow2_is_read_through_qemu_img(tmp_path: Path, compress: list[str]) -> None:
+    """A compressed qcow2 (disk.compress) too: its partition table is in compressed clusters."""
     raw = _gpt_esp(tmp_path / "uefi.raw")
     qcow2 = tmp_path / "uefi.qcow2"
     subprocess.run(
-        ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)], check=True
+        ["qemu-img", "convert", "-q", *compress, "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)],
+        check=True,
     )
     assert boot_mode(qcow2, "qcow2") is BootMode.UEFI
 

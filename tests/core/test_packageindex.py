@@ -153,12 +153,13 @@ def test_a_second_check_reads_the_names_not_the_index(
         check_recipe_packages(recipe, archive, releases, cache_dir=cache)
 
 
-def test_the_cached_names_keep_each_versions_architecture(
+def test_each_versions_architecture_is_kept_and_read_only_when_asked(
     archive_root: tuple[Path, str],  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The SBOM's origins match name, version and arch; a cache without arches is re-read."""
+    """The SBOM's origins match name, version and arch: cached beside the names, which
+    every build reads before its cache lookup, and read only when a match is asked for."""
     root, base = archive_root
     _suite(root, "bookworm", _stanzas(("less", "1", ""), ("mawk", "2", "awk")))
     _no_index(root, "bookworm-updates")
@@ -169,21 +170,29 @@ def test_the_cached_names_keep_each_versions_architecture(
     assert first.lists("less", "1", "amd64")
     assert not first.lists("less", "1", "i386")
     assert not first.lists("less", "2", "amd64")
-    [names] = cache.glob("*.names.json")
-    doc = json.loads(names.read_text())
+    [arches] = cache.glob("*.arches.json")
+    doc = json.loads(arches.read_text())
     assert doc["arches"] == {"less": {"1": "amd64"}, "mawk": {"2": "amd64"}}
-    # Written before the cache held architectures (what main wrote): read the index again.
-    del doc["arches"]
-    names.write_text(json.dumps(doc))
-    again = load_index(archive, Arch.X86_64, releases, cache_dir=cache)
-    assert again.arches == first.arches
-    assert "arches" in json.loads(names.read_text())
+    [names] = cache.glob("*.names.json")
+    assert set(json.loads(names.read_text())) == {"index_sha256", "versions", "provided"}
 
-    def no_unpacking(data: bytes, url: str) -> str:
-        raise AssertionError(f"{url} unpacked again")
+    read: list[Path] = []
+    real_read_bytes = Path.read_bytes
 
-    monkeypatch.setattr("imagefactory.packageindex.unpack_index", no_unpacking)
-    assert load_index(archive, Arch.X86_64, releases, cache_dir=cache).arches == first.arches
+    def counted(path: Path) -> bytes:
+        read.append(path)
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    cached = load_index(archive, Arch.X86_64, releases, cache_dir=cache)
+    assert arches not in read  # the names only, as a cache hit needs
+    assert cached.lists("mawk", "2", "amd64")
+    assert arches in read
+    # A damaged or missing architectures file: the (cached) index is read again.
+    monkeypatch.undo()
+    arches.write_text("{")
+    assert load_index(archive, Arch.X86_64, releases, cache_dir=cache).lists("less", "1", "amd64")
+    assert json.loads(arches.read_text())["arches"] == doc["arches"]
     # check_recipe_packages copies an index it is handed: adding to it leaves the original.
     recipe = load_recipe(_recipe(tmp_path, "  - less\n"))
     checked = check_recipe_packages(
