@@ -18,11 +18,38 @@ def _catalog(args: argparse.Namespace) -> Any:
     return Catalog(args.catalog, args.keys)
 
 
-def _page(args: argparse.Namespace) -> Any:
-    """Re-write the catalog's page after a change, from the verified new state."""
+def _page(args: argparse.Namespace) -> str | None:
+    """Re-write the catalog's page after a change, from the verified new state.
+
+    With ``--no-page`` (bulk publishing: one ``catalog render`` at the end instead
+    of a render per change) nothing is written and the page, if any, still shows
+    the catalog as it was; None then.
+    """
     from imagefactory.page.write import write_page
 
-    return write_page(args.catalog)
+    if args.no_page:
+        return None
+    return str(write_page(args.catalog).path)
+
+
+def _page_line(args: argparse.Namespace, page: str | None) -> str:
+    """What the text output says about the page."""
+    if page is not None:
+        return f"{page}: the catalog page"
+    return (
+        f"{args.catalog / 'index.html'}: not re-written (--no-page); it shows the catalog as"
+        f" it was until 'imagefactory catalog render {args.catalog}'"
+    )
+
+
+def _add_no_page(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-page",
+        action="store_true",
+        help="do not re-write the catalog's page (index.html) after the change, so that a"
+        " batch of changes renders it once, with 'catalog render DIR' at the end; until"
+        " then the page shows the catalog as it was",
+    )
 
 
 def _expiries(text: str | None) -> dict[str, float]:
@@ -50,12 +77,14 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
                 "catalog": str(catalog.directory),
                 "keys": str(catalog.keys_dir),
                 "root": str(root),
-                "page": str(page.path),
+                "page": page,
             }
         )
     else:
         sys.stdout.write(f"{catalog.directory}: new catalog; keys in {catalog.keys_dir}\n")
         sys.stdout.write(f"{root}: the root metadata sites pin (pull --root)\n")
+        if page is None:
+            sys.stdout.write(_page_line(args, page) + "\n")
     return EXIT_OK
 
 
@@ -99,13 +128,13 @@ def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     done = revoke(_catalog(args), args.name, args.version, args.reason, _signers(args.key))
     page = _page(args)
     if args.json:
-        emit_json({**done, "page": str(page.path)})
+        emit_json({**done, "page": page})
     else:
         for item in done["revoked"]:
             sys.stdout.write(
                 f"{item['vo']}/{item['name']} {item['version']}: revoked ({item['reason']})\n"
             )
-        sys.stdout.write(f"{page.path}: the catalog page\n")
+        sys.stdout.write(_page_line(args, page) + "\n")
     return EXIT_OK
 
 
@@ -113,7 +142,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.catalog.ops import refresh
 
     done = refresh(_catalog(args))
-    done["page"] = str(_page(args).path)
+    done["page"] = _page(args)
     if args.json:
         emit_json(done)
     else:
@@ -122,6 +151,8 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings) -> int:
             f" {done['timestamp_expires']}, snapshot until"
             f" {done['snapshot_expires']}\n"
         )
+        if done["page"] is None:
+            sys.stdout.write(_page_line(args, None) + "\n")
     return EXIT_OK
 
 
@@ -131,7 +162,7 @@ def cmd_delegate(args: argparse.Namespace, settings: Settings) -> int:
 
     keys = [load_public_key(p) for p in args.key]
     done = delegate(_catalog(args), args.vo, keys, args.threshold)
-    done["page"] = str(_page(args).path)
+    done["page"] = _page(args)
     if args.json:
         emit_json(done)
     else:
@@ -139,6 +170,8 @@ def cmd_delegate(args: argparse.Namespace, settings: Settings) -> int:
             f"VO {done['vo']}: role {done['role']}, {done['threshold']} of"
             f" {len(done['keyids'])} keys ({', '.join(done['keyids'])})\n"
         )
+        if done["page"] is None:
+            sys.stdout.write(_page_line(args, None) + "\n")
     return EXIT_OK
 
 
@@ -146,7 +179,7 @@ def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.catalog.rotate import rotate_key
 
     done = rotate_key(_catalog(args), args.role)
-    done["page"] = str(_page(args).path)
+    done["page"] = _page(args)
     if args.json:
         emit_json(done)
     else:
@@ -156,6 +189,8 @@ def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
             f"root version {done['root_version']} ({done['root']}): sites follow it from the"
             " root they pinned; a new site pins this one\n"
         )
+        if done["page"] is None:
+            sys.stdout.write(_page_line(args, None) + "\n")
     return EXIT_OK
 
 
@@ -207,7 +242,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
             "role": published.role,
             "changed": published.changed,
             "descriptor": d.to_dict(),
-            "page": str(page.path),
+            "page": page,
         }
         if pushed is not None:
             out["oci"] = {
@@ -219,7 +254,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     else:
         what = "published" if published.changed else "already published, unchanged"
         sys.stdout.write(f"{d.vo}/{d.name} {d.version}: {what} (role {published.role})\n")
-        sys.stdout.write(f"  page: {page.path}\n")
+        sys.stdout.write(f"  page: {page}\n" if page else f"  {_page_line(args, None)}\n")
         if pushed is not None:
             sys.stdout.write(
                 f"  OCI: {pushed.repository}@{pushed.manifest}"
@@ -265,11 +300,7 @@ def _register_render(csub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_render)
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    keys_help = "the catalog's keys directory (default: DIR-keys beside the catalog)"
-    catalog = sub.add_parser("catalog", help="the signed image catalog (a TUF repository)")
-    csub = catalog.add_subparsers(dest="catalog_command", required=True, parser_class=Parser)
-
+def _register_init(csub: Any, common: argparse.ArgumentParser, keys_help: str) -> None:
     p = csub.add_parser("init", parents=[common], help="create a catalog and its keys")
     p.add_argument("catalog", type=user_path, metavar="DIR", help="the catalog directory")
     p.add_argument("--keys", type=user_path, help=keys_help)
@@ -277,16 +308,26 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--expires",
         help="validity in days per role, e.g. timestamp=1,snapshot=7,targets=90,vo=90,root=365",
     )
+    _add_no_page(p)
     p.set_defaults(func=cmd_init)
 
-    def with_catalog(p: argparse.ArgumentParser) -> None:
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    keys_help = "the catalog's keys directory (default: DIR-keys beside the catalog)"
+    catalog = sub.add_parser("catalog", help="the signed image catalog (a TUF repository)")
+    csub = catalog.add_subparsers(dest="catalog_command", required=True, parser_class=Parser)
+    _register_init(csub, common, keys_help)
+
+    def with_catalog(p: argparse.ArgumentParser, *, changes_page: bool = True) -> None:
         p.add_argument(
             "--catalog", type=user_path, required=True, metavar="DIR", help="the catalog directory"
         )
         p.add_argument("--keys", type=user_path, help=keys_help)
+        if changes_page:
+            _add_no_page(p)
 
     p = csub.add_parser("list", parents=[common], help="the images and revocations")
-    with_catalog(p)
+    with_catalog(p, changes_page=False)
     p.set_defaults(func=cmd_list)
 
     _register_render(csub, common)
@@ -338,7 +379,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--keep", type=int, default=3, help="snapshots to keep with what they name (default 3)"
     )
     p.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
-    with_catalog(p)
+    with_catalog(p, changes_page=False)
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("publish", parents=[common], help="put a signed image into a catalog")

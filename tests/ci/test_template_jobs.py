@@ -228,6 +228,9 @@ def check_published(world: World, sigstore_dir: Path, registry_host: str) -> Non
     )
     assert descriptor["oci_manifest"].startswith(f"{registry_host}/atlas/atlas-wn-debian12@sha256:")
     assert bundle.is_file()
+    # Published with --no-page, then one render: the page shows the matrix's images.
+    page = (world.catalog.directory / "index.html").read_text(encoding="utf-8")
+    assert "atlas-wn-debian12" in page
 
 
 def test_gitlab_publish_job(

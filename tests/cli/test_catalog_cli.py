@@ -229,6 +229,73 @@ def test_publish_and_revoke_write_the_page_and_render_rewrites_it(
     assert out == f"{elsewhere}: 1 image versions (1 revoked) of catalog version 3\n"
 
 
+def test_no_page_leaves_the_page_as_it_was_until_one_render(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bulk publishing: --no-page on every change, then one catalog render at the end."""
+    catalog = world.catalog.directory
+    page = catalog / "index.html"
+    before = page.read_bytes()  # the empty catalog's page, from init
+    stat = page.stat()
+    code, out, _ = run(
+        capsys, "--json", "publish", str(world.image()), "--catalog", str(catalog), "--no-page"
+    )
+    assert code == EXIT_OK
+    assert json.loads(out)["page"] is None
+    code, out, _ = run(
+        capsys, "publish", str(world.image("atlas-wn", "1.1")), "--catalog", str(catalog),
+        "--no-page", "-q",
+    )  # fmt: skip
+    assert code == EXIT_OK
+    assert f"{page}: not re-written (--no-page)" in out
+    assert f"'imagefactory catalog render {catalog}'" in out
+    code, out, _ = run(
+        capsys, "catalog", "revoke", "atlas-wn", "1.0", "--reason", "bad kernel", "--catalog",
+        str(catalog), "--no-page",
+    )  # fmt: skip
+    assert code == EXIT_OK
+    assert "not re-written (--no-page)" in out
+    for argv in (
+        ["catalog", "refresh", "--catalog", str(catalog), "--no-page"],
+        ["catalog", "rotate-key", "snapshot", "--catalog", str(catalog), "--no-page"],
+    ):
+        code, out, _ = run(capsys, "--json", *argv)
+        assert code == EXIT_OK, argv
+        assert json.loads(out)["page"] is None, argv
+    # Nothing touched the page: the same file, the same bytes.
+    assert page.read_bytes() == before
+    assert (page.stat().st_ino, page.stat().st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    assert "atlas-wn" not in before.decode("utf-8")
+
+    code, out, _ = run(capsys, "--json", "catalog", "render", str(catalog))
+    assert code == EXIT_OK
+    doc = json.loads(out)
+    assert sorted((i["version"], i["status"]) for i in doc["images"]) == [
+        ("1.0", "revoked"),
+        ("1.1", "valid"),
+    ]
+    text = page.read_text(encoding="utf-8")
+    assert "bad kernel" in text
+    assert "st st-revoked" in text
+    # Without --no-page the next change writes it again, as before.
+    code, out, _ = run(capsys, "--json", "catalog", "refresh", "--catalog", str(catalog))
+    assert code == EXIT_OK
+    assert json.loads(out)["page"] == str(page)
+
+
+def test_catalog_init_no_page_writes_no_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = tmp_path / "bulk"
+    code, out, _ = run(capsys, "catalog", "init", str(where), "--no-page")
+    assert code == EXIT_OK
+    assert f"{where / 'index.html'}: not re-written (--no-page)" in out
+    assert not (where / "index.html").exists()
+    code, out, _ = run(capsys, "catalog", "render", str(where))
+    assert code == EXIT_OK
+    assert out.startswith(f"{where / 'index.html'}: 0 image versions")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
