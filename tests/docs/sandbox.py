@@ -221,14 +221,17 @@ class Sandbox:
             start_new_session=True,
         )
         assert process.stdout is not None
-        chunks: list[str] = []
+        output = bytearray()
         stopped = threading.Event()
         timer = threading.Timer(timeout, lambda: _kill_group(process))
         timer.start()
         try:
-            for raw in process.stdout:
-                chunks.append(raw.decode("utf-8", "replace"))
-                if stop_after and missing_output(stop_after, "".join(chunks)) is None:
+            # Read what is there, not lines: a console's "login: " prompt ends
+            # without a newline, and waits for one.
+            while chunk := os.read(process.stdout.fileno(), 65536):
+                output += chunk
+                shown = output.decode("utf-8", "replace")
+                if stop_after and missing_output(stop_after, shown) is None:
                     stopped.set()
                     _kill_group(process, signal.SIGTERM)
                     break
@@ -237,11 +240,15 @@ class Sandbox:
             if process.poll() is None:
                 _kill_group(process, signal.SIGKILL)
                 process.wait()
-            chunks.append(process.stdout.read().decode("utf-8", "replace"))
+            if stopped.is_set():
+                # Stopped means stopped: the next command sees none of this one's
+                # processes (a qemu that exec'd from it ends after its shell).
+                _wait_group_gone(process.pid, timeout=60)
+            output += process.stdout.read()
         finally:
             timer.cancel()
             process.stdout.close()
-        return Result(process.returncode, "".join(chunks), stopped.is_set())
+        return Result(process.returncode, output.decode("utf-8", "replace"), stopped.is_set())
 
     # -- what systemd would do ------------------------------------------------
 
@@ -302,6 +309,21 @@ class Sandbox:
             f"cd / && env -i PATH={PATH} LANG=C.UTF-8 HOME=/root {env} {shlex.join(argv)}",
             keep_state=False,
         )
+
+
+def _wait_group_gone(group: int, timeout: float) -> None:
+    """Wait until no process of the group is left; SIGKILL what is left at the timeout."""
+    for sig in (signal.SIGKILL, None):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        if sig is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
 
 
 def _kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:

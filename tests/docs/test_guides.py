@@ -17,6 +17,7 @@ those that cannot run on a test host; what the test does for them instead
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -85,7 +86,11 @@ def test_guide_runs(name: str, box: Sandbox) -> None:
             continue
         for command in block.commands:
             stop = command.expected if block.stop_after_output else None
+            started = time.monotonic()
             done = box.shell(command.text, stop_after=stop)
+            # Each command's wall time, shown with -s (or -rP): where a guide's time goes.
+            first = command.text.splitlines()[0]
+            print(f"{time.monotonic() - started:7.1f} s  {command.where}: $ {first[:100]}")
             shown = f"{command.where}: $ {command.text}\n--- output ---\n{done.output}"
             if block.stop_after_output:
                 assert done.stopped, f"never printed {command.expected}: {shown}"
