@@ -69,16 +69,18 @@ def test_truncated_download_is_refused_then_resumed(world: World, server: Server
 
 
 def test_stalled_download_times_out(world: World, server: Server) -> None:
-    server.faults[DISK] = ("stall", 4096, 5.0)
-    result = world.pull(server.url, timeout=0.3)
+    # The timeout leaves room for the metadata requests before it on a loaded
+    # machine (at 0.3 s one of them could time out first); the stall is longer.
+    server.faults[DISK] = ("stall", 4096, 8.0)
+    result = world.pull(server.url, timeout=2.0)
     assert _event(result) == "transport-timeout"
     assert world.installed() == []
 
 
 def test_stalled_metadata_times_out(world: World, server: Server) -> None:
-    server.faults["timestamp.json"] = ("stall", 10, 5.0)
+    server.faults["timestamp.json"] = ("stall", 10, 8.0)
     with pytest.raises(CatalogError) as err:
-        world.pull(server.url, timeout=0.3)
+        world.pull(server.url, timeout=2.0)
     assert err.value.code == "transport-timeout"
 
 
