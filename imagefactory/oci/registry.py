@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from imagefactory.oci.manifests import (
     referrer_type,
     referrers_index,
 )
+from imagefactory.oci.tokens import BearerTokens
 
 #: Larger blobs go up in chunks (oras-py's POST, PATCH..., PUT) instead of one read.
 CHUNKED_ABOVE = 64 * 1024 * 1024
@@ -122,6 +124,7 @@ class Registry:
         self.timeout = timeout
         self.credentials = credentials if credentials is not None else find_credentials(host)
         self._oras: Any = None
+        self._tokens: BearerTokens | None = None
 
     @property
     def oras(self) -> Any:
@@ -153,6 +156,17 @@ class Registry:
             insecure=self.insecure,
             auth_backend="basic" if scheme == "basic" else "token",
         )
+        if scheme != "basic":
+            # oras-py's own token backend re-sends a refused token; ours asks for a new one.
+            tokens = BearerTokens(allow_http=self.insecure)
+            tokens.session, tokens.prefix = client.session, self.scheme
+            tokens._tls_verify = client.auth._tls_verify
+            client.auth = self._tokens = tokens
+            client.session.hooks["response"].append(tokens.note_refusal)
+        # oras-py retries every failed request five times, sleeping 3 to 83 s between
+        # tries (131 s in all): a refusal or a stalled registry would look like a hang.
+        # Every request here is tried once, with the session's timeout.
+        client.do_request = types.MethodType(oras.provider.Registry.do_request.__wrapped__, client)
         if self.credentials is not None:
             client.auth.set_basic_auth(self.credentials.username, self.credentials.password)
         adapter = _Timeouts(self.timeout)
@@ -160,13 +174,23 @@ class Registry:
         client.session.mount("https://", adapter)
         return client
 
-    def _unauthorised(self, why: str) -> TransportError:
-        given = f" (credentials from {self.credentials.source})" if self.credentials else ""
+    def _unauthorised(self, why: str, detail: object = None) -> TransportError:
+        problem = self._tokens.problem if self._tokens is not None else None
+        if problem is None and detail is not None:
+            problem = str(detail)
+        if self.credentials is not None:
+            given = f" (credentials from {self.credentials.source})"
+        else:
+            given = (
+                f" (no credentials found: ${USER_VAR}, $REGISTRY_AUTH_FILE and"
+                " ~/.docker/config.json name none for it)"
+            )
         return TransportError(
-            f"registry {self.host} {why}{given}",
+            f"registry {self.host} {why}{': ' + problem if problem else ''}{given}",
             code="oci-unauthorised",
             hint=f"set {USER_VAR} and {PASSWORD_VAR} (a CI job maps its registry token onto"
-            " them), or log in with docker login / podman login",
+            " them), or log in with docker login / podman login; pushing needs push"
+            " permission on the repository",
         )
 
     # -- low level -----------------------------------------------------------------
@@ -179,7 +203,7 @@ class Registry:
         try:
             response: requests.Response = self.oras.do_request(url, method, headers=headers, **kw)
         except ValueError as exc:  # oras-py: "Cannot respond to request for authentication."
-            raise self._unauthorised(f"refused the request ({exc})") from exc
+            raise self._unauthorised("refused the request", exc) from exc
         except requests.Timeout as exc:
             raise TransportError(
                 f"{url}: no answer within {self.timeout:g}s", code="transport-timeout"
@@ -201,7 +225,7 @@ class Registry:
                 do_chunked=blob.size > CHUNKED_ABOVE,
             )
         except ValueError as exc:
-            raise self._unauthorised(f"refused the blob upload ({exc})") from exc
+            raise self._unauthorised("refused the blob upload", exc) from exc
         except requests.RequestException as exc:
             raise TransportError(f"{self.repository}: blob upload failed: {exc}") from exc
         if response.status_code in (401, 403):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.catalog.tokenserver import TokenService, serve
 from tests.conftest import require_or_skip
 
 CONFIG = """\
@@ -66,6 +67,27 @@ def auth_registry(tmp_path: Path) -> Iterator[str]:
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
     htpasswd.write_text(f"{USER}:{hashed}\n")
     yield from _serve(tmp_path, AUTH.format(htpasswd=htpasswd))
+
+
+#: The users of :func:`token_registry`'s token service: a robot that may push and pull,
+#: and a site's reader that may only pull.
+PULLER, PULLER_PASSWORD = "site-reader", "read-only-token"
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path) -> Iterator[tuple[str, TokenService]]:
+    """A registry that wants a bearer token from a token service (GitLab's, Harbor's way).
+
+    :data:`USER` may push and pull ``atlas/*``; :data:`PULLER` may only pull.
+    """
+    repos = ("atlas/atlas-wn", "atlas/other")
+    users = {
+        USER: (PASSWORD, {repo: {"pull", "push"} for repo in repos}),
+        PULLER: (PULLER_PASSWORD, {repo: {"pull"} for repo in repos}),
+    }
+    for service in serve(TokenService(tmp_path, users)):
+        for host in _serve(tmp_path, service.registry_config()):
+            yield host, service
 
 
 def _serve(tmp_path: Path, extra: str) -> Iterator[str]:

@@ -21,17 +21,6 @@ def world(tmp_path: Path) -> World:
     return make_world(tmp_path)
 
 
-@pytest.fixture
-def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """A home without docker or containers auth files, no credential variables."""
-    home = tmp_path / "home"
-    home.mkdir()
-    for var in (USER_VAR, PASSWORD_VAR, "REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "ORAS_USER"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(home))
-    return home
-
-
 def test_without_credentials_the_push_is_refused_with_the_way_to_give_them(
     world: World, auth_registry: str, no_credentials: Path
 ) -> None:
