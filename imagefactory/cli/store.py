@@ -20,7 +20,7 @@ from imagefactory.settings import Settings
 
 def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.cli.verify import inspector
-    from imagefactory.instances.live import holders
+    from imagefactory.instances.rundir import RunDir
     from imagefactory.store.pull import PullOptions, parse_select, pull, read_root
     from imagefactory.trust import load_policy
     from imagefactory.verify.pipeline import VerifyOptions
@@ -40,7 +40,7 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
             timeout=args.timeout,
             on_progress=show,
             oci=args.oci,
-            holders=lambda image_dir: holders(args.run_dir, image_dir),
+            instances=RunDir(args.run_dir),
         )
         result = pull(args.catalog, root, policy, args.store, options)
     if args.json:

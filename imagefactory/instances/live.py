@@ -291,18 +291,10 @@ def gc(
             _remove(runs, entry.path, entry.job)
         result.removed.append(item)
     if store is not None and not dry_run:
-        result.retired_removed = Store(store).remove_unheld_retired(
-            lambda image_dir: holders(run_dir, image_dir)
-        )
+        result.retired_removed = Store(store).remove_unheld_retired(runs)
     return result
 
 
 def holders(run_dir: Path, image_dir: Path) -> list[str]:
     """The jobs whose instances have ``image_dir``'s disk as their base."""
-    target = os.path.realpath(image_dir)
-    jobs: list[str] = []
-    for path in RunDir(run_dir).jobs():
-        record = read_record(path / RECORD)
-        if record is not None and os.path.dirname(record.base) == target:
-            jobs.append(path.name)
-    return jobs
+    return RunDir(run_dir).holders(image_dir)

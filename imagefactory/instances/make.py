@@ -12,13 +12,19 @@ the cost does not grow with the image size.
 :func:`make_overlay` then builds ``.new-PID-RAND-JOB/`` in the run
 directory: ``qemu-img create -f qcow2 -b BASE -F FORMAT`` (the base's signed
 format written into the overlay, never probed), the record
-(``overlay.json``), and renames it to ``JOB/`` under the run directory's lock.
+(``overlay.json``), and renames it to ``JOB/`` under the run directory's lock,
+after checking again, under that lock, that the base is still the store entry
+it checked (installed, in the pull state, not retired, the same disk file):
+pull removes and retires images under the same lock, so an overlay never
+appears over an image pull is removing (which would dangle) or has retired.
+The long work (the checks, ``qemu-img``) happens outside the lock.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,8 +82,9 @@ def _store_key(image: Path, store: Store) -> str:
         raise InstanceError(exc.message) from exc
     if key not in store.installed() or key not in state.images:
         raise InstanceError(
-            f"{key}: not a complete entry of the store {root} (pull did not install it)",
-            hint="run 'imagefactory pull' to install it",
+            f"{key}: not a complete entry of the store {root} (pull did not install it,"
+            " or has removed it)",
+            hint="run 'imagefactory pull' to install it, or select another image",
         )
     retired = state.retired.get(key)
     if retired is not None:
@@ -143,9 +150,28 @@ def instantiate(
     real = Path(os.path.realpath(image))
     caches = [c for c in (cache, VerifiedCache(the_store.state_dir / "verify-cache")) if c]
     _check_verified(real, key, policy, caches)
-    overlay = make_overlay(real, run_dir, job, image=key, owner=ids)
     loaded = load_image_dir(real)
+    disk = _identity(loaded.disk)
+
+    def still_there() -> None:
+        # Under the run directory's lock: pull may have removed or retired it meanwhile.
+        _store_key(image, the_store)
+        if _identity(loaded.disk) != disk:
+            raise InstanceError(
+                f"{key}: its disk was replaced in the store while the overlay was made",
+                hint="run instantiate again",
+            )
+
+    overlay = make_overlay(real, run_dir, job, image=key, owner=ids, recheck=still_there)
     return Instance(job, overlay, key, Path(os.path.realpath(loaded.disk)), loaded.declared_format)
+
+
+def _identity(disk: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(disk)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _owner_ids(owner: str | None) -> tuple[int, int] | None:
@@ -168,11 +194,14 @@ def make_overlay(
     *,
     image: str = "",
     owner: tuple[int, int] | None = None,
+    recheck: Callable[[], None] | None = None,
 ) -> Path:
     """A fresh qcow2 overlay over ``base_image``'s disk for ``job``; returns its path.
 
     No checks of the base beyond its being an image directory: :func:`instantiate`
     makes them (tests make overlays over image directories outside a store).
+    ``recheck`` runs under the run directory's lock just before the overlay is
+    published; it raises to refuse it.
     """
     check_job(job)
     try:
@@ -200,7 +229,7 @@ def make_overlay(
         created = datetime.now(UTC).isoformat()
         record = OverlayRecord(OVERLAY, str(base), fmt, sha, False, job, image, created, boot_id())
         write_record(work / RECORD, record)
-        _publish(runs, work, final)
+        _publish(runs, work, final, recheck)
     except BaseException:
         rmtree_readonly(work)
         raise
@@ -219,11 +248,15 @@ def _create(base: Path, fmt: str, overlay: Path) -> None:
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", fmt, str(overlay)])
 
 
-def _publish(runs: RunDir, work: Path, final: Path) -> None:
+def _publish(
+    runs: RunDir, work: Path, final: Path, recheck: Callable[[], None] | None = None
+) -> None:
     """Rename the finished ``work`` to the job's name, unless another instantiate was first."""
     # No fsync: an instance never outlives the host's boot (gc removes what an earlier
     # boot left), so only what other processes see matters, and the rename decides that.
     with runs.locked():
         if final.exists():
             raise _exists(final)
+        if recheck is not None:
+            recheck()
         os.rename(work, final)

@@ -3,10 +3,17 @@
 ::
 
     RUN_DIR/                     root's, mode 0755 (the gate refuses anything else)
-        .lock                    instantiate, discard and gc take it around their renames
+        .lock                    instantiate, discard and gc take it around their renames,
+                                 pull around removing or retiring store images
         JOB/                     a job's instance, complete: disk.qcow2 + overlay.json
         .new-PID-RAND-JOB/       an instance being made (instantiate, process PID)
         .trash-PID-RAND-JOB/     an instance being removed (discard or gc, process PID)
+
+:class:`RunDir` is what pull is given as the store's
+:class:`~imagefactory.store.layout.Instances`: it looks at the holders of an
+image and removes or retires it under the lock, and instantiate checks its
+base again under the same lock before it publishes the overlay, so no overlay
+appears over an image that pull is removing or has retired.
 
 A job directory appears under its name only once its overlay and record are
 complete (the ``.new-`` directory is renamed), and leaves under it in one
@@ -34,6 +41,7 @@ from pathlib import Path
 
 from imagefactory.errors import InputError
 from imagefactory.gate.dirs import untrusted_dir
+from imagefactory.gate.overlay import RECORD, read_record
 from imagefactory.gate.text import shown
 
 LOCK = ".lock"
@@ -121,6 +129,10 @@ class RunDir:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
+        """The run directory's lock (made with the directory if it is missing: pull takes
+        it before any instance exists, and an instantiate may make the first meanwhile)."""
+        if not self.directory.exists():
+            self.create()
         fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -132,6 +144,16 @@ class RunDir:
         """A fresh name for a ``.new-`` or ``.trash-`` directory of this process."""
         prefix = NEW if kind == "new" else TRASH
         return self.directory / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}-{job}"
+
+    def holders(self, image_dir: Path) -> list[str]:
+        """The jobs whose instances have ``image_dir``'s disk as their base."""
+        target = os.path.realpath(image_dir)
+        jobs: list[str] = []
+        for path in self.jobs():
+            record = read_record(path / RECORD)
+            if record is not None and os.path.dirname(record.base) == target:
+                jobs.append(path.name)
+        return jobs
 
     def jobs(self) -> list[Path]:
         """Every complete job directory, by name."""

@@ -24,6 +24,12 @@ it is, so the overlay keeps working, and ``state.json`` says why it left and
 since when. Nothing new may start from a retired image (``instantiate`` and
 the gate refuse it; a revoked one refuses even the instances made before), and
 the next pull or ``instances gc`` removes it once no instance holds it.
+
+Whether an image is held and its removal or retirement happen under the run
+directory's lock (:class:`Instances`), which ``instantiate`` also takes to
+publish an overlay, after checking again that its base is still installed and
+not retired: an overlay never appears over an image between pull's look at
+the holders and the image's removal, and none is made over a retired one.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from imagefactory.catalog.descriptor import NAME_RE, VERSION_RE, VO_RE
 from imagefactory.errors import StoreError
@@ -46,6 +53,20 @@ from imagefactory.fsutil import atomic_write, fsync_dir
 from imagefactory.model.imagedir import LABELS_NAME
 
 STATE_DIR = ".pull"
+
+
+class Instances(Protocol):
+    """The instances made over store images (the run directory of ``instantiate``)."""
+
+    def locked(self) -> AbstractContextManager[object]:
+        """Held around an image's removal or retirement; no overlay is published meanwhile."""
+        ...
+
+    def holders(self, image_dir: Path) -> list[str]:
+        """The jobs whose overlays have ``image_dir``'s disk as their base."""
+        ...
+
+
 _FORMAT = 1
 
 
@@ -144,15 +165,15 @@ class Store:
             return {}
         return self.load_state().retired
 
-    def remove_unheld_retired(self, holders: Callable[[Path], list[str]]) -> list[str]:
-        """Remove every retired image no instance holds any more (under the lock)."""
+    def remove_unheld_retired(self, instances: Instances) -> list[str]:
+        """Remove every retired image no instance holds any more (under both locks)."""
         if not self.state_dir.is_dir():
             return []
         removed: list[str] = []
-        with self.locked():
+        with self.locked(), instances.locked():
             state = self.load_state()
             for key in sorted(state.retired):
-                if holders(self.image_dir(key)):
+                if instances.holders(self.image_dir(key)):
                     continue
                 self.remove(key)
                 state.retired.pop(key)

@@ -19,7 +19,11 @@ In order, under the store's lock:
 5. ``prune``    -- every image the catalog no longer offers (revoked, expired,
    superseded, withdrawn) or that fails verify now leaves the store; one that
    a job's overlay still uses is *retired* instead (kept in place, named in
-   the result with the jobs holding it; see :mod:`.layout`).
+   the result with the jobs holding it; see :mod:`.layout`). The holders are
+   looked at, and each image removed or retired and the state saved, under
+   the run directory's lock (``PullOptions.instances``), so no instantiate
+   publishes an overlay over an image in between; downloads and verify happen
+   before, without that lock.
 
 An image whose download or verify fails this time is reported; the version
 the store already held stays until a newer one is in.
@@ -30,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +44,7 @@ from imagefactory.catalog.descriptor import FileEntry
 from imagefactory.catalog.versions import version_key
 from imagefactory.errors import ImageFactoryError, InputError, StoreError, UsageError
 from imagefactory.model.imagedir import LayoutError, load_image_dir
-from imagefactory.store.layout import Store, StoreState, rmtree_readonly
+from imagefactory.store.layout import Instances, Store, StoreState, rmtree_readonly
 from imagefactory.store.transport import ByteSource, Downloaded, Source, download
 from imagefactory.store.updater import CatalogClient, Offer
 from imagefactory.trust.model import TrustPolicy
@@ -153,8 +158,9 @@ class PullOptions:
     now: datetime | None = None
     #: Fetch each file from the OCI registry the descriptor names (by digest), where it names one.
     oci: bool = False
-    #: The jobs whose overlays use an image directory as their base (``instances``).
-    holders: Callable[[Path], list[str]] | None = None
+    #: The instances over store images (the run directory): who holds an image, and the
+    #: lock an image is removed or retired under.
+    instances: Instances | None = None
 
 
 def pull(
@@ -227,8 +233,10 @@ class _Pull:
                     and k not in revoked
                     and self._still_offered(k, refresh.offers)
                 )
-        self._prune(installed, keep, revoked, refresh.offers)
-        self.store.save_state(self.state)
+        lock = self.options.instances.locked() if self.options.instances else nullcontext()
+        with lock:
+            self._prune(installed, keep, revoked, refresh.offers)
+            self.store.save_state(self.state)
         self._clean_partials(wanted)
         self.result.metadata_bytes = client.fetcher.fetched_bytes
         return self.result
@@ -392,7 +400,7 @@ class _Pull:
                 code, why = "expired", "its catalog entry expired"
             else:
                 code, why = "superseded", "a newer version is in the store, or it failed verify"
-            held = self.options.holders(installed[key]) if self.options.holders else []
+            held = self.options.instances.holders(installed[key]) if self.options.instances else []
             if held:
                 self._retire(key, code, why, held)
                 continue
@@ -405,7 +413,9 @@ class _Pull:
             self.result.add(key, "removed", code, why)
 
     def _retire(self, key: str, code: str, why: str, held: list[str]) -> None:
-        since = self.state.retired.get(key, {}).get("since") or self.now.isoformat()
+        # The time it is retired at, under the run directory's lock: every overlay made
+        # before (its record's time is taken before it is published) stays usable.
+        since = self.state.retired.get(key, {}).get("since") or datetime.now(UTC).isoformat()
         self.state.retired[key] = {"code": code, "reason": why, "since": since, "held_by": held}
         jobs = ", ".join(held)
         self.result.add(

@@ -14,8 +14,8 @@ import pytest
 
 from imagefactory.gate.check import GateConfig, check_disks
 from imagefactory.gate.disks import DiskRequest
-from imagefactory.instances.live import holders
 from imagefactory.instances.make import Instance, instantiate
+from imagefactory.instances.rundir import RunDir
 from imagefactory.store.pull import PullResult
 from imagefactory.trust import load_policy
 from tests.catalog.world import World, make_world
@@ -49,7 +49,7 @@ class Site:
         )
 
     def pull(self) -> PullResult:
-        return self.world.pull(holders=lambda d: holders(self.run_dir, d))
+        return self.world.pull(instances=RunDir(self.run_dir))
 
     def gate(self, disk: Path, fmt: str = "qcow2") -> tuple[bool, str]:
         config = GateConfig(load_policy(self.world.policy_path), self.store, run_dir=self.run_dir)
