@@ -18,6 +18,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from imagefactory.gate.overlay import OVERLAY, RECORD, read_record
 from imagefactory.store.layout import Store
@@ -36,9 +37,9 @@ def _child(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
 
-def _outcome(proc: subprocess.Popen[str]) -> dict[str, object]:
+def _outcome(proc: subprocess.Popen[str]) -> dict[str, Any]:
     out, _ = proc.communicate(timeout=180)
-    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
@@ -50,7 +51,7 @@ def test_an_instantiate_racing_a_pull_never_leaves_a_dangling_overlay(
     root = tmp_path / "root.json"
     root.write_bytes(world.root_json)
     key = KEY
-    seen: set[tuple[bool, bool, str]] = set()
+    seen: set[tuple[str, bool, str]] = set()
     for n in range(ROUNDS):
         base = world.store / key
         held = n % 2 == 1  # half the rounds: another job already holds the base
@@ -85,8 +86,7 @@ def test_an_instantiate_racing_a_pull_never_leaves_a_dangling_overlay(
         made, pulled = _outcome(inst), _outcome(pull)
         # (``ok`` is false: the older versions still in the catalog are below the minimum.)
         assert [key.rsplit("/", 1)[0] + f"/{version}", "installed"] in [
-            e[:2]
-            for e in pulled["events"]  # type: ignore[union-attr]
+            e[:2] for e in pulled["events"]
         ]
         job_dir = site.run_dir / job
         if made["ok"]:
