@@ -5,7 +5,8 @@
 Publishes one signed image with a non-sparse raw disk into a catalog in a
 temporary directory under /var/tmp, serves the catalog from a static HTTP server on
 127.0.0.1 (``tests/store/httpserver.py``, a child process), then measures in
-the same run, best of ``--repeat`` alternating rounds each, with a warm page cache:
+the same run, best of ``--repeat`` alternating rounds each (each round in a
+rotated order, each kind after an untimed ``sync``), with a warm page cache:
 
 * baseline: ``urllib`` download of the disk from the same server into a file
   on the same file system, hashing sha256 while it streams ("hash included");
@@ -17,7 +18,9 @@ the same run, best of ``--repeat`` alternating rounds each, with a warm page cac
 * a ``pull`` of the unchanged catalog: image bytes transferred, metadata bytes
   and time.
 
-Prints figures and ratios; asserts nothing.
+Prints figures and ratios (best of each kind, then the ratio within each round
+and its median, the load average, and this process's CPU seconds per kind);
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bench.verify import make_image
@@ -67,6 +72,25 @@ def plain_download(url: str, dest: Path, sync: bool = False) -> None:
             out.flush()
             os.fsync(out.fileno())
     dest.unlink()
+
+
+def measure(
+    actions: Mapping[str, Callable[[], object]], repeat: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds and this process's CPU seconds of each action, round by round."""
+    runs: dict[str, list[float]] = {name: [] for name in actions}
+    cpu: dict[str, list[float]] = {name: [] for name in actions}
+    names = list(actions)
+    for round_ in range(repeat):
+        # Each round in another order, and every kind from clean page-cache writeback:
+        # a kind run right after "plain" would otherwise pay for its dirty gigabyte.
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            os.sync()
+            used = resource.getrusage(resource.RUSAGE_SELF)
+            runs[name].append(best(1, actions[name]))
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            cpu[name].append(after.ru_utime - used.ru_utime + after.ru_stime - used.ru_stime)
+    return runs, cpu
 
 
 def setup(work: Path, size: int) -> tuple[Path, bytes, Path]:
@@ -125,16 +149,16 @@ def main() -> int:
 
         # Alternating rounds, the best of each: this machine is shared and its load
         # changes by the second; a block of one kind would catch a quiet or busy spell.
+        # Each round rotates the order, and syncs (untimed) before each kind.
         actions = {
             "plain": lambda: plain_download(url, scratch / "plain"),
             "synced": lambda: plain_download(url, scratch / "plain", sync=True),
             "ours": transfer,
             "full": whole,
         }
-        runs: dict[str, list[float]] = {name: [] for name in actions}
-        for _ in range(args.repeat):
-            for name, action in actions.items():
-                runs[name].append(best(1, action))
+        load_before = os.getloadavg()
+        runs, cpu = measure(actions, args.repeat)
+        load_after = os.getloadavg()
         baseline, synced, ours, full = (min(runs[n]) for n in actions)
         start = time.perf_counter()
         again = pull(base, root, policy, work / "store", PullOptions())
@@ -148,6 +172,7 @@ def main() -> int:
             "unchanged": unchanged,
         }
         report(args.size_mib, args.repeat, times, again)
+        report_pairs(runs, cpu, load_before, load_after)
     finally:
         if server is not None:
             server.terminate()
@@ -175,6 +200,40 @@ def report(size_mib: int, repeat: int, t: dict[str, float], again: PullResult) -
         f"unchanged catalog pull: {again.image_bytes} image bytes,"
         f" {again.metadata_bytes} metadata bytes, {t['unchanged'] * 1000:.0f} ms"
     )
+
+
+def report_pairs(
+    runs: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+) -> None:
+    """Each round's ratios, plain time over ours, and this process's CPU seconds per kind.
+
+    On a shared machine a best-of figure can pair a quiet moment of one kind
+    with a busy one of another; the ratio within a round (the kinds run one
+    after the other) and its median across rounds hold better, and the CPU
+    seconds of this process (the client; the server is another process) do
+    not depend on the load at all.
+    """
+    print(
+        "load average before: {:.1f} {:.1f} {:.1f}, after: {:.1f} {:.1f} {:.1f}".format(
+            *load_before, *load_after
+        )
+    )
+    for ours in ("ours", "full"):
+        for base in ("plain", "synced"):
+            pairs = [b / o for b, o in zip(runs[base], runs[ours], strict=True)]
+            print(
+                f"  {ours}/{base} per round: "
+                + " ".join(f"{r:.2f}x" for r in pairs)
+                + f"; median {statistics.median(pairs):.2f}x"
+            )
+    for name, seconds in cpu.items():
+        print(
+            f"  client CPU {name:6}: median {statistics.median(seconds):.2f} s"
+            f" (min {min(seconds):.2f}, max {max(seconds):.2f})"
+        )
 
 
 if __name__ == "__main__":

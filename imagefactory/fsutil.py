@@ -8,6 +8,7 @@ reader sees the old file or the new one, never a part.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -184,12 +185,22 @@ class Writeback:
     ``fsync`` has a step or two left to write instead of the whole file. Only
     a speed-up: the caller still fsyncs; where ``sync_file_range`` is missing
     (not Linux) it does nothing.
+
+    With ``drop``, the range just waited for (clean now, on disk) is also
+    dropped from the page cache (``POSIX_FADV_DONTNEED``): a file written once
+    and not read back soon (a downloaded disk, whose digest was computed from
+    the bytes as they were written) then streams through a window of two steps
+    instead of filling the page cache, and its new pages come from its own
+    freed ones rather than from reclaiming other processes' cache (measured:
+    about a third less system time per GiB on a loaded host; see
+    ``bench/pull.py``).
     """
 
-    def __init__(self, fd: int, start: int = 0) -> None:
+    def __init__(self, fd: int, start: int = 0, *, drop: bool = False) -> None:
         self.fd = fd
         self.started = start  # writeback asked for up to here
         self.waited = start  # and waited for up to here
+        self.drop = drop and hasattr(os, "posix_fadvise")
 
     def wrote(self, end: int) -> None:
         if end - self.started < WRITEBACK_STEP:
@@ -198,6 +209,12 @@ class Writeback:
         if self.started > self.waited:
             flags = _SYNC_WAIT_BEFORE | _SYNC_WRITE | _SYNC_WAIT_AFTER
             _sync_file_range(self.fd, self.waited, self.started - self.waited, flags)
+            if self.drop:
+                # Advice: an error only costs speed (the pages stay cached).
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(
+                        self.fd, self.waited, self.started - self.waited, os.POSIX_FADV_DONTNEED
+                    )
             self.waited = self.started
         self.started = end
 

@@ -20,7 +20,10 @@ Everything fetched is untrusted until its signed length and digests matched:
 
 Writing starts the kernel's writeback every :data:`WRITEBACK_STEP` bytes
 (``sync_file_range``), while the next bytes arrive, so the closing fsync
-waits for the last few MiB only instead of the whole file.
+waits for the last few MiB only instead of the whole file; each step, once on
+disk, is dropped from the page cache (``POSIX_FADV_DONTNEED``): nothing reads
+it back (verify takes the streamed digest), and a multi-GiB download then
+neither fills the cache nor evicts the host's other data to do so.
 """
 
 from __future__ import annotations
@@ -364,7 +367,9 @@ class _Transfer:
                     self.hasher = _Hasher(self.algorithms)
                     self.offset = self.done = 0
                 os.ftruncate(fd, self.done)
-                writeback = Writeback(fd, self.done)
+                # The file is not read back (its digests are these), so what is on
+                # disk leaves the page cache as it goes.
+                writeback = Writeback(fd, self.done, drop=True)
                 for chunk in chunks:
                     self._write(fd, chunk)
                     writeback.wrote(self.done)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from imagefactory.errors import CatalogError
+from imagefactory.fsutil import WRITEBACK_STEP
 from imagefactory.store.pull import PullResult
+from imagefactory.store.transport import CHUNK, Source, download
 from tests.catalog.world import World, make_world
+from tests.conftest import require_or_skip
 from tests.store.httpserver import Server
 
 KEY = "atlas/atlas-wn/1.0"
@@ -133,3 +139,28 @@ def test_a_missing_disk_is_reported(world: World, server: Server) -> None:
     server.faults[DISK] = ("status", 404)
     result = world.pull(server.url)
     assert _event(result) == "transport-not-found"
+
+
+def test_a_download_leaves_the_page_cache_as_it_reaches_the_disk(tmp_path: Path) -> None:
+    fincore = shutil.which("fincore")
+    require_or_skip(fincore is not None, "fincore (util-linux) is not installed")
+    assert fincore is not None
+    served = tmp_path / "served"
+    served.mkdir()
+    step = b"".join(i.to_bytes(4, "big") * (CHUNK // 4) for i in range(WRITEBACK_STEP // CHUNK))
+    size = 5 * WRITEBACK_STEP
+    with (served / "disk.raw").open("wb") as out:
+        for _ in range(size // len(step)):
+            out.write(step)
+    sha = hashlib.sha256(step * (size // len(step))).hexdigest()
+    dest = tmp_path / "disk.part"
+    got = download(Source.parse(str(served)), "disk.raw", dest, size, hashes={"sha256": sha})
+    assert got.hexdigests["sha256"] == sha
+    resident = subprocess.run(
+        [fincore, "--bytes", "--noheadings", "--output", "RES", str(dest)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # Only the last steps (not yet waited for when the file ended) stay cached.
+    assert int(resident) <= 2 * WRITEBACK_STEP, resident
