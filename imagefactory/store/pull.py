@@ -233,8 +233,10 @@ class _Pull:
                     and k not in revoked
                     and self._still_offered(k, refresh.offers)
                 )
-        lock = self.options.instances.locked() if self.options.instances else nullcontext()
-        with lock:
+        instances = self.options.instances
+        leaving = any(k not in keep for k in installed)
+        # Only a pull that removes or retires something takes (and may create) the lock.
+        with instances.locked() if instances is not None and leaving else nullcontext():
             self._prune(installed, keep, revoked, refresh.offers)
             self.store.save_state(self.state)
         self._clean_partials(wanted)
