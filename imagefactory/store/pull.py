@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import defaultdict
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -252,6 +253,7 @@ class _Pull:
 
     def _select(self, offers: list[Offer], revoked: dict[str, str]) -> dict[str, Offer]:
         best: dict[str, Offer] = {}
+        offered: defaultdict[str, list[Offer]] = defaultdict(list)
         for offer in offers:
             key = offer.key
             name_key = f"{offer.vo}/{offer.name}"
@@ -272,19 +274,26 @@ class _Pull:
             if expires is None or expires <= self.now:
                 self.result.add(key, "skipped", "expired", f"expired at {offer.expires}")
                 continue
-            minimum = self.state.minimum.get(name_key)
-            if minimum is not None and version_key(offer.version) < version_key(minimum):
-                self.result.add(
-                    key,
-                    "refused",
-                    "below-minimum-version",
-                    f"version {offer.version} is below this site's minimum {minimum}"
-                    " for the image (versions never go back)",
-                )
-                continue
             current = best.get(name_key)
             if current is None or version_key(offer.version) > version_key(current.version):
                 best[name_key] = offer
+            offered[name_key].append(offer)
+        # Versions below the site's minimum are old ones a catalog still lists
+        # (superseded: nothing to report) unless nothing at or above the minimum
+        # is offered any more: then the catalog is going back, and each is refused.
+        for name_key, offer in list(best.items()):
+            minimum = self.state.minimum.get(name_key)
+            if minimum is None or version_key(offer.version) >= version_key(minimum):
+                continue
+            del best[name_key]
+            for old in offered[name_key]:
+                self.result.add(
+                    old.key,
+                    "refused",
+                    "below-minimum-version",
+                    f"version {old.version} is below this site's minimum {minimum}"
+                    " for the image (versions never go back)",
+                )
         return best
 
     def _have(self, key: str, offer: Offer, installed: dict[str, Path]) -> str:

@@ -107,6 +107,18 @@ def test_a_newer_version_replaces_the_old_and_raises_the_minimum(world: World) -
     assert Store(world.store).load_state().minimum == {"atlas/atlas-wn": "1.1"}
 
 
+def test_old_versions_a_catalog_still_lists_are_not_refusals(world: World) -> None:
+    """A pull on a timer: the catalog keeps 1.0 beside 1.1; that is no failure."""
+    world.publish(world.image(version="1.0"))
+    world.pull()
+    world.publish(world.image(version="1.1"))
+    for _ in range(2):
+        result = world.pull()
+        assert result.ok, result.to_dict()
+        assert not [e for e in result.events if e.action == "refused"]
+    assert world.installed() == ["atlas/atlas-wn/1.1"]
+
+
 def test_an_older_version_offered_after_a_newer_one_is_refused(world: World) -> None:
     world.publish(world.image(version="1.1"))
     world.pull()
