@@ -229,9 +229,9 @@ class Store:
         """Rename the sealed, verified ``staging`` to its place in the store."""
         final = self.image_dir(key)
         os.chmod(staging, 0o555)
-        final.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         if final.exists():
-            self.remove(key)
+            self.remove(key)  # which also removes the parents it leaves empty
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         os.rename(staging, final)
         fsync_dir(final.parent)
         return final

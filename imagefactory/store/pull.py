@@ -355,14 +355,33 @@ class _Pull:
                 reasons = "; ".join(r.render() for r in verdict.denials)
                 self.result.add(key, "refused", "verify-denied", reasons)
                 return False
-            self.state.images[key] = {
-                "descriptor": _descriptor_digest(offer),
-                "installed": self.now.isoformat(),
-            }
-            for _name, part in parts:
-                part.unlink()  # the staged links stay; a denied image keeps its partials
-            self.store.save_state(self.state)
-            final = self.store.install(staging, key)
+            instances = self.options.instances
+            replacing = self.store.image_dir(key).exists()
+            # Replacing an installed version in place (its descriptor changed) would
+            # change the base under the overlays made on it: under the run directory's
+            # lock, a held one is kept, and the new one waits until nothing holds it.
+            with instances.locked() if instances is not None and replacing else nullcontext():
+                held = (
+                    instances.holders(self.store.image_dir(key)) if instances and replacing else []
+                )
+                if held:
+                    self.result.add(
+                        key,
+                        "refused",
+                        "store-in-use",
+                        "the installed version is the base of the instances of "
+                        f"{', '.join(held)}: it stays until they end, and a later pull"
+                        " installs the changed one",
+                    )
+                    return False
+                self.state.images[key] = {
+                    "descriptor": _descriptor_digest(offer),
+                    "installed": self.now.isoformat(),
+                }
+                for _name, part in parts:
+                    part.unlink()  # the staged links stay; a denied image keeps its partials
+                self.store.save_state(self.state)
+                final = self.store.install(staging, key)
             # The files just verified, renamed in a private directory: the next pull (and
             # only this store's pulls) answer from the cache instead of re-hashing them.
             final_key = image_key(final, self.policy)
