@@ -20,17 +20,15 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-
-from cyclonedx.model import Property
-from cyclonedx.model.bom import Bom
-from cyclonedx.model.component import Component, ComponentType
-from cyclonedx.output.json import JsonV1Dot6
-from packageurl import PackageURL
+from typing import TYPE_CHECKING
 
 from imagefactory import __version__
 from imagefactory.errors import InputError
 from imagefactory.guest.facts import OsFacts, Package
 from imagefactory.model.imagedir import SBOM_NAME
+
+if TYPE_CHECKING:
+    from packageurl import PackageURL
 
 SBOM_FILE = SBOM_NAME
 SPEC_VERSION = "1.6"
@@ -215,6 +213,8 @@ def package_url(package: Package, facts: OsFacts, repository_url: str | None = N
     The purl spec's ``deb`` type has no default repository: ``distro`` implies
     the distribution's archive, ``repository_url`` names another one.
     """
+    from packageurl import PackageURL  # only a build that writes an SBOM needs it
+
     qualifiers = {"arch": package.arch, "distro": f"{facts.distro}-{facts.version}"}
     if repository_url is not None:
         qualifiers["repository_url"] = repository_url
@@ -255,6 +255,12 @@ def make_sbom(
     with ``imagefactory:origin-candidates``, or ``unknown``), and a package of
     a third-party repository the purl qualifier ``repository_url``.
     """
+    # cyclonedx costs ~40 ms to import: only the label step, not every command, pays it.
+    from cyclonedx.model import Property
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+
     roles = package_roles(packages, requested) if requested is not None else {}
     bom = Bom(serial_number=uuid.uuid5(SBOM_NAMESPACE, disk_sha256))
     bom.metadata.timestamp = created

@@ -47,6 +47,8 @@ class BuildContext:
     staging: Path
     logfile: IO[str]
     archive: BaseArchive | None = None
+    #: Every suite's ``InRelease``, by (mirror, suite), as the ``archive`` step fetched it.
+    releases: dict[tuple[str, str], bytes] = field(default_factory=dict)
     fingerprint: dict[str, str] = field(default_factory=dict)
     #: The recipe's third-party repositories, verified against their pinned keys.
     repositories: list[VerifiedRepository] = field(default_factory=list)

@@ -9,22 +9,38 @@ process is gone. So a finished-looking directory is always a finished build.
 
 A published version is immutable: publishing a *different* build under the
 same name and version is refused unless replacing is asked for explicitly.
+
+"Already up to date" is decided by file identity, never by names: when a
+build is published, the identity of every file in its directory
+(:func:`imagefactory.fsutil.file_identity`: inode, size, mtime, ctime, owner,
+mode -- what the build cache and the verified cache key on) is recorded with
+its cache key under the build cache (:func:`record_output`, in
+``<cache>/outputs/``, not in the output, so whoever can write the output
+cannot vouch for a file changed there). A later build of the same key leaves
+the output as it is only when it holds exactly those files, each with the
+recorded identity (:func:`output_unchanged`): any write, truncation,
+replacement, chmod or chown changes ctime, which nobody can set back. Else
+the output is made again from the cache (the same build, so no version is
+overwritten).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from imagefactory.builder.cleanup import remove_quietly
 from imagefactory.errors import BuildError
+from imagefactory.fsutil import atomic_write, file_identity
 from imagefactory.model.imagedir import LOG_NAME, RECORD_NAME
 from imagefactory.run import process_alive
 
@@ -33,6 +49,7 @@ log = logging.getLogger(__name__)
 RECORD_FILE = RECORD_NAME
 LOG_FILE = LOG_NAME
 _STAGING_RE = re.compile(r"^\.staging-.*-(?P<pid>\d+)-[a-z0-9_]+$")
+OUTPUT_RECORD_SCHEMA = "imagefactory/output-identity/v1"
 
 
 def final_dir(output_root: Path, name: str, version: str) -> Path:
@@ -76,11 +93,86 @@ def read_record(directory: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def publish(staging: Path, final: Path, *, replace: bool = False) -> bool:
+def _output_record(records: Path, final: Path) -> Path:
+    """Where the identities of the output ``final`` are recorded (one file per directory)."""
+    name = hashlib.sha256(os.fsencode(final.absolute())).hexdigest()[:32]
+    return records / f"{name}.json"
+
+
+def _identities(directory: Path) -> dict[str, list[int]] | None:
+    """Name -> identity of every entry of ``directory``; None if one is not a regular file."""
+    found = {}
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode):
+                    return None
+                found[entry.name] = file_identity(st)
+    except OSError:
+        return None
+    return found
+
+
+def record_output(final: Path, key: str, records: Path) -> None:
+    """Record, under ``records``, the identity of every file of the just published ``final``.
+
+    Only a speed-up for the next build of ``key`` (:func:`output_unchanged`):
+    a record that cannot be written costs that build one copy of its disk.
+    """
+    files = _identities(final)
+    if files is None:
+        return
+    doc = {
+        "schema": OUTPUT_RECORD_SCHEMA,
+        "directory": str(final.absolute()),
+        "key": key,
+        "files": files,
+    }
+    try:
+        records.mkdir(parents=True, exist_ok=True)
+        atomic_write(_output_record(records, final), json.dumps(doc, indent=1), durable=False)
+    except OSError as exc:
+        log.info("could not record the identities of %s: %s", final, exc)
+
+
+def output_unchanged(final: Path, key: str, records: Path) -> bool:
+    """Whether ``final`` holds exactly the files :func:`record_output` recorded for ``key``.
+
+    The same names, none more or less, each a regular file (never followed
+    through a symlink) whose identity is the recorded one.
+    """
+    try:
+        doc = json.loads(_output_record(records, final).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    if (
+        not isinstance(doc, dict)
+        or doc.get("schema") != OUTPUT_RECORD_SCHEMA
+        or doc.get("directory") != str(final.absolute())
+        or doc.get("key") != key
+        or not isinstance(doc.get("files"), dict)
+        or not doc["files"]
+    ):
+        return False
+    recorded: dict[str, Any] = doc["files"]
+    return _identities(final) == recorded
+
+
+def publish(
+    staging: Path,
+    final: Path,
+    *,
+    replace: bool = False,
+    unchanged: Callable[[Path], bool] | None = None,
+) -> bool:
     """Move ``staging`` to ``final`` atomically; False if ``final`` already holds it.
 
-    "Already holds it" means the same cache key (the same inputs); then the
-    staging directory is dropped and the existing output left untouched.
+    "Already holds it" means the same cache key (the same inputs) and, when
+    ``unchanged`` is given, ``unchanged(final)``: then the staging directory
+    is dropped and the existing output left untouched. The same build in an
+    output that fails ``unchanged`` is replaced by the staging directory's
+    (the same inputs, so no version is overwritten: a changed copy is repaired).
     """
     new = read_record(staging)
     if new is None:
@@ -93,9 +185,12 @@ def publish(staging: Path, final: Path, *, replace: bool = False) -> bool:
             os.chmod(path, 0o444)
     if final.exists():
         old = read_record(final)
-        if old is not None and old.get("cache", {}).get("key") == new["cache"]["key"]:
+        same = old is not None and old.get("cache", {}).get("key") == new["cache"]["key"]
+        if same and (unchanged is None or unchanged(final)):
             return False
-        if not replace:
+        if same:
+            log.warning("%s changed since it was published: made again from this build", final)
+        elif not replace:
             raise BuildError(
                 f"{final} already holds a different build of this name and version",
                 hint="published versions are immutable: bump `version` in the recipe, "

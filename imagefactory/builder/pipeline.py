@@ -2,8 +2,9 @@
 
 Read :data:`STEPS` top to bottom and you have the build: check the host,
 resolve the package archive, generate the element, look the inputs up in the
-cache, run diskimage-builder, finish its OS tree, harden the tree, make the
-bootable disk from it, audit the disk and read its facts (the boot test runs
+cache, check the mirror's indexes and the recipe's packages (a miss only),
+run diskimage-builder, finish its OS tree, harden the tree, make the bootable
+disk from it, audit the disk and read its facts (the boot test runs
 alongside, from here to the end of the label step), write the SBOM and
 labels, collect the boot test, store it in the cache, write the build record.
 :func:`build` runs them in a staging directory and publishes the result
@@ -45,8 +46,10 @@ from imagefactory.builder.output import (
     LOG_FILE,
     RECORD_FILE,
     final_dir,
+    output_unchanged,
     publish,
     read_record,
+    record_output,
     staging_dir,
 )
 from imagefactory.builder.slots import cache_slot
@@ -116,18 +119,20 @@ def check_host(ctx: BuildContext) -> None:
 
 
 def resolve_base(ctx: BuildContext) -> None:
+    """The archive and what the cache key needs of it: its suites' ``InRelease``
+    digests and the recipe's repositories, verified. Checking the indexes and
+    the recipe's packages waits for a cache miss (:func:`check_packages`)."""
     base = ctx.recipe.base
     ctx.archive = resolve_archive(base.distro, base.release, base.arch, ctx.settings.mirrors)
     ctx.progress.note(f"archive {ctx.archive.mirror} ({ctx.archive.origin})")
-    releases = fetch_releases(ctx.archive)
-    check_indexes(ctx.archive, base.arch, releases)
-    indexes = ctx.settings.cache_dir / "package-indexes"
+    # Fetched every build, cache hit or not: an archive update changes the key.
+    ctx.releases = fetch_releases(ctx.archive)
     # The recipe's own repositories, each against its pinned key alone.
     ctx.repositories = verify_repositories(
         ctx.recipe.repositories,
         base.arch,
         keys_dir=ctx.settings.repository_keys,
-        cache_dir=indexes,
+        cache_dir=ctx.settings.cache_dir / "package-indexes",
         on_status=ctx.progress.status,
     )
     for repo in ctx.repositories:
@@ -135,21 +140,35 @@ def resolve_base(ctx: BuildContext) -> None:
             f"repository {repo.repository.name}: {repo.repository.url} verified with key"
             f" {repo.key.fingerprint}"
         )
+    ctx.fingerprint = release_fingerprint(ctx.releases)
+
+
+def check_packages(ctx: BuildContext) -> None:
+    """Before diskimage-builder's apt: the mirror's indexes match its ``InRelease``
+    (not caught mid-sync), and every package the recipe names is in them; the
+    verified indexes the label step matches each package's origin in.
+
+    Only on a cache miss: the checks protect the apt run a hit does not make
+    (the hit's inputs, archive digests included, are those of a build that
+    passed), and a hit's SBOM, origins included, comes from the cache.
+    """
+    archive, base = ctx.need_archive(), ctx.recipe.base
+    indexes = ctx.settings.cache_dir / "package-indexes"
+    check_indexes(archive, base.arch, ctx.releases)
     archive_index = load_index(
-        ctx.archive, base.arch, releases, cache_dir=indexes, on_status=ctx.progress.status
+        archive, base.arch, ctx.releases, cache_dir=indexes, on_status=ctx.progress.status
     )
     ctx.origin_sources = origin_sources(archive_index, ctx.repositories)
     # Every unknown package at once, at its recipe line, before DIB's 40 s of apt.
     check_recipe_packages(
         ctx.recipe,
-        ctx.archive,
-        releases,
+        archive,
+        ctx.releases,
         cache_dir=indexes,
         on_status=ctx.progress.status,
         extra=lambda index: add_indexes(index, ctx.repositories),
         loaded=archive_index,
     )
-    ctx.fingerprint = release_fingerprint(releases)
 
 
 def generate_element(ctx: BuildContext) -> None:
@@ -225,25 +244,33 @@ def lookup_cache(ctx: BuildContext) -> None:
 
 
 def _published_already(ctx: BuildContext) -> dict[str, Path] | None:
-    """The disks of the output directory when it already holds this build (same key).
+    """The disks of the output directory when it already holds this build, unchanged.
 
-    Only when nothing later needs the disk in the staging directory: no boot
-    test still to run. :func:`~imagefactory.builder.output.publish` then keeps
-    the output as it is (and refuses to publish a staging directory without
-    its disks, should the output vanish in between).
+    Decided by file identity (:func:`~imagefactory.builder.output.output_unchanged`:
+    exactly the files published for this key, each with the identity recorded
+    then), never by names. Only when nothing later needs the disk in the
+    staging directory: no boot test still to run.
+    :func:`~imagefactory.builder.output.publish` checks again and keeps the
+    output as it is (and refuses to publish a staging directory without its
+    disks, should the output change in between).
     """
     if ctx.hit is None:
         return None
     if ctx.options.boot_test and not (ctx.boot and ctx.boot.get("passed")):
         return None
     final = final_dir(ctx.staging.parent, ctx.recipe.name, ctx.recipe.version)
+    if not output_unchanged(final, ctx.key, _output_records(ctx.settings)):
+        return None
     old = read_record(final)
     if old is None or old.get("cache", {}).get("key") != ctx.key:
         return None
     images = {name: final / name for name in ctx.hit.files if name not in METADATA_FILES}
-    if not images or not all(path.is_file() for path in images.values()):
-        return None
-    return images
+    return images or None
+
+
+def _output_records(settings: Settings) -> Path:
+    """Where the identities of published outputs are recorded (see builder.output)."""
+    return settings.cache_dir / "outputs"
 
 
 def run_dib(ctx: BuildContext) -> None:
@@ -513,6 +540,12 @@ STEPS: tuple[Step, ...] = (
     Step("archive", "resolve the package archive and its freshness", resolve_base),
     Step("element", "generate the diskimage-builder element", generate_element),
     Step("cache", "look up the build cache", lookup_cache),
+    Step(
+        "packages",
+        "check the mirror's indexes and the recipe's packages (before apt)",
+        check_packages,
+        _on_hit,
+    ),
     Step("dib", "build the OS tree with diskimage-builder", run_dib, _on_hit),
     Step("tree", "finish the OS tree for its disk", prepare_tree, _on_hit),
     Step("harden", "apply the hardening profile to the OS tree", harden_tree, _on_hit),
@@ -578,7 +611,15 @@ def build(
         progress.timings["total"] = round(time.monotonic() - started, 3)
         write_record(ctx)
         record = json.loads((staging / RECORD_FILE).read_text(encoding="utf-8"))
-        published = publish(staging, destination, replace=options.replace)
+        records = _output_records(settings)
+        published = publish(
+            staging,
+            destination,
+            replace=options.replace,
+            unchanged=lambda final: output_unchanged(final, ctx.key, records),
+        )
+        if published:
+            record_output(destination, ctx.key, records)
     return BuildResult(
         directory=destination, record=record, cache_hit=ctx.hit is not None, published=published
     )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from imagefactory.builder.cache import file_digest
 from imagefactory.builder.context import BuildContext, BuildOptions
 from imagefactory.builder.element import write_element
 from imagefactory.builder.label_steps import METADATA_FILES
-from imagefactory.builder.output import final_dir
+from imagefactory.builder.output import final_dir, output_unchanged, publish, record_output
 from imagefactory.mirrors import BaseArchive
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe, load_recipe
@@ -63,11 +66,14 @@ def cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Recipe, str
     return recipe, ctx.key
 
 
-def _publish_by_hand(tmp_path: Path, recipe: Recipe, key: str) -> Path:
+def _publish_by_hand(tmp_path: Path, recipe: Recipe, key: str, *, recorded: bool = True) -> Path:
+    """An output of ``key`` as a build leaves it: published, its identities recorded."""
     final = final_dir(tmp_path / "images", recipe.name, recipe.version)
     final.mkdir(parents=True)
     (final / DISK).write_bytes(b"disk bytes")
     (final / "build.json").write_text(json.dumps({"cache": {"key": key}}))
+    if recorded:
+        record_output(final, key, tmp_path / "cache" / "outputs")
     return final
 
 
@@ -107,3 +113,114 @@ def test_another_build_in_the_output_or_a_boot_test_to_run_still_copies(
     ctx = _ctx(tmp_path, recipe, boot_test=True)
     pipeline.lookup_cache(ctx)
     assert (ctx.staging / DISK).exists()
+
+
+def _rewrite(path: Path) -> None:
+    """The same bytes written again: only the identity says it was touched."""
+    os.chmod(path, 0o644)
+    path.write_bytes(path.read_bytes())
+
+
+def _replace(path: Path) -> None:
+    new = path.with_name(".new")
+    new.write_bytes(path.read_bytes())
+    st = path.stat()
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))  # even the mtime put back
+    new.replace(path)
+
+
+def _symlink(path: Path) -> None:
+    kept = path.parent.parent / "kept"
+    path.rename(kept)
+    path.symlink_to(kept)
+
+
+CHANGES: dict[str, Callable[[Path], object]] = {
+    "rewritten with the same bytes": _rewrite,
+    "replaced by a copy with the same mtime": _replace,
+    "chmod": lambda path: os.chmod(path, 0o644),
+    "replaced by a symlink to itself": _symlink,
+    "removed": lambda path: path.unlink(),
+    "a file added beside it": lambda path: (path.parent / "extra").write_text("x"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_an_output_changed_since_it_was_published_is_made_again(
+    tmp_path: Path, cached: tuple[Recipe, str], change: str
+) -> None:
+    """'Up to date' by file identity, never by names: any change copies from the cache."""
+    recipe, key = cached
+    final = _publish_by_hand(tmp_path, recipe, key)
+    records = tmp_path / "cache" / "outputs"
+    assert output_unchanged(final, key, records)
+    CHANGES[change](final / DISK)
+    assert not output_unchanged(final, key, records)
+    ctx = _ctx(tmp_path, recipe)
+    pipeline.lookup_cache(ctx)
+    assert ctx.images == {DISK: ctx.staging / DISK}
+    assert (ctx.staging / DISK).read_bytes() == b"disk bytes"
+
+
+def test_an_output_with_no_identities_recorded_is_not_trusted_by_its_names(
+    tmp_path: Path, cached: tuple[Recipe, str]
+) -> None:
+    recipe, key = cached
+    final = _publish_by_hand(tmp_path, recipe, key, recorded=False)
+    assert not output_unchanged(final, key, tmp_path / "cache" / "outputs")
+    ctx = _ctx(tmp_path, recipe)
+    pipeline.lookup_cache(ctx)
+    assert (ctx.staging / DISK).exists()
+    # Nor an output recorded for another key, or the record of another directory.
+    record_output(final, "another-key", tmp_path / "cache" / "outputs")
+    assert not output_unchanged(final, key, tmp_path / "cache" / "outputs")
+
+
+def test_the_same_build_over_a_changed_output_repairs_it_and_records_it(
+    tmp_path: Path, cached: tuple[Recipe, str]
+) -> None:
+    """publish: same key but changed -> replaced by the staging copy, never kept as it is."""
+    recipe, key = cached
+    final = _publish_by_hand(tmp_path, recipe, key)
+    records = tmp_path / "cache" / "outputs"
+    os.chmod(final / DISK, 0o666)
+    (final / DISK).write_bytes(b"tampered")
+    ctx = _ctx(tmp_path, recipe)
+    pipeline.lookup_cache(ctx)
+    pipeline.write_record(ctx)
+    shutil.rmtree(ctx.staging / "elements")  # as build() does before it publishes
+
+    def unchanged(path: Path) -> bool:
+        return output_unchanged(path, key, records)
+
+    assert publish(ctx.staging, final, unchanged=unchanged)
+    assert (final / DISK).read_bytes() == b"disk bytes"
+    assert (final / DISK).stat().st_ino != (ctx.hit.path / DISK).stat().st_ino  # type: ignore[union-attr]
+    record_output(final, key, records)
+    assert output_unchanged(final, key, records)
+    # Now up to date: the next build of the key copies nothing and keeps the output.
+    again = _ctx(tmp_path, recipe)
+    pipeline.lookup_cache(again)
+    assert again.images == {DISK: final / DISK}
+    pipeline.write_record(again)
+    shutil.rmtree(again.staging / "elements")
+    assert not publish(again.staging, final, unchanged=unchanged)
+
+
+def test_the_index_and_package_checks_wait_for_a_miss(
+    tmp_path: Path, cached: tuple[Recipe, str]
+) -> None:
+    """The archive step fetches every InRelease (the key needs them, hit or not); the
+    index HEADs and the package lookup protect diskimage-builder's apt and run only
+    before it, on a miss."""
+    names = [s.name for s in pipeline.STEPS]
+    assert names.index("archive") < names.index("cache") < names.index("packages")
+    assert names.index("packages") == names.index("dib") - 1
+    (step,) = (s for s in pipeline.STEPS if s.name == "packages")
+    recipe, _key = cached
+    ctx = _ctx(tmp_path, recipe)
+    pipeline.lookup_cache(ctx)
+    assert ctx.hit is not None
+    assert step.skip(ctx) == "cache hit"
+    ctx.hit = None
+    assert step.skip(ctx) is None

@@ -15,6 +15,7 @@ from imagefactory.mirrors import (
     AptEntry,
     BaseArchive,
     check_indexes,
+    each_at_once,
     fetch_releases,
     indexed_sizes,
     mirror_from_apt,
@@ -161,3 +162,55 @@ def test_settings_win_over_apt_and_security_defaults_next_to_the_mirror() -> Non
     )
     from_apt = resolve_archive(Distro.DEBIAN, "bookworm", Arch.X86_64, {}, apt)
     assert (from_apt.mirror, from_apt.origin) == ("http://apt.test/debian", "host apt sources")
+
+
+def test_every_suite_is_asked_at_once(tmp_path: Path) -> None:
+    """The InRelease files and the index HEADs are requested concurrently: the server
+    answers none until all three suites' requests are in (a barrier, not a timing)."""
+    root = tmp_path / "www"
+    _publish_all(root, b"z" * 7, b"z" * 7)
+    barrier = threading.Barrier(3, timeout=10)
+    seen: list[tuple[str, str]] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def _together(self) -> None:
+            seen.append((self.command, self.path))
+            barrier.wait()  # BrokenBarrierError (no answer) if the three came one by one
+
+        def do_GET(self) -> None:
+            self._together()
+            super().do_GET()
+
+        def do_HEAD(self) -> None:
+            self._together()
+            super().do_HEAD()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        archive = _archive(f"http://127.0.0.1:{server.server_address[1]}")
+        releases = fetch_releases(archive)
+        check_indexes(archive, Arch.X86_64, releases)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert list(releases) == archive.suites()  # in the archive's order, whatever came first
+    assert sorted(method for method, _ in seen) == ["GET"] * 3 + ["HEAD"] * 3
+
+
+def test_each_at_once_keeps_the_order_and_raises_the_first_error() -> None:
+    assert each_at_once(lambda n: n * 2, [3, 1, 2]) == [6, 2, 4]
+
+    def fail(n: int) -> int:
+        if n:
+            raise ArchiveError(f"suite {n}")
+        return n
+
+    with pytest.raises(ArchiveError, match="suite 1"):
+        each_at_once(fail, [0, 1, 2])
