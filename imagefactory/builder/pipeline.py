@@ -111,11 +111,6 @@ def check_host(ctx: BuildContext) -> None:
     dib.check_keyring(ctx.recipe, dict(ctx.settings.keyrings))
     if ctx.recipe.repositories:
         require_tools("gpgv")  # verifies the repositories' Release files
-    # The appliance and the boot test need the accelerator only after
-    # diskimage-builder: a probe that has to time out costs nothing there.
-    probe_in_background(
-        ctx.settings.accel, "qemu-system-x86_64", ctx.settings.cache_dir / "accel.json"
-    )
 
 
 def resolve_base(ctx: BuildContext) -> None:
@@ -150,8 +145,15 @@ def check_packages(ctx: BuildContext) -> None:
 
     Only on a cache miss: the checks protect the apt run a hit does not make
     (the hit's inputs, archive digests included, are those of a build that
-    passed), and a hit's SBOM, origins included, comes from the cache.
+    passed), and a hit's SBOM, origins included, comes from the cache. The
+    accelerator probe starts here too, for the same reason.
     """
+    # The appliance and the boot test need the accelerator only after
+    # diskimage-builder: a probe that has to time out costs nothing there. Not
+    # before the cache lookup: a hit would wait for the probe's qemu to end.
+    probe_in_background(
+        ctx.settings.accel, "qemu-system-x86_64", ctx.settings.cache_dir / "accel.json"
+    )
     archive, base = ctx.need_archive(), ctx.recipe.base
     indexes = ctx.settings.cache_dir / "package-indexes"
     check_indexes(archive, base.arch, ctx.releases)
@@ -178,7 +180,7 @@ def generate_element(ctx: BuildContext) -> None:
 
 def lookup_cache(ctx: BuildContext) -> None:
     archive, element = ctx.need_archive(), ctx.need_element()
-    ctx.versions = tool_versions()
+    ctx.versions = tool_versions(ctx.settings.cache_dir / "tool-versions.json")
     ctx.profile = load_profile(ctx.recipe.hardening)
     base = ctx.recipe.base
     ctx.key_inputs = {

@@ -50,7 +50,7 @@ def _ctx(tmp_path: Path, recipe: Recipe, **options: bool) -> BuildContext:
 @pytest.fixture
 def cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Recipe, str]:
     """The example recipe with a cache entry under its key (a fake disk and metadata)."""
-    monkeypatch.setattr(pipeline, "tool_versions", lambda: {"diskimage-builder": "3.43"})
+    monkeypatch.setattr(pipeline, "tool_versions", lambda *_: {"diskimage-builder": "3.43"})
     recipe = load_recipe(RECIPES / "atlas-wn-debian12.yaml")
     ctx = _ctx(tmp_path, recipe)
     pipeline.lookup_cache(ctx)  # a miss: it names the key
@@ -224,3 +224,22 @@ def test_the_index_and_package_checks_wait_for_a_miss(
     assert step.skip(ctx) == "cache hit"
     ctx.hit = None
     assert step.skip(ctx) is None
+
+
+def test_the_accelerator_probe_starts_only_on_a_miss(
+    tmp_path: Path, cached: tuple[Recipe, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe that runs a KVM guest would hold up a hit's exit until its qemu ends."""
+    probes: list[str] = []
+    monkeypatch.setattr(pipeline, "probe_in_background", lambda *a: probes.append(a[0]))
+    monkeypatch.setattr(pipeline, "require_build_host", lambda *a: None)
+    monkeypatch.setattr(pipeline, "check_indexes", lambda *a: None)
+    monkeypatch.setattr(pipeline, "check_recipe_packages", lambda *a, **k: None)
+    recipe, _key = cached
+    ctx = _ctx(tmp_path, recipe)
+    pipeline.check_host(ctx)
+    pipeline.lookup_cache(ctx)
+    assert ctx.hit is not None
+    assert probes == []
+    pipeline.check_packages(ctx)  # the first step a miss runs
+    assert probes == ["auto"]

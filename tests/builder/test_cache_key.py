@@ -33,7 +33,9 @@ def _key(
     tools: dict[str, str] | None = None,
     repositories: list[VerifiedRepository] | None = None,
 ) -> str:
-    monkeypatch.setattr(pipeline, "tool_versions", lambda: tools or {"diskimage-builder": "3.43"})
+    monkeypatch.setattr(
+        pipeline, "tool_versions", lambda *_: tools or {"diskimage-builder": "3.43"}
+    )
     staging = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
     staging.mkdir()
     ctx = BuildContext(

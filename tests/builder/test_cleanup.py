@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from imagefactory.builder import cleanup
 from imagefactory.builder.cleanup import mounts_below, remove_tree
 from tests.conftest import require_or_skip
 
@@ -52,3 +53,26 @@ def test_remove_tree_unmounts_a_bind_mount_and_keeps_its_source(tmp_path: Path) 
     assert not tree.exists()
     assert (precious / "keep-me").read_text() == "host data"
     assert mounts_below(tmp_path) == []
+
+
+def test_a_directory_of_files_goes_without_a_process_and_its_symlinks_are_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached rebuild's staging directory: unlinks, no ``rm``; a nested tree still uses ``rm``."""
+    started: list[list[str]] = []
+    monkeypatch.setattr(cleanup, "run", lambda argv, **_: started.append(argv))
+    outside = tmp_path / "outside"
+    outside.write_text("host data")
+    flat = tmp_path / "staging"
+    flat.mkdir()
+    (flat / "build.json").write_text("{}")
+    (flat / "link").symlink_to(outside)
+    (flat / "dangling").symlink_to(tmp_path / "nowhere")
+    remove_tree(flat)
+    assert not flat.exists()
+    assert started == []
+    assert outside.read_text() == "host data"
+    nested = tmp_path / "nested"
+    (nested / "sub").mkdir(parents=True)
+    remove_tree(nested)
+    assert started == [["rm", "-rf", "--one-file-system", "--", str(nested)]]
