@@ -35,6 +35,9 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import re
+import shutil
+import stat
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -323,11 +326,55 @@ def make_esp(
         ],
         logfile=logfile,
     )
-    entries = sorted(str(p) for p in staged.iterdir())
-    run(["mcopy", "-s", "-Q", "-m", "-i", str(image), *entries, "::/"], logfile=logfile)
-    run(["rm", "-rf", "--one-file-system", *entries], logfile=logfile)
+    # mcopy follows symlinks: it is handed a private copy of the staged files,
+    # made through the tree (no guest symlink followed), never the tree itself.
+    files = Path(tempfile.mkdtemp(prefix=".esp-files-", dir=image.parent))
+    try:
+        entries = _copy_esp_files(tree, files)
+        run(["mcopy", "-s", "-Q", "-m", "-i", str(image), *entries, "::/"], logfile=logfile)
+    finally:
+        shutil.rmtree(files, ignore_errors=True)
+    staged_entries = sorted(str(p) for p in staged.iterdir())
+    run(["rm", "-rf", "--one-file-system", *staged_entries], logfile=logfile)
     with HostTree(tree) as t:
         t.chmod(f"/{ESP_STAGING}", 0o700)
+
+
+def _copy_esp_files(tree: Path, target: Path) -> list[str]:
+    """Copy what is staged under /boot/efi into ``target``, through the tree.
+
+    Only directories and regular files go onto a FAT file system: anything else
+    (a symlink, fifo, device or socket) is refused by name, not followed or
+    skipped. Returns ``target``'s top-level entries, for ``mcopy``.
+    """
+    top = f"/{ESP_STAGING}"
+    with HostTree(tree) as t:
+        for entry in t.walk(top):  # sorted: a directory before what it holds
+            where = target / entry.path[len(top) + 1 :]
+            if entry.is_dir:
+                where.mkdir(mode=0o755)
+            elif entry.is_file:
+                t.copy_out(entry.path, where)
+            else:
+                raise BuildError(
+                    f"{tree}: {entry.path} is not a regular file or directory"
+                    f" ({_kind(entry.mode)}); only those go onto the EFI system partition",
+                    hint="the image's element staged it under /boot/efi: stage a copy instead",
+                )
+    return sorted(str(p) for p in target.iterdir())
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISFIFO, "a fifo"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return f"mode {mode:o}"
 
 
 def copy_into(raw: Path, part: Path, offset: int) -> None:

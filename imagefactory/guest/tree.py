@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 
 from imagefactory.errors import TreeError
+from imagefactory.fsutil import clone_or_copy_fd
 from imagefactory.guest.view import MAX_ENTRIES, MAX_READ, Entry, cap_text
 
 # linux/openat2.h
@@ -198,6 +199,36 @@ class HostTree:
             os.close(fd)
         with os.fdopen(rfd, "rb") as f:
             return f.read(limit)
+
+    def copy_out(self, path: str, target: Path) -> None:
+        """Copy the regular file at ``path`` to ``target``, a new host file (mode 0644).
+
+        No symlink is followed anywhere on the way (``RESOLVE_NO_SYMLINKS``), and
+        the bytes come from the descriptor whose type was checked: a symlink, fifo,
+        device or socket is refused naming it, never read through.
+        """
+        try:
+            fd = self._open(path, os.O_PATH | os.O_NOFOLLOW, resolve=IN_TREE | RESOLVE_NO_SYMLINKS)
+        except OSError as exc:
+            raise self._fail("copy", path, exc) from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise TreeError(
+                    f"{self.root}: cannot copy {cap_text(path)} out of the OS tree:"
+                    " not a regular file"
+                )
+            rfd = os.open(_magic(fd), os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        finally:
+            os.close(fd)
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            wfd = os.open(target, flags, 0o644)
+            try:
+                clone_or_copy_fd(rfd, wfd)
+            finally:
+                os.close(wfd)
+        finally:
+            os.close(rfd)
 
     def listdir(self, path: str) -> list[str]:
         try:

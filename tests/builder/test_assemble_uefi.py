@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -115,6 +116,40 @@ def test_make_esp_fills_a_fat_file_system_and_leaves_an_empty_mount_point(
     raw.write_bytes(bytes(assemble.ESP_SECTORS * 512 + 4096))
     assemble.copy_into(raw, image, 4096)
     assert raw.read_bytes()[4096 : 4096 + 16] == image.read_bytes()[:16]
+
+
+@pytest.mark.skipif(
+    shutil.which("mkfs.vfat", path="/usr/sbin:/sbin:/usr/bin") is None
+    or shutil.which("mdir") is None,
+    reason="dosfstools and mtools are not installed (scripts/setup installs them)",
+)
+@pytest.mark.parametrize("kind", ["file symlink", "directory symlink", "fifo"])
+def test_make_esp_refuses_what_is_not_a_file_or_directory_and_never_follows_it(
+    tmp_path: Path, kind: str
+) -> None:
+    """A guest symlink under /boot/efi must not pull a host file onto the ESP (mcopy
+    follows symlinks): the staged files reach mcopy only as a private copy made
+    through the tree, and a symlink, fifo or device there is refused by name."""
+    host = tmp_path / "host"
+    (host / "secrets").mkdir(parents=True)
+    (host / "secrets" / "key").write_text("HOST SECRET")
+    tree = tmp_path / "tree"
+    loader_dir = tree / "boot/efi/EFI/BOOT"
+    loader_dir.mkdir(parents=True)
+    (loader_dir / "BOOTX64.EFI").write_bytes(b"MZ shim")
+    bad = tree / "boot/efi/EFI/BOOT/extra"
+    if kind == "file symlink":
+        bad.symlink_to(host / "secrets" / "key")
+    elif kind == "directory symlink":
+        bad.symlink_to(host / "secrets")
+    else:
+        os.mkfifo(bad)
+    image = tmp_path / "esp.img"
+    with pytest.raises(BuildError, match=r"/boot/efi/EFI/BOOT/extra is not a regular file") as info:
+        assemble.make_esp(tree, image, "ABCD-1234", UUID, None)
+    assert ("a fifo" if kind == "fifo" else "a symlink") in info.value.message
+    assert b"HOST SECRET" not in image.read_bytes()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".esp-files-")] == []
 
 
 def test_aarch64_kernel_line_names_the_pl011_serial_console() -> None:

@@ -233,3 +233,26 @@ def test_mkdir_makes_parents_and_sets_the_mode_asked(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "etc" / "ssh").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "etc" / "ssh" / "sshd_config.d").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "scratch").stat().st_mode) == 0o1777
+
+
+def test_copy_out_copies_a_regular_file_and_follows_no_symlink_on_the_way(
+    tmp_path: Path,
+) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret").write_text("HOST SECRET")
+    tree = tmp_path / "tree"
+    (tree / "boot" / "efi").mkdir(parents=True)
+    (tree / "boot" / "efi" / "loader.efi").write_bytes(b"MZ loader")
+    (tree / "boot" / "efi" / "abs").symlink_to(host / "secret")
+    (tree / "boot" / "efi" / "rel").symlink_to("loader.efi")  # even one inside the tree
+    (tree / "boot" / "linked").symlink_to("efi")
+    out = tmp_path / "out"
+    out.mkdir()
+    with HostTree(tree) as t:
+        t.copy_out("/boot/efi/loader.efi", out / "loader.efi")
+        assert (out / "loader.efi").read_bytes() == b"MZ loader"
+        for path in ("/boot/efi/abs", "/boot/efi/rel", "/boot/linked/loader.efi", "/boot/efi"):
+            with pytest.raises(TreeError, match="cannot copy"):
+                t.copy_out(path, out / "copy")
+    assert not (out / "copy").exists()
