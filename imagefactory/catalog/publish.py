@@ -2,7 +2,9 @@
 
 The image's files are copied beside the catalog (``images/<vo>/<name>/<version>/``)
 while they are hashed -- the descriptor names the digests of the bytes that
-were copied, not of a file that may have changed since -- and the copy
+were copied, not of a file that may have changed since (the disk's sha256;
+its sha512 is the labelled one, bound to those bytes by the sha256 check,
+see :func:`_disk_hashes`) -- and the copy
 appears under its final name in one rename. Then, under the catalog lock, the
 descriptor becomes a target of the VO's role (or of top-level targets when
 the VO has no role of its own), and a new snapshot and timestamp are written.
@@ -16,12 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from securesystemslib.signer import Signer
 
@@ -65,16 +68,20 @@ class Published:
 
 
 def _copy_hashing(
-    source: Path, dest: Path, on_progress: ProgressFn | None
+    source: Path,
+    dest: Path,
+    on_progress: ProgressFn | None,
+    algorithms: tuple[str, ...] = ("sha256", "sha512"),
 ) -> tuple[int, dict[str, str]]:
-    sha256, sha512 = hashlib.sha256(), hashlib.sha512()
+    """Copy ``source`` to the new file ``dest``, hashing the bytes copied; (length, hex digests)."""
+    hashes = {name: hashlib.new(name) for name in algorithms}
     total = source.stat().st_size
     done = 0
     fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as src, dest.open("xb") as out:
         while chunk := src.read(CHUNK):
-            sha256.update(chunk)
-            sha512.update(chunk)
+            for h in hashes.values():
+                h.update(chunk)
             out.write(chunk)
             done += len(chunk)
             if on_progress is not None:
@@ -82,7 +89,34 @@ def _copy_hashing(
         out.flush()
         os.fsync(out.fileno())
     os.chmod(dest, 0o644)
-    return done, {"sha256": sha256.hexdigest(), "sha512": sha512.hexdigest()}
+    return done, {name: h.hexdigest() for name, h in hashes.items()}
+
+
+def _disk_hashes(copied: dict[str, str], labels: dict[str, Any]) -> dict[str, str]:
+    """The disk's descriptor hashes: the sha256 of the bytes copied, and the sha512
+    labels.json records for the disk with that sha256.
+
+    Sound without hashing the disk in sha512 (a second pass's worth of CPU,
+    sha512 having no instructions where sha256 has them): labels.json records
+    both digests from one pass over one file (``labels.make.disk_digests``),
+    signing refuses labels whose sha256 or sha512 is not the disk's
+    (``attest.sign``), and the copy's sha256 must equal the labelled one
+    (checked by the caller before anything is published), so the sha512 names
+    those same bytes unless sha256 collides. The sha256 is what binds the
+    bytes for every reader (a site's pull checks it alone, see
+    ``store.pull._streamed_hashes``); the sha512 serves HEPiX image lists, and
+    one that was edited after signing can only make such a client refuse the
+    download, never accept other bytes. A sha512 that is not 128 hex digits
+    is refused here.
+    """
+    sha512 = labels.get("sha512")
+    if not isinstance(sha512, str) or not re.fullmatch(r"[0-9a-f]{128}", sha512):
+        raise CatalogError(
+            "labels.json records no sha512 of the disk (128 hex digits)",
+            code="catalog-digest-mismatch",
+            hint="label the image again (imagefactory build or image label)",
+        )
+    return {"sha256": copied["sha256"], "sha512": sha512}
 
 
 def _vo_of(labels: dict[str, object], vo: str | None) -> str:
@@ -228,9 +262,13 @@ def _stage(
     entries = []
     for source in files:
         is_disk = source == image.disk
-        length, hashes = _copy_hashing(
-            source, staging / source.name, on_progress if is_disk else None
-        )
+        if is_disk:
+            length, copied = _copy_hashing(
+                source, staging / source.name, on_progress, algorithms=("sha256",)
+            )
+            hashes = _disk_hashes(copied, image.labels["disk"])
+        else:
+            length, hashes = _copy_hashing(source, staging / source.name, None)
         kind = "disk" if is_disk else KIND_BY_NAME.get(source.name, "attestation")
         entries.append(
             FileEntry(

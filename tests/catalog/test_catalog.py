@@ -195,3 +195,30 @@ def test_a_tampered_role_file_fails_to_load(world: World) -> None:
         world.catalog.load()
     assert err.value.code == "catalog-invalid"
     assert Metadata.from_bytes(path.read_bytes()).signed.version == state.targets.signed.version
+
+
+def test_the_disk_is_hashed_once_and_its_sha512_is_the_labelled_one(world: World) -> None:
+    """The copy is hashed in sha256 alone; the descriptor's sha512 is labels.json's, which
+    names the same bytes (labels record both digests from one pass over the disk)."""
+    import hashlib
+
+    image = world.image(disk=b"worker node disk bytes" * 4096)
+    disk_bytes = next(image.glob("*.raw")).read_bytes()
+    desc = world.publish(image).descriptor
+    assert desc.disk.hashes == {
+        "sha256": hashlib.sha256(disk_bytes).hexdigest(),
+        "sha512": hashlib.sha512(disk_bytes).hexdigest(),
+    }
+    published = (world.catalog.directory / desc.disk.path).read_bytes()
+    assert published == disk_bytes
+
+
+def test_labels_without_a_well_formed_sha512_are_refused(world: World, tmp_path: Path) -> None:
+    image = world.image(name="nosha")  # signed: signing checks both digests against the disk
+    labels = json.loads((image / "labels.json").read_text())
+    labels["disk"]["sha512"] = "not-hex"  # then edited
+    (image / "labels.json").write_text(json.dumps(labels))
+    with pytest.raises(CatalogError) as err:
+        world.publish(image)
+    assert err.value.code == "catalog-digest-mismatch"
+    assert "sha512" in err.value.message
