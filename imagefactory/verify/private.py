@@ -5,14 +5,16 @@ who can write the uploaded disk can rewrite it in place between the digest
 and the inspection (or swap a file of a directory they own). So an image
 directory that anyone but us could change -- a file or the directory owned
 by another user, or writable by group or others -- is first copied into a
-fresh 0700 directory of ours (the disk with ``cp --reflink=auto``: a
-copy-on-write clone where the file system offers one, sparse otherwise), and
-verify and inspect work on that copy only. Links are copied as links (and then
-refused by verify), never followed.
+fresh 0700 directory of ours (each file from the one descriptor its type and
+size were checked on: a copy-on-write clone where the file system offers
+one, an in-kernel sparse copy otherwise), and verify and inspect work on
+that copy only. Links are copied as links (and then refused by verify),
+never followed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -22,11 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from imagefactory.errors import InputError
-from imagefactory.fsutil import read_bounded
-from imagefactory.run import run
-
-#: Largest metadata file copied (labels, SBOM, attestations).
-MAX_METADATA_COPY = 64 * 1024 * 1024
+from imagefactory.fsutil import clone_or_copy_fd
 
 
 class PrivateCopyError(InputError):
@@ -48,19 +46,43 @@ def needs_private_copy(path: Path) -> bool:
         return True  # cannot tell: copy (the copy then reports what is wrong)
 
 
+_OPEN_SOURCE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_CREATE_COPY = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def _copy_file(src: Path, dst: Path, max_bytes: int) -> None:
-    st = os.lstat(src)
-    if stat.S_ISLNK(st.st_mode):
+    """Copy one file of the upload into ``dst``, from the descriptor that was checked.
+
+    Opened once, never through a symlink (a link is copied as a link, and
+    verify refuses it naming it); its type and size are read from that
+    descriptor, and the bytes come from it: a reflink where the file system can,
+    else an in-kernel sparse copy (:func:`imagefactory.fsutil.clone_or_copy_fd`).
+    A FIFO or device is not copied (verify reports the file missing), and never
+    opened for I/O: ``O_NONBLOCK`` keeps a FIFO from hanging the open.
+    """
+    try:
+        fd = os.open(src, _OPEN_SOURCE)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
         os.symlink(os.readlink(src), dst)  # verify refuses it, naming it
         return
-    if not stat.S_ISREG(st.st_mode):
-        return  # FIFOs, devices: not copied (verify reports the file missing)
-    if st.st_size > max_bytes:
-        raise PrivateCopyError(f"{src}: {st.st_size} bytes, over the copy limit {max_bytes}")
-    if st.st_size > MAX_METADATA_COPY:
-        run(["cp", "--reflink=auto", "--sparse=always", "-P", "--", str(src), str(dst)])
-    else:
-        dst.write_bytes(read_bounded(src, MAX_METADATA_COPY))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return  # FIFOs, devices: not copied (verify reports the file missing)
+        if st.st_size > max_bytes:
+            raise PrivateCopyError(f"{src}: {st.st_size} bytes, over the copy limit {max_bytes}")
+        out = os.open(dst, _CREATE_COPY, 0o600)
+        try:
+            clone_or_copy_fd(fd, out)
+            copied = os.fstat(out).st_size
+        finally:
+            os.close(out)
+        if copied > max_bytes:  # grown by its owner since the check
+            raise PrivateCopyError(f"{src}: {copied} bytes, over the copy limit {max_bytes}")
+    finally:
+        os.close(fd)
 
 
 @contextmanager

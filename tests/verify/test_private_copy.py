@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from imagefactory.verify.private import needs_private_copy, stable_disk, stable_view
+import pytest
+
+from imagefactory.verify.private import (
+    PrivateCopyError,
+    needs_private_copy,
+    stable_disk,
+    stable_view,
+)
 from tests.fakes.imagedirs import make_image
 
 RAW = "atlas-wn-debian12-1.0.raw"
@@ -50,3 +57,40 @@ def test_users_disk_for_inspect_is_copied(tmp_path: Path) -> None:
         assert copy != disk
         disk.write_bytes(b"\2" * 4096)
         assert copy.read_bytes() == b"\1" * 4096
+
+
+def test_a_users_sparse_disk_is_copied_sparse_from_its_descriptor(tmp_path: Path) -> None:
+    """In-kernel copy from the checked descriptor (no ``cp``): holes stay holes, the copy
+    is a file of its own."""
+    disk = tmp_path / "up.raw"
+    with disk.open("wb") as f:
+        f.write(b"boot")
+        f.seek(256 << 20)
+        f.write(b"end")
+    disk.chmod(0o666)
+    with stable_disk(disk, 1 << 30) as copy:
+        assert copy.read_bytes()[:4] == b"boot"
+        assert copy.stat().st_size == disk.stat().st_size
+        assert copy.stat().st_blocks * 512 < 16 << 20  # not 256 MiB of zeros
+        assert copy.stat().st_ino != disk.stat().st_ino
+
+
+def test_a_fifo_in_an_upload_is_not_opened_for_io_and_not_copied(tmp_path: Path) -> None:
+    image = make_image(tmp_path, "upload")
+    (image / RAW).unlink()
+    os.mkfifo(image / RAW)  # a blocking open would hang here forever
+    os.chown(image, 1000, 1000)
+    with stable_view(image, 1 << 30) as view:
+        assert not (view / RAW).exists()
+        assert (view / "labels.json").is_file()
+
+
+def test_an_upload_over_the_copy_limit_is_refused_by_its_size(tmp_path: Path) -> None:
+    disk = tmp_path / "up.raw"
+    disk.write_bytes(b"\1" * 8192)
+    disk.chmod(0o666)
+    with (
+        pytest.raises(PrivateCopyError, match="8192 bytes, over the copy limit 4096"),
+        stable_disk(disk, 4096),
+    ):
+        pass
