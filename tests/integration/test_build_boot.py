@@ -80,6 +80,27 @@ def test_unchanged_recipe_is_served_from_the_cache(
     assert again.record["timings"]["total"] < example_build.record["timings"]["total"]
 
 
+def test_a_rebuild_into_its_own_output_copies_nothing_until_that_output_changes(
+    example_build: BuildResult, build_recipe: Builder, tmp_path: Path
+) -> None:
+    """'Already up to date' by the identities recorded at publish, on the real pipeline."""
+    made = build_recipe(EXAMPLE, tmp_path)  # a hit into a fresh output: one copy
+    (name,) = made.record["disk"]["files"]
+    disk = made.directory / name
+    inode = disk.stat().st_ino
+    again = build_recipe(EXAMPLE, tmp_path)
+    assert again.cache_hit
+    assert not again.published  # up to date: nothing copied, the output kept
+    assert disk.stat().st_ino == inode
+    os.chmod(disk, 0o644)  # the output changed since it was published (a chmod is enough)
+    repaired = build_recipe(EXAMPLE, tmp_path)
+    assert repaired.cache_hit
+    assert repaired.published  # made again from the cache
+    assert disk.stat().st_ino != inode
+    assert disk.stat().st_mode & 0o777 == 0o444
+    assert file_digest(disk) == example_build.record["disk"]["files"][name]["sha256"]
+
+
 def test_a_changed_recipe_misses_the_cache(
     example_build: BuildResult, build_settings: Settings, tmp_path: Path
 ) -> None:
