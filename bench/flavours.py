@@ -44,7 +44,19 @@ from imagefactory.settings import load_settings
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"
 #: Steps that are the build proper (everything but the boot test and bookkeeping).
-BUILD_STEPS = ("host", "archive", "element", "cache", "dib", "assemble", "harden", "audit", "label")
+BUILD_STEPS = (
+    "host",
+    "archive",
+    "element",
+    "cache",
+    "packages",
+    "dib",
+    "tree",
+    "harden",
+    "assemble",
+    "audit",
+    "label",
+)
 
 
 @dataclass
