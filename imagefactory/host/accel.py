@@ -13,6 +13,7 @@ qemu binary, because a hanging probe costs its whole timeout.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -48,8 +49,11 @@ def host_kernel(boot: Path = Path("/boot")) -> Path | None:
     return kernels[-1] if kernels else None
 
 
-def probe_kvm(qemu: str, kernel: Path) -> bool:
-    """Boot ``kernel`` under KVM; true if it gets to mounting root in time."""
+def probe_kvm(qemu: str, kernel: Path, stop: threading.Event | None = None) -> bool:
+    """Boot ``kernel`` under KVM; true if it gets to mounting root in time.
+
+    Setting ``stop`` stops the probe's qemu (then: false, and no verdict).
+    """
     try:
         result = run(
             [
@@ -67,6 +71,7 @@ def probe_kvm(qemu: str, kernel: Path) -> bool:
             until=lambda text: PROBE_MARKER.search(text) is not None,
             timeout=PROBE_TIMEOUT,
             check=False,
+            stop=stop,
         )
     except (CommandError, MissingToolError):
         return False
@@ -87,6 +92,20 @@ def _cache_key(qemu: str) -> str | None:
 
 _probes: dict[tuple[str, Path | None], Future[bool]] = {}
 _probes_lock = threading.Lock()
+#: Set when the interpreter exits: a background probe's qemu is stopped and reaped
+#: rather than left behind (a probe on a host where KVM hangs never ends by itself;
+#: its timeout lives in the probe's thread, which dies with the process).
+_exiting = threading.Event()
+_probe_threads: list[threading.Thread] = []
+#: How long the exit waits for the probes to stop their qemu.
+EXIT_WAIT = 5.0
+
+
+@atexit.register
+def _stop_background_probes() -> None:
+    _exiting.set()
+    for thread in _probe_threads:
+        thread.join(EXIT_WAIT)
 
 
 def kvm_works(qemu: str, cache_file: Path | None = None) -> bool:
@@ -119,14 +138,16 @@ def probe_in_background(setting: str, qemu: str, cache_file: Path) -> None:
 
     def probe() -> None:
         try:
-            future.set_result(_kvm_works(qemu, cache_file))
+            future.set_result(_kvm_works(qemu, cache_file, _exiting))
         except BaseException as exc:  # handed to the waiter, which raises it
             future.set_exception(exc)
 
-    threading.Thread(target=probe, name="kvm-probe", daemon=True).start()
+    thread = threading.Thread(target=probe, name="kvm-probe", daemon=True)
+    _probe_threads.append(thread)
+    thread.start()
 
 
-def _kvm_works(qemu: str, cache_file: Path | None) -> bool:
+def _kvm_works(qemu: str, cache_file: Path | None, stop: threading.Event | None = None) -> bool:
     if not kvm_device_usable():
         return False
     key = _cache_key(qemu)
@@ -142,7 +163,9 @@ def _kvm_works(qemu: str, cache_file: Path | None) -> bool:
     if kernel is None:
         log.warning("no readable host kernel in /boot to probe KVM with; using TCG")
         return False
-    works = probe_kvm(qemu, kernel)
+    works = probe_kvm(qemu, kernel, stop)
+    if stop is not None and stop.is_set():
+        return False  # stopped (the process is exiting): no verdict to keep
     if not works:
         log.warning("KVM is present but a guest does not run under it here; using TCG")
     if cache_file is not None and key is not None:
