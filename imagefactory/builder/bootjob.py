@@ -11,58 +11,15 @@ turns into the same) arrives. The build stops the job on any way out
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from imagefactory.boot.qemu import BootResult
 from imagefactory.errors import BuildError
 from imagefactory.progress import Progress
 
-log = logging.getLogger(__name__)
-
 #: The progress line's name for it.
 NAME = "boot-test"
-#: How much nicer the audit runs than the boot test alongside it.
-AUDIT_NICE = 10
-
-
-@contextlib.contextmanager
-def below_the_boot_test(alongside: bool) -> Iterator[None]:
-    """While a boot test runs alongside, this thread's work runs at a lower CPU priority.
-
-    For the audit: libguestfs forks its appliance from the calling thread,
-    and a child inherits that thread's nice value, so the whole appliance
-    yields the CPU to the boot test's qemu. Under TCG both are CPU-bound and
-    the boot test is the longer of the two (the end of the build waits for
-    it): at the same priority each slowed the other on a 2-core host; this
-    way the boot test keeps its pace and the audit takes the cycles it
-    leaves (a booting guest idles often). Only the scheduling changes: both
-    still read the whole disk and check all they checked. The priority is
-    restored afterwards (raising it back needs CAP_SYS_NICE, which a build,
-    run as root, has; without it the thread stays nicer, which costs only
-    speed).
-    """
-    if not alongside:
-        yield
-        return
-    tid = threading.get_native_id()
-    try:
-        before = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(before + AUDIT_NICE, 19))
-    except OSError as exc:
-        log.debug("cannot lower the audit's CPU priority: %s", exc)
-        yield
-        return
-    try:
-        yield
-    finally:
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, before)
-        except OSError as exc:
-            log.debug("cannot restore this thread's CPU priority: %s", exc)
 
 
 class BootJob:

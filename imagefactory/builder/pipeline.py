@@ -29,7 +29,7 @@ from imagefactory.aptrepo import add_indexes, origin_sources, verify_repositorie
 from imagefactory.boot.qemu import BootResult, boot_test, uefi_firmware
 from imagefactory.builder import assemble as assembler
 from imagefactory.builder import dib
-from imagefactory.builder.bootjob import BootJob, below_the_boot_test
+from imagefactory.builder.bootjob import BootJob
 from imagefactory.builder.cache import CacheEntryChanged, cache_key, file_digest
 from imagefactory.builder.cleanup import remove_tree
 from imagefactory.builder.codekey import code_digest
@@ -401,9 +401,7 @@ def check_disk(ctx: BuildContext) -> None:
     """The audit; with ``--boot-test`` the boot test starts alongside it.
 
     Both only read the finished disk (the audit through libguestfs' overlay,
-    qemu with ``snapshot=on``); the audit's appliance runs nicer than the boot
-    test (:func:`~imagefactory.builder.bootjob.below_the_boot_test`), which
-    the end of the build waits for. The boot test keeps running through the label
+    qemu with ``snapshot=on``). The boot test keeps running through the label
     step and is collected by the ``boot-test`` step; a failed audit waits for
     it, so the error reports both.
     """
@@ -414,8 +412,7 @@ def check_disk(ctx: BuildContext) -> None:
         )
         ctx.boot_job.start()
     try:
-        with below_the_boot_test(ctx.boot_job is not None):
-            audit_disk(ctx)
+        audit_disk(ctx)
     except AuditError as exc:
         if ctx.boot_job is not None:
             ctx.progress.status("the audit failed; the boot test alongside finishes")

@@ -9,7 +9,6 @@ through :func:`imagefactory.run.run`.
 from __future__ import annotations
 
 import io
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 from imagefactory.audit import AuditReport
 from imagefactory.boot.qemu import BootResult
 from imagefactory.builder import pipeline
-from imagefactory.builder.bootjob import AUDIT_NICE, BootJob
+from imagefactory.builder.bootjob import BootJob
 from imagefactory.builder.context import BuildContext, BuildOptions
 from imagefactory.errors import AuditError, BootTestError
 from imagefactory.progress import Progress
@@ -222,31 +221,3 @@ def test_progress_shows_the_boot_test_beside_the_audit() -> None:
     assert "auditing x.qcow2 read-only | boot-test: booting x.qcow2 under qemu 0s" in (
         stream.getvalue()
     )
-
-
-def test_the_audit_alongside_a_boot_test_runs_nicer_and_its_priority_comes_back(
-    ctx: BuildContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """libguestfs forks its appliance from the auditing thread, which passes on its nice
-    value: the appliance yields the CPU to the boot test, whose end the build waits for."""
-    seen: dict[str, int] = {}
-    meeting = _fake(monkeypatch, audit_passes=True, boot_passes=True)
-    audit = meeting.audit(True)
-
-    def nice_of_this_thread() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    def audit_reading_its_priority(c: BuildContext) -> None:
-        seen["audit"] = nice_of_this_thread()
-        audit(c)
-
-    monkeypatch.setattr(pipeline, "audit_disk", audit_reading_its_priority)
-    before = nice_of_this_thread()
-    pipeline.check_disk(ctx)
-    pipeline.run_boot_test(ctx)
-    assert seen["audit"] == min(before + AUDIT_NICE, 19)
-    assert nice_of_this_thread() == before or os.geteuid() != 0  # root can raise it back
-    # Without a boot test alongside, the audit keeps the build's priority.
-    ctx.options = BuildOptions(boot_test=False)
-    pipeline.check_disk(ctx)
-    assert seen["audit"] == nice_of_this_thread()
