@@ -56,7 +56,7 @@ def test_explicit_accelerator_setting_is_not_probed(
 
 def test_auto_without_kvm_device_is_tcg_without_probing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(accel, "kvm_device_usable", lambda: False)
-    monkeypatch.setattr(accel, "probe_kvm", lambda q, k: pytest.fail("probed"))
+    monkeypatch.setattr(accel, "probe_kvm", lambda q, k, stop=None: pytest.fail("probed"))
     assert accel.choose_accel("auto", "qemu-system-x86_64") == "tcg"
 
 
@@ -65,7 +65,7 @@ def test_probe_verdict_is_cached_per_boot_and_binary(
 ) -> None:
     calls: list[str] = []
 
-    def fake_probe(qemu_bin: str, kernel: Path) -> bool:
+    def fake_probe(qemu_bin: str, kernel: Path, stop: object = None) -> bool:
         calls.append(qemu_bin)
         return False
 
