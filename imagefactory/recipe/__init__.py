@@ -32,6 +32,7 @@ from imagefactory.recipe.model import (
     Base,
     Disk,
     FileSpec,
+    Inherited,
     PackagePlace,
     Recipe,
     Repository,
@@ -48,6 +49,7 @@ __all__ = [
     "BuildLimits",
     "Disk",
     "FileSpec",
+    "Inherited",
     "Recipe",
     "RecipeError",
     "Repository",
@@ -88,7 +90,37 @@ def load_recipe(path: Path, limits: BuildLimits = DEFAULT_LIMITS) -> Recipe:
         )
         raise RecipeError(unique)
     recipe = build_recipe(values, list(loaded.sources))
-    return dataclasses.replace(recipe, package_places=_package_places(loaded.tree))
+    return dataclasses.replace(
+        recipe,
+        package_places=_package_places(loaded.tree),
+        inherited=_inherited(loaded.parents),
+    )
+
+
+def _inherited(parents: Map | None) -> Inherited | None:
+    """The packages and repository names the parents' combined tree holds.
+
+    Read after the whole recipe checked without a problem, so every entry is
+    the string (or mapping with a string ``name``) the field table allows.
+    """
+    if parents is None:
+        return None
+    packages: list[str] = []
+    entry = parents.get("packages")
+    if entry is not None and isinstance(entry.value, Seq):
+        packages = [
+            item.value
+            for item in entry.value.items
+            if isinstance(item, Scalar) and isinstance(item.value, str)
+        ]
+    names: list[str] = []
+    entry = parents.get("repositories")
+    if entry is not None and isinstance(entry.value, Seq):
+        for item in entry.value.items:
+            name = item.get("name") if isinstance(item, Map) else None
+            if name is not None and isinstance(name.value, Scalar):
+                names.append(str(name.value.value))
+    return Inherited(packages=tuple(packages), repositories=tuple(names))
 
 
 def _package_places(tree: Map | None) -> tuple[PackagePlace, ...]:

@@ -51,6 +51,9 @@ class Loaded:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     #: Whether every file named was read; if not, the combined tree lacks parts.
     complete: bool = True
+    #: The top-level recipe's parents combined (what it ``extends``), without
+    #: its own keys; ``None`` when it extends nothing.
+    parents: Map | None = None
 
 
 def load_with_parents(path: Path, limits: BuildLimits) -> Loaded:
@@ -88,6 +91,8 @@ class _Loader:
         for parent in self.parents(tree, origin, (*chain, real)):
             combined = parent if combined is None else _merge_maps(combined, parent, RECIPE)
         own = tree.without("extends")
+        if not chain:
+            self.result.parents = combined
         return own if combined is None else _merge_maps(combined, own, RECIPE)
 
     def parents(self, tree: Map, origin: Origin, chain: tuple[Path, ...]) -> list[Map]:

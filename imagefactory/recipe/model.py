@@ -133,6 +133,19 @@ class PackagePlace:
 
 
 @dataclass(frozen=True)
+class Inherited:
+    """What a recipe's parents (the recipes it ``extends``, combined) contribute.
+
+    The build's OS-tree layer is made of it (:mod:`imagefactory.builder.layer`):
+    the parents' ``packages`` entries and the names of their ``repositories``,
+    as written in the parents (the child may replace a repository by name).
+    """
+
+    packages: tuple[str, ...] = ()
+    repositories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A checked recipe with its parents merged in and every default applied."""
 
@@ -160,6 +173,9 @@ class Recipe:
     sources: tuple[Path, ...]
     #: Where each ``packages`` entry is written (not part of the recipe's identity).
     package_places: tuple[PackagePlace, ...] = field(default=(), compare=False)
+    #: What the recipes it extends contribute; ``None`` when it extends none.
+    #: Not part of the recipe's identity either: the resolved recipe is.
+    inherited: Inherited | None = field(default=None, compare=False)
 
     def canonical(self) -> dict[str, Any]:
         """The resolved recipe as JSON-able data: what the image is built from.
