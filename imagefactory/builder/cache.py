@@ -175,10 +175,10 @@ def _store_file(src: Path, dst: Path, digest: str) -> dict[str, Any]:
 
 
 class BuildCache:
-    """The build cache under ``root``."""
+    """The build cache under ``root`` (``kind``: ``builds``, or ``layers`` for OS-tree layers)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root / "builds"
+    def __init__(self, root: Path, kind: str = "builds") -> None:
+        self.root = root / kind
 
     def lookup(self, key: str) -> CacheEntry | None:
         """The verified entry for ``key``, or None (evicting a damaged one).

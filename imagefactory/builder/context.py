@@ -30,6 +30,8 @@ class BuildOptions:
     """What the user asked for on the command line."""
 
     use_cache: bool = True
+    #: Start from the cached OS-tree layer of the recipes it extends (``--no-layer-cache``: no).
+    use_layer: bool = True
     boot_test: bool = False
     boot_timeout: float = DEFAULT_TIMEOUT
     replace: bool = False
@@ -59,6 +61,9 @@ class BuildContext:
     key: str = ""
     key_inputs: dict[str, Any] = field(default_factory=dict)
     hit: CacheEntry | None = None
+    #: The OS-tree layer this build started from (``used``, ``key``, ``hit``, ...),
+    #: or why none (``used: false``, ``reason``); ``None`` until the layer step.
+    layer: dict[str, Any] | None = None
     #: The finished OS tree between the ``tree`` and ``assemble`` steps (hardened in between).
     tree: PreparedTree | None = None
     images: dict[str, Path] = field(default_factory=dict)  # file name -> path

@@ -63,6 +63,7 @@ def invocation(
     image_cache: Path,
     keyrings: dict[str, Path] | None = None,
     debootstrap_scripts: Path = DEBOOTSTRAP_SCRIPTS,
+    extra_elements: tuple[str, ...] = (),
 ) -> DibInvocation:
     """Build the argv and environment; pure, so tests can assert it exactly."""
     bindir = dib_bin_dir()
@@ -81,6 +82,7 @@ def invocation(
         "-n",
         BASE_ELEMENTS[recipe.base.distro],
         element_name,
+        *extra_elements,
         *recipe.elements,
     ]
     env = {

@@ -34,6 +34,7 @@ from imagefactory.builder.cache import CacheEntryChanged, cache_key, file_digest
 from imagefactory.builder.cleanup import remove_tree
 from imagefactory.builder.codekey import code_digest
 from imagefactory.builder.context import BuildContext, BuildOptions
+from imagefactory.builder.dibrun import read_dpkg_manifest, run_invocation
 from imagefactory.builder.element import write_element
 from imagefactory.builder.label_steps import (
     AUDIT_FILE,
@@ -41,6 +42,12 @@ from imagefactory.builder.label_steps import (
     audit_disk,
     harden_tree,
     label_disk,
+)
+from imagefactory.builder.layer_steps import (
+    LAYER_IMAGE_CACHE,
+    extra_elements,
+    image_cache_for,
+    prepare_layer,
 )
 from imagefactory.builder.output import (
     LOG_FILE,
@@ -67,7 +74,6 @@ from imagefactory.packageindex import check_recipe_packages, load_index
 from imagefactory.profiles import load_profile
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe
-from imagefactory.run import run
 from imagefactory.settings import Settings
 from imagefactory.vocab import BootMode
 
@@ -98,6 +104,7 @@ class BuildResult:
             "audit": self.record.get("audit"),
             "labels": str(self.directory / LABELS_NAME),
             "timings": self.record["timings"],
+            "layer": self.record.get("layer"),
         }
 
 
@@ -278,60 +285,21 @@ def _output_records(settings: Settings) -> Path:
 def run_dib(ctx: BuildContext) -> None:
     archive, element = ctx.need_archive(), ctx.need_element()
     (ctx.staging / dib.WORK_DIR_NAME).mkdir()
-    apt_errors: list[str] = []
-    current = [""]
-
-    def on_line(line: str) -> None:
-        phase = dib.phase_of(line)
-        if phase is not None:
-            current[0] = phase
-            ctx.progress.status(phase)
-        elif (doing := dib.apt_progress(line)) is not None:
-            ctx.progress.status(f"{current[0]}: {doing}")
-        elif (error := dib.apt_error(line)) is not None and len(apt_errors) < 20:
-            apt_errors.append(error)
-
-    with cache_slot(ctx.settings.dib_image_cache) as image_cache:
+    with cache_slot(ctx.settings.dib_image_cache) as slot:
         call = dib.invocation(
             ctx.recipe,
             archive=archive,
             elements_path=element.root,
             element_name=element.name,
             output_dir=ctx.staging,
-            image_cache=image_cache,
+            # The layer, when there is one, where DIB looks for its debootstrap tarball.
+            image_cache=image_cache_for(ctx, slot),
             keyrings=dict(ctx.settings.keyrings),
+            extra_elements=extra_elements(ctx),
         )
-        try:
-            run(
-                call.argv,
-                env=call.env,
-                cwd=ctx.staging,
-                logfile=ctx.logfile,
-                on_line=on_line,
-                echo=ctx.options.verbose,
-            )
-        except ImageFactoryError as exc:
-            # apt's own words, not only "see the log": most failed builds are apt's.
-            said = "".join(f"\n  apt: {e}" for e in apt_errors)
-            raise BuildError(
-                f"diskimage-builder failed{' in ' + current[0] if current[0] else ''}{said}",
-                hint="the whole output is in build.log, kept under the output's .failed/",
-            ) from exc
-    ctx.packages = _read_dpkg_manifest(call.manifest_dir)
-
-
-def _read_dpkg_manifest(manifest_dir: Path) -> list[dict[str, str]]:
-    manifests = sorted(manifest_dir.glob("dib-manifest-dpkg-*"))
-    if not manifests:
-        raise BuildError(f"diskimage-builder wrote no package manifest in {manifest_dir}")
-    try:
-        data = json.loads(manifests[0].read_text(encoding="utf-8"))
-        return [
-            {"name": p["package"], "version": p["version"], "arch": p["arch"]}
-            for p in data["packages"]
-        ]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BuildError(f"{manifests[0]}: unreadable package manifest: {exc}") from exc
+        run_invocation(ctx, call, ctx.staging)
+    ctx.packages = read_dpkg_manifest(call.manifest_dir)
+    remove_tree(ctx.staging / LAYER_IMAGE_CACHE)
 
 
 def prepare_tree(ctx: BuildContext) -> None:
@@ -497,6 +465,12 @@ def _record(ctx: BuildContext, timings: dict[str, float]) -> dict[str, Any]:
         "element_digest": ctx.element.digest if ctx.element else None,
         "tools": ctx.versions,
         "cache": {"key": ctx.key, "hit": ctx.hit is not None},
+        # The OS-tree layer the DIB run started from (its key), or why none.
+        "layer": (
+            ctx.layer
+            if ctx.layer is not None
+            else (ctx.hit.record.get("layer") if ctx.hit is not None else None)
+        ),
         "disk": {
             **ctx.disk,
             "files": {
@@ -546,6 +520,12 @@ STEPS: tuple[Step, ...] = (
         "packages",
         "check the mirror's indexes and the recipe's packages (before apt)",
         check_packages,
+        _on_hit,
+    ),
+    Step(
+        "layer",
+        "reuse or build the OS-tree layer of the recipes it extends",
+        prepare_layer,
         _on_hit,
     ),
     Step("dib", "build the OS tree with diskimage-builder", run_dib, _on_hit),

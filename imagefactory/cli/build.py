@@ -27,6 +27,7 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
         recipe = compressed(recipe, args.recipe)
     options = BuildOptions(
         use_cache=not args.no_cache,
+        use_layer=not args.no_layer_cache,
         boot_test=args.boot_test,
         boot_timeout=args.boot_timeout,
         replace=args.replace,
@@ -39,6 +40,10 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
         state = "published" if result.published else "already up to date"
         source = " (from cache)" if result.cache_hit else ""
         sys.stdout.write(f"{result.directory}: {state}{source}\n")
+        layer = result.record.get("layer") or {}
+        if layer.get("used"):
+            how = "cached" if layer.get("hit") else "built now"
+            sys.stdout.write(f"  layer: {layer['key'][:12]} ({how})\n")
         for name, info in result.record["disk"]["files"].items():
             sys.stdout.write(f"  {name}  {info['sha256']}\n")
         audit = result.record.get("audit")
@@ -75,6 +80,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--output", type=user_path, help="output root (default: settings build.output_dir)"
     )
     p.add_argument("--no-cache", action="store_true", help="build even if the cache has it")
+    p.add_argument(
+        "--no-layer-cache",
+        action="store_true",
+        help="a full build: do not start from the cached OS-tree layer of the recipes it extends",
+    )
     p.add_argument("--boot-test", action="store_true", help="boot the image as the last step")
     p.add_argument("--boot-timeout", type=float, default=900.0, metavar="SECONDS")
     p.add_argument(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from imagefactory.builder import pipeline
+from imagefactory.builder import dibrun, pipeline
 from imagefactory.builder.context import BuildContext, BuildOptions
 from imagefactory.builder.element import write_element
 from imagefactory.errors import BuildError, CommandError
@@ -34,7 +34,7 @@ def test_apt_lines_are_quoted_in_the_error(tmp_path: Path, monkeypatch: pytest.M
             kwargs["on_line"](line + "\n")
         raise CommandError("disk-image-create exited with 1", argv=argv, returncode=1)
 
-    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(dibrun, "run", fake_run)
     recipe = load_recipe(REPO / "recipes" / "site-base-debian12.yaml", DEFAULT_LIMITS)
     status = io.StringIO()
     with (tmp_path / "build.log").open("w") as log:

@@ -1,0 +1,267 @@
+"""The OS-tree layer a recipe that ``extends`` others starts from.
+
+A recipe matrix (the ATLAS, CMS, LHCb worker nodes of one site) extends one
+site base: each recipe's diskimage-builder run would repeat the same
+debootstrap and the same package installs before it adds its few own. The
+*layer* is that shared part, built once and cached: the OS tree of the base
+distribution with the boot essentials (:data:`~imagefactory.builder.element.BOOT_PACKAGES`,
+GRUB, the kernel) and the packages the parents name, from the repositories
+the parents name -- nothing else of the parents (their files, services and
+scripts come later in the child's own run, in the order a full build runs
+them).
+
+How the child starts from it: diskimage-builder's ``debootstrap`` element
+extracts ``$DIB_IMAGE_CACHE/debootstrap-<distro>-<release>-<arch>.tar.gz``
+instead of running debootstrap when the cache is on
+(``DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE``). The child's run gets a private image
+cache holding the layer under that name (and the shared apt archive cache),
+so DIB runs every hook of the child's element exactly as in a full build, on
+a tree whose packages are already there: apt installs only the delta. The
+layer is DIB's own ``-t tar`` output of a run with the layer element, i.e.
+the tree after DIB's finalise and cleanup steps (build-time state such as the
+blocked ``start-stop-daemon``, the host's ``resolv.conf``, dpkg's unsafe-io
+setting, undone), which the child's run re-applies and undoes again.
+
+DIB's extraction (``tar -xzf``, no ``--xattrs``) drops extended attributes,
+where a full build keeps them (systemd's ACLs on ``/var/log/journal``, file
+capabilities): the layer records those of its tree, and the child's run gets
+one more element whose root.d hook, right after the extraction, sets them
+again (:mod:`imagefactory.builder.layerattrs`).
+
+Refused, with the reason (the build is then a full one): a recipe with extra
+diskimage-builder elements (their hooks can change any phase, also the
+layer's), and a layer tree holding anything DIB's extraction and that hook
+would not give back as it was: a tar member of another type, an extended
+attribute other than a POSIX ACL or a file capability, or one on a symlink or
+device node. A refused layer is cached as refused, so it is not built again
+for nothing.
+
+The key covers everything that decides the layer, as the build cache's does:
+its canonical plan (base, boot mode, packages, repositories), the layer
+element's digest, imagefactory's code key, the tool versions, the mirror and
+the archive's ``InRelease`` digests, and the layer repositories' verified
+Release digests. The entry is a build-cache entry of its own kind
+(:class:`~imagefactory.builder.cache.BuildCache` ``layers``): written
+atomically, its file identity re-checked on every hit, copied out of the
+checked descriptor, evicted if it changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import shlex
+import sys
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imagefactory.builder.element import (
+    SCRIPT_HEADER,
+    GeneratedElement,
+    base_files,
+    install_list,
+    package_installs,
+    repositories_files,
+    write_files,
+)
+from imagefactory.builder.layerattrs import ALLOWED_ATTRS
+from imagefactory.recipe import Recipe, Repository
+
+LAYER_ELEMENT = "imagefactory-layer"
+#: The layer's tarball in its cache entry.
+LAYER_FILE = "layer.tar.gz"
+LAYER_SCHEMA = "imagefactory/layer/v1"
+#: Kind of build-cache entry (``<cache>/layers/<key>/``).
+LAYER_KIND = "layers"
+#: Tar member types DIB's extraction restores as they were.
+_PLAIN_TYPES = (
+    tarfile.REGTYPE,
+    tarfile.AREGTYPE,
+    tarfile.DIRTYPE,
+    tarfile.SYMTYPE,
+    tarfile.LNKTYPE,
+    tarfile.CHRTYPE,
+    tarfile.BLKTYPE,
+    tarfile.FIFOTYPE,
+)
+#: pax header prefixes of extended attributes and ACLs (GNU tar, libarchive).
+_XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.", "SCHILY.acl.")
+_GNU_XATTR = "SCHILY.xattr."
+#: The element that sets the layer's extended attributes again in the child's run.
+ATTRS_ELEMENT = "imagefactory-layer-attrs"
+#: After 08-debootstrap (which extracts the layer), before every other root.d hook.
+ATTRS_HOOK = "root.d/08-imagefactory-layer-attrs"
+ATTRS_FILE = "root.d/imagefactory-layer-attrs/attrs.json"
+#: Mount points DIB's tar output leaves out and its next run mounts on.
+_MOUNT_POINTS = ("./proc", "./sys")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What goes into a recipe's layer: base, boot mode, packages, repositories."""
+
+    recipe: Recipe
+    #: What the layer element asks apt for (boot essentials first).
+    packages: tuple[str, ...]
+    repositories: tuple[Repository, ...]
+
+    def canonical(self) -> dict[str, Any]:
+        base = self.recipe.base
+        return {
+            "base": {
+                "distro": base.distro.value,
+                "release": base.release,
+                "version": base.version,
+                "arch": base.arch.value,
+            },
+            "boot": self.recipe.boot.value,
+            "packages": list(self.packages),
+            "repositories": [r.canonical() for r in self.repositories],
+        }
+
+
+def plan_layer(recipe: Recipe) -> LayerPlan | str:
+    """The layer ``recipe`` can start from, or why it has none."""
+    inherited = recipe.inherited
+    if inherited is None:
+        return "the recipe extends no other"
+    if recipe.elements:
+        return (
+            f"the recipe adds diskimage-builder elements ({', '.join(recipe.elements)}),"
+            " whose hooks can change any phase"
+        )
+    missing = [p for p in inherited.packages if p not in recipe.packages]
+    if missing:  # lists are joined by extends: never, unless that rule changes
+        return f"internal: inherited packages {', '.join(missing)} are not in the recipe"
+    essentials = install_list(dataclasses.replace(recipe, packages=()))
+    wanted = set(inherited.packages)
+    packages = essentials + [p for p in recipe.packages if p in wanted and p not in essentials]
+    names = set(inherited.repositories)
+    repositories = tuple(r for r in recipe.repositories if r.name in names)
+    return LayerPlan(recipe=recipe, packages=tuple(packages), repositories=repositories)
+
+
+def layer_files(
+    plan: LayerPlan, repository_keys: Mapping[str, bytes] | None = None
+) -> dict[str, tuple[bytes, int]]:
+    """The layer element: the recipe element's package part and nothing else."""
+    files: dict[str, tuple[bytes, int]] = {}
+    if plan.repositories:
+        files.update(repositories_files(plan.repositories, repository_keys or {}))
+    files.update(base_files())
+    files["package-installs.yaml"] = package_installs(list(plan.packages))
+    readme = b"Generated by imagefactory: an OS-tree layer (base + packages).\n"
+    files["README.rst"] = (readme, 0o644)
+    return files
+
+
+def write_layer_element(
+    plan: LayerPlan, elements_root: Path, repository_keys: Mapping[str, bytes] | None = None
+) -> GeneratedElement:
+    """Write the layer element under ``elements_root/imagefactory-layer``."""
+    return write_files(layer_files(plan, repository_keys), elements_root, LAYER_ELEMENT)
+
+
+def layer_key_inputs(
+    plan: LayerPlan,
+    element: GeneratedElement,
+    build_inputs: Mapping[str, Any],
+    repositories: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The layer's cache-key inputs: its plan and element, and the build's code,
+    tools and base (mirror, archive digests), plus its repositories' verified
+    Release digests (``repositories``: the verified records of the layer's)."""
+    inputs: dict[str, Any] = {
+        "schema": LAYER_SCHEMA,
+        "layer": plan.canonical(),
+        "element": element.digest,
+        "code": build_inputs["code"],
+        "tools": build_inputs["tools"],
+        "base": build_inputs["base"],
+    }
+    if repositories:
+        inputs["repositories"] = repositories
+    return inputs
+
+
+def tarball_name(recipe: Recipe) -> str:
+    """The name diskimage-builder's debootstrap element looks for in its image cache."""
+    base = recipe.base
+    return f"debootstrap-{base.distro.value}-{base.release}-{base.arch.dib_arch}.tar.gz"
+
+
+@dataclass(frozen=True)
+class TreeCheck:
+    """What :func:`check_tree` found: why the tree is no layer, or its attributes."""
+
+    refused: str | None
+    #: ``[path, attribute, base64 value]`` for each extended attribute in the tree.
+    attrs: list[list[str]]
+
+
+def check_tree(tar: Path) -> TreeCheck:
+    """Whether the tree in DIB's tar output can be a layer, and its extended attributes.
+
+    Allowlist: every member a plain file, directory, link or device node (DIB
+    extracts the layer with ``tar -xzf --numeric-owner``, which restores
+    exactly those), extended attributes only POSIX ACLs and file capabilities
+    and only on regular files and directories (set again by the attrs hook).
+    """
+    attrs: list[list[str]] = []
+    with tarfile.open(tar, "r:") as archive:
+        for member in archive:
+            if member.type not in _PLAIN_TYPES:
+                return TreeCheck(f"{member.name} is a tar member of type {member.type!r}", [])
+            for key, value in sorted(member.pax_headers.items()):
+                if not key.startswith(_XATTR_PREFIXES):
+                    continue
+                name = key.removeprefix(_GNU_XATTR)
+                if not key.startswith(_GNU_XATTR) or name not in ALLOWED_ATTRS:
+                    return TreeCheck(
+                        f"{member.name} has the extended attribute {key}, which a layer"
+                        " cannot carry (only POSIX ACLs and file capabilities)",
+                        [],
+                    )
+                if not (member.isreg() or member.isdir()):
+                    return TreeCheck(
+                        f"{member.name} has the extended attribute {key} but is neither"
+                        " a regular file nor a directory",
+                        [],
+                    )
+                # tarfile decodes pax values as UTF-8 with surrogateescape: the raw bytes.
+                raw = value.encode("utf-8", "surrogateescape")
+                path = member.name.removeprefix("./")
+                attrs.append([path, name, base64.b64encode(raw).decode()])
+    return TreeCheck(None, attrs)
+
+
+def attrs_element_files(attrs: list[list[str]]) -> dict[str, tuple[bytes, int]]:
+    """The element whose root.d hook sets the layer's extended attributes again."""
+    python = shlex.quote(sys.executable)
+    hook = (
+        SCRIPT_HEADER + "# The layer's extended attributes, which the extraction of the layer\n"
+        "# (the debootstrap element's tar -xzf, without --xattrs) did not restore.\n"
+        f'exec {python} -m imagefactory.builder.layerattrs "$TARGET_ROOT"'
+        ' "$(dirname "$0")/imagefactory-layer-attrs/attrs.json"\n'
+    )
+    return {
+        ATTRS_HOOK: (hook.encode(), 0o755),
+        ATTRS_FILE: (json.dumps(attrs, indent=1).encode(), 0o644),
+    }
+
+
+def add_mount_points(tar: Path) -> None:
+    """Append ``/proc`` and ``/sys`` (DIB's tar output has neither; its next run mounts there)."""
+    with tarfile.open(tar, "a") as archive:
+        present = set(archive.getnames())
+        for name in _MOUNT_POINTS:
+            if name in present:
+                continue
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o555
+            archive.addfile(info)

@@ -1,0 +1,199 @@
+"""The build's ``layer`` step: reuse, or build and cache, the recipe's OS-tree layer.
+
+See :mod:`imagefactory.builder.layer` for what a layer is and why the child's
+diskimage-builder run gives the same tree as a full build. This step decides
+whether the build uses one (``--no-layer-cache`` and recipes without a layer
+do a full build), looks it up, builds it on a miss (a diskimage-builder run
+of the layer element in ``staging/layer``), and leaves it in a private image
+cache of the build (``staging/layer-image-cache``) under the debootstrap
+tarball's name, where :func:`imagefactory.builder.pipeline.run_dib` points
+DIB.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from imagefactory.builder import dib
+from imagefactory.builder.cache import BuildCache, CacheEntryChanged, cache_key, file_digest
+from imagefactory.builder.cleanup import remove_tree
+from imagefactory.builder.context import BuildContext
+from imagefactory.builder.dibrun import read_dpkg_manifest, run_invocation
+from imagefactory.builder.element import GeneratedElement, write_files
+from imagefactory.builder.layer import (
+    ATTRS_ELEMENT,
+    LAYER_ELEMENT,
+    LAYER_FILE,
+    LAYER_KIND,
+    LayerPlan,
+    add_mount_points,
+    attrs_element_files,
+    check_tree,
+    layer_key_inputs,
+    plan_layer,
+    tarball_name,
+    write_layer_element,
+)
+from imagefactory.builder.slots import cache_slot
+from imagefactory.errors import BuildError
+from imagefactory.run import run
+
+LAYER_WORK = "layer"
+#: The build's private diskimage-builder image cache: the layer as the
+#: debootstrap tarball, and a link to the slot's apt archive cache.
+LAYER_IMAGE_CACHE = "layer-image-cache"
+
+
+def layer_cache(ctx: BuildContext) -> BuildCache:
+    return BuildCache(ctx.settings.cache_dir, LAYER_KIND)
+
+
+def layer_identity(
+    ctx: BuildContext, plan: LayerPlan, elements: Path
+) -> tuple[GeneratedElement, str]:
+    """Write the layer element under ``elements``; it and the layer's cache key.
+
+    Needs the ``cache`` step's key inputs (code, tools, base and archive).
+    """
+    keys = {r.repository.name: r.key.binary for r in ctx.repositories}
+    element = write_layer_element(plan, elements, repository_keys=keys)
+    names = {r.name for r in plan.repositories}
+    verified = [r.to_dict() for r in ctx.repositories if r.repository.name in names]
+    return element, cache_key(layer_key_inputs(plan, element, ctx.key_inputs, verified))
+
+
+def prepare_layer(ctx: BuildContext) -> None:
+    if not ctx.options.use_layer:
+        ctx.layer = {"used": False, "reason": "not asked for (--no-layer-cache)"}
+        ctx.progress.note("layer: not used (--no-layer-cache): a full build")
+        return
+    plan = plan_layer(ctx.recipe)
+    if isinstance(plan, str):
+        ctx.layer = {"used": False, "reason": plan}
+        ctx.progress.note(f"layer: none ({plan}): a full build")
+        return
+    work = ctx.staging / LAYER_WORK
+    element, key = layer_identity(ctx, plan, work / "elements")
+    cache = layer_cache(ctx)
+    entry = cache.lookup(key)
+    target = ctx.staging / LAYER_IMAGE_CACHE
+    target.mkdir()
+    info: dict[str, Any] = {"key": key, "packages": list(plan.packages)}
+    if entry is not None and LAYER_FILE in entry.files:
+        try:
+            path = entry.materialize(target)[LAYER_FILE]
+        except CacheEntryChanged as exc:
+            (target / LAYER_FILE).unlink(missing_ok=True)
+            cache.evict(key, str(exc))
+            entry = None
+        else:
+            path.rename(target / tarball_name(ctx.recipe))
+            ctx.layer = {**info, "used": True, "hit": True, "created": entry.record.get("created")}
+            _attrs_element(ctx, entry.record.get("attrs", []))
+            ctx.progress.note(
+                f"layer: hit ({key[:12]}), built {entry.record.get('created', '?')}:"
+                f" the base and {len(plan.packages)} packages (the boot essentials and those"
+                " of the recipes it extends)"
+            )
+            remove_tree(work)
+            return
+    if entry is not None:
+        # Cached as refused: building it again would be refused again.
+        reason = str(entry.record.get("refused", "refused"))
+        ctx.layer = {**info, "used": False, "reason": reason}
+        ctx.progress.note(f"layer: refused ({key[:12]}): {reason}: a full build")
+        remove_tree(work)
+        return
+    ctx.progress.note(
+        f"layer: miss ({key[:12]}), building it: the base and {len(plan.packages)} packages"
+        " (the boot essentials and those of the recipes it extends)"
+    )
+    tarball, record = _build_layer(ctx, plan, element.root, work)
+    record["key"] = key
+    if tarball is None:
+        cache.store(key, {}, {}, record)
+        ctx.layer = {**info, "used": False, "reason": record["refused"]}
+        ctx.progress.note(f"layer: refused: {record['refused']}: a full build")
+    else:
+        cache.store(key, {LAYER_FILE: tarball}, {LAYER_FILE: file_digest(tarball)}, record)
+        # Built here, by this build: used from where it was made.
+        tarball.rename(target / tarball_name(ctx.recipe))
+        ctx.layer = {**info, "used": True, "hit": False, "created": record["created"]}
+        _attrs_element(ctx, record["attrs"])
+    remove_tree(work)
+
+
+def _build_layer(
+    ctx: BuildContext, plan: LayerPlan, elements: Path, work: Path
+) -> tuple[Path | None, dict[str, Any]]:
+    """Run DIB with the layer element; its tree as a gzipped tarball, or why not."""
+    archive = ctx.need_archive()
+    (work / dib.WORK_DIR_NAME).mkdir()
+    recipe = plan.recipe
+    with cache_slot(ctx.settings.dib_image_cache) as image_cache:
+        call = dib.invocation(
+            recipe,
+            archive=archive,
+            elements_path=elements,
+            element_name=LAYER_ELEMENT,
+            output_dir=work,
+            image_cache=image_cache,
+            keyrings=dict(ctx.settings.keyrings),
+        )
+        run_invocation(ctx, call, work, label="layer")
+    record: dict[str, Any] = {
+        "schema": "imagefactory/layer-record/v1",
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "plan": plan.canonical(),
+        "packages": read_dpkg_manifest(call.manifest_dir),
+    }
+    tar = call.tar_path
+    ctx.progress.status("layer: checking the tree")
+    check = check_tree(tar)
+    if check.refused is not None:
+        record["refused"] = check.refused
+        return None, record
+    record["attrs"] = check.attrs
+    add_mount_points(tar)
+    ctx.progress.status("layer: compressing the tree")
+    # gzip: DIB extracts the debootstrap tarball with tar -z. -1: fastest;
+    # -n: no name or time in the header.
+    run(["gzip", "-1", "-n", tar], logfile=ctx.logfile)
+    gz = tar.with_name(tar.name + ".gz")
+    if not gz.is_file():
+        raise BuildError(f"gzip left no {gz}")
+    return gz, record
+
+
+def _attrs_element(ctx: BuildContext, attrs: list[list[str]]) -> None:
+    """The element that sets the layer's extended attributes again, if it has any."""
+    if ctx.layer is None:
+        raise BuildError("internal error: no layer to set attributes for")
+    ctx.layer["attrs"] = len(attrs)
+    if attrs:
+        write_files(attrs_element_files(attrs), ctx.need_element().root, ATTRS_ELEMENT)
+
+
+def extra_elements(ctx: BuildContext) -> tuple[str, ...]:
+    """The elements the recipe's DIB run gets besides its own: the layer's attrs hook."""
+    return (ATTRS_ELEMENT,) if (ctx.layer or {}).get("attrs") else ()
+
+
+def image_cache_for(ctx: BuildContext, slot: Path) -> Path:
+    """The image cache the recipe's DIB run gets: the slot's, or the layer's private one.
+
+    The private one holds the layer under the debootstrap tarball's name and
+    links ``apt`` to the slot's apt archive cache (the packages downloaded
+    before stay shared).
+    """
+    if not (ctx.layer or {}).get("used"):
+        return slot
+    private = ctx.staging / LAYER_IMAGE_CACHE
+    (slot / "apt").mkdir(exist_ok=True)
+    link = private / "apt"
+    if not link.is_symlink():
+        os.symlink(slot / "apt", link)
+    return private

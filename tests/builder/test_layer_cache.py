@@ -1,0 +1,182 @@
+"""The layer step with diskimage-builder faked at run(): built once, then reused as it
+was stored, never when changed, refused trees cached as refused, and the child's DIB
+pointed at it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagefactory.builder import dibrun, layer_steps, pipeline
+from imagefactory.builder.context import BuildContext, BuildOptions
+from imagefactory.builder.element import write_element
+from imagefactory.builder.layer import ATTRS_ELEMENT, ATTRS_FILE, ATTRS_HOOK, LAYER_FILE
+from imagefactory.mirrors import BaseArchive
+from imagefactory.progress import Progress
+from imagefactory.recipe import load_recipe
+from imagefactory.run import run as real_run
+from imagefactory.settings import Settings
+from imagefactory.vocab import Distro
+from tests.conftest import RECIPES
+
+ARCHIVE = BaseArchive(Distro.DEBIAN, "bookworm", "http://m.test/debian", None, "settings")
+EXAMPLE = RECIPES / "atlas-wn-debian12.yaml"
+
+
+class FakeDib:
+    """disk-image-create writing a small tree and a dpkg manifest; other commands run."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, str]] = []
+        self.argv: list[list[str]] = []
+        self.xattrs: dict[str, str] = {}
+
+    def __call__(self, argv: list[str], **kwargs: Any) -> Any:
+        if not str(argv[0]).endswith("disk-image-create"):
+            return real_run(argv, **kwargs)
+        env = kwargs["env"]
+        self.calls.append(env)
+        self.argv.append([str(a) for a in argv])
+        out = Path(argv[argv.index("-o") + 1])
+        manifests = Path(f"{out}.d") / "dib-manifests"
+        manifests.mkdir(parents=True)
+        packages = [{"package": "chrony", "version": "4.3-2", "arch": "amd64", "status": "ii"}]
+        (manifests / "dib-manifest-dpkg-rootfs").write_text(json.dumps({"packages": packages}))
+        with tarfile.open(f"{out}.tar", "w", format=tarfile.PAX_FORMAT) as archive:
+            info = tarfile.TarInfo("./etc/motd")
+            info.size = 6
+            info.pax_headers = dict(self.xattrs)
+            archive.addfile(info, io.BytesIO(b"hello\n"))
+        kwargs["on_line"]("x | dib-run-parts Running /tmp/x/install.d/01-package-installs\n")
+        return None
+
+
+@pytest.fixture
+def fake_dib(monkeypatch: pytest.MonkeyPatch) -> FakeDib:
+    fake = FakeDib()
+    monkeypatch.setattr(dibrun, "run", fake)
+    monkeypatch.setattr(pipeline, "tool_versions", lambda: {"diskimage-builder": "3.43"})
+    return fake
+
+
+def _ctx(tmp_path: Path, *, use_layer: bool = True) -> BuildContext:
+    staging = tmp_path / f"staging{len(list(tmp_path.glob('staging*')))}"
+    staging.mkdir()
+    recipe = load_recipe(EXAMPLE)
+    ctx = BuildContext(
+        recipe=recipe,
+        settings=Settings(cache_dir=tmp_path / "cache"),
+        options=BuildOptions(use_cache=False, use_layer=use_layer),
+        progress=Progress(stream=io.StringIO()),
+        staging=staging,
+        logfile=io.StringIO(),
+    )
+    ctx.archive = ARCHIVE
+    ctx.fingerprint = {"bookworm": "sha256:aa"}
+    ctx.element = write_element(recipe, staging / "elements")
+    pipeline.lookup_cache(ctx)
+    return ctx
+
+
+def _layer_members(path: Path) -> list[str]:
+    with tarfile.open(path, "r:gz") as archive:
+        return archive.getnames()
+
+
+def test_built_once_then_reused_and_given_to_the_childs_dib(
+    tmp_path: Path, fake_dib: FakeDib
+) -> None:
+    first = _ctx(tmp_path)
+    layer_steps.prepare_layer(first)
+    assert first.layer is not None
+    assert first.layer["used"] is True
+    assert first.layer["hit"] is False
+    assert len(fake_dib.calls) == 1  # the layer's own DIB run
+    tarball = (
+        first.staging / layer_steps.LAYER_IMAGE_CACHE / "debootstrap-debian-bookworm-amd64.tar.gz"
+    )
+    assert _layer_members(tarball) == ["./etc/motd", "./proc", "./sys"]
+    assert not (first.staging / layer_steps.LAYER_WORK).exists()
+
+    second = _ctx(tmp_path)
+    layer_steps.prepare_layer(second)
+    assert second.layer is not None
+    assert second.layer == {**first.layer, "hit": True}
+    assert len(fake_dib.calls) == 1  # not built again
+    again = second.staging / layer_steps.LAYER_IMAGE_CACHE / tarball.name
+    assert again.read_bytes() == tarball.read_bytes()
+    assert os.stat(again).st_ino != os.stat(tarball).st_ino
+
+    # The recipe's own DIB run starts from it: the private image cache, with the
+    # slot's apt cache linked in.
+    pipeline.run_dib(second)
+    env = fake_dib.calls[-1]
+    assert env["DIB_IMAGE_CACHE"] == str(second.staging / layer_steps.LAYER_IMAGE_CACHE)
+    assert env["DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE"] == "1"
+    assert not (second.staging / layer_steps.LAYER_IMAGE_CACHE).exists()  # removed after DIB
+
+
+def test_a_changed_layer_entry_is_never_used(tmp_path: Path, fake_dib: FakeDib) -> None:
+    first = _ctx(tmp_path)
+    layer_steps.prepare_layer(first)
+    assert first.layer is not None
+    stored = tmp_path / "cache" / "layers" / first.layer["key"] / LAYER_FILE
+    os.chmod(stored, 0o644)
+    with stored.open("r+b") as f:  # same size, other bytes
+        f.write(b"\0" * 16)
+    second = _ctx(tmp_path)
+    layer_steps.prepare_layer(second)
+    assert second.layer is not None
+    assert second.layer["hit"] is False  # evicted and built again
+    assert len(fake_dib.calls) == 2
+    name = "debootstrap-debian-bookworm-amd64.tar.gz"
+    assert _layer_members(second.staging / layer_steps.LAYER_IMAGE_CACHE / name)[0] == "./etc/motd"
+
+
+def test_a_refused_tree_is_cached_as_refused(tmp_path: Path, fake_dib: FakeDib) -> None:
+    fake_dib.xattrs = {"SCHILY.xattr.security.selinux": "system_u:object_r:etc_t"}
+    first = _ctx(tmp_path)
+    layer_steps.prepare_layer(first)
+    assert first.layer is not None
+    assert first.layer["used"] is False
+    assert "security.selinux" in first.layer["reason"]
+    second = _ctx(tmp_path)
+    layer_steps.prepare_layer(second)
+    assert second.layer is not None
+    assert second.layer["used"] is False
+    assert second.layer["reason"] == first.layer["reason"]
+    assert len(fake_dib.calls) == 1  # not built again to be refused again
+    pipeline.run_dib(second)  # a full build: the slot's image cache
+    assert fake_dib.calls[-1]["DIB_IMAGE_CACHE"] == str(tmp_path / "cache" / "dib")
+
+
+def test_no_layer_cache_is_a_full_build(tmp_path: Path, fake_dib: FakeDib) -> None:
+    ctx = _ctx(tmp_path, use_layer=False)
+    layer_steps.prepare_layer(ctx)
+    assert ctx.layer == {"used": False, "reason": "not asked for (--no-layer-cache)"}
+    assert fake_dib.calls == []
+    assert not (tmp_path / "cache" / "layers").exists()
+
+
+def test_the_layers_acls_are_set_again_by_a_hook_of_the_childs_run(
+    tmp_path: Path, fake_dib: FakeDib
+) -> None:
+    fake_dib.xattrs = {"SCHILY.xattr.system.posix_acl_access": "\x02\x00"}
+    for n in range(2):  # built, then cached: the hook both times
+        ctx = _ctx(tmp_path)
+        layer_steps.prepare_layer(ctx)
+        assert ctx.layer is not None
+        assert (ctx.layer["used"], ctx.layer["hit"], ctx.layer["attrs"]) == (True, n == 1, 1)
+        element = ctx.need_element().root / ATTRS_ELEMENT
+        attrs = json.loads((element / ATTRS_FILE).read_text())
+        assert attrs == [["etc/motd", "system.posix_acl_access", "AgA="]]
+        assert os.access(element / ATTRS_HOOK, os.X_OK)
+        pipeline.run_dib(ctx)
+        argv_elements = fake_dib.argv[-1][fake_dib.argv[-1].index("imagefactory-recipe") :]
+        assert argv_elements == ["imagefactory-recipe", ATTRS_ELEMENT]
