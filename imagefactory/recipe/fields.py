@@ -360,7 +360,9 @@ RECIPE = Struct(
             f" at most {MAX_EXTENDS_DEPTH} levels deep. The parents are combined first, this"
             " recipe over them: mappings merge, values replace, lists are joined (an item"
             " only once), `files`, `scripts` and `repositories` entries replace the parent's"
-            " of the same `path` or `name`.",
+            " of the same `path` or `name`. The build starts from the cached OS-tree layer of"
+            " the recipes extended (the base with their `packages`) and adds this recipe's"
+            " own; `build --no-layer-cache` builds it all.",
             loader=True,
         ),
         Field("base", BASE, "The distribution the image is built from.", required=True),
