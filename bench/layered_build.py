@@ -1,0 +1,161 @@
+"""Benchmark: a recipe built on its parents' cached OS-tree layer against a full build.
+
+Prints, for one recipe that extends another (default: the example, on the
+site base), the wall time of
+
+1. a full ``imagefactory build --no-cache --no-layer-cache`` (the naive way:
+   debootstrap tarball, every package, hardening, disk, audit, labels),
+2. the same build with an empty layer cache: the layer is built first (its
+   own ``layer`` step, a diskimage-builder run of the base and the parents'
+   packages), then the recipe on it,
+3. ``imagefactory build --no-cache`` with that layer cached: the recipe's
+   own packages and files on the layer (goal: <= 0.4x of 1),
+
+with the ratios, and what a matrix of N recipes on one site base costs each
+way. The three alternate within each of ``--rounds`` rounds and the fastest
+of each is compared (min-of-N; the machine is shared). No boot test. The
+debootstrap tarball cache is shared with the host's (a warm-up fills it if
+empty, not timed); the build cache is never used. Needs root and the host
+packages (scripts/setup).
+
+    .venv/bin/python bench/layered_build.py [RECIPE] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from imagefactory.builder.context import BuildOptions
+from imagefactory.builder.pipeline import BuildResult, build
+from imagefactory.host.accel import choose_guest_accel
+from imagefactory.progress import Progress
+from imagefactory.recipe import Recipe, load_recipe
+from imagefactory.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+MATRIX = (3, 10)
+
+
+def timed_build(
+    recipe: Recipe, settings: Settings, output: Path, *, use_layer: bool
+) -> tuple[float, BuildResult]:
+    """Seconds of one in-process ``imagefactory build --no-cache``, and its result."""
+    started = time.monotonic()
+    options = BuildOptions(use_cache=False, use_layer=use_layer)
+    result = build(recipe, settings, options, Progress(stream=io.StringIO()), output)
+    return time.monotonic() - started, result
+
+
+def _fresh_cache(root: Path, host: Settings) -> Settings:
+    """A cache directory of its own (no build or layer entries), the host's DIB cache linked."""
+    root.mkdir()
+    (root / "dib").symlink_to(host.dib_image_cache)
+    return dataclasses.replace(host, cache_dir=root)
+
+
+def report(name: str, rounds: int, full: list[float], cold: list[float], warm: list[float],  # noqa: PLR0917 -- one call, every figure
+           layer: list[float], best_warm: BuildResult) -> None:  # fmt: skip
+    """Print every figure, its ratio to the full build, the matrix estimate and every round."""
+    t_full, t_cold, t_warm, t_layer = min(full), min(cold), min(warm), min(layer)
+    rows = [
+        ("full build (naive: --no-layer-cache)", t_full, ""),
+        ("  the layer step alone (building the layer)", t_layer, ""),
+        ("build with the layer built first (cold)", t_cold, ""),
+        ("build on the cached layer", t_warm, "   (goal <= 0.40x)"),
+    ]
+    print(f"recipe: {name}; fastest of {rounds} alternating rounds (min-of-N)")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for label, seconds, goal in rows:
+        print(f"{label:46s} {seconds:8.1f} s   {seconds / t_full:.2f}x{goal}")
+    for n in MATRIX:
+        layered = t_cold + (n - 1) * t_warm
+        print(
+            f"a matrix of {n:2d} recipes on one base: full {n * t_full:7.1f} s,"
+            f" layered {layered:7.1f} s   {layered / (n * t_full):.2f}x"
+        )
+    steps = best_warm.record["timings"]
+    print(
+        "the layered build's steps: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in steps.items() if k != "total" and v >= 0.05)
+    )
+    print(
+        "rounds (s): full "
+        + ", ".join(f"{t:.1f}" for t in full)
+        + "; cold "
+        + ", ".join(f"{t:.1f}" for t in cold)
+        + "; on the cached layer "
+        + ", ".join(f"{t:.1f}" for t in warm)
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "recipe", nargs="?", type=Path, default=REPO / "recipes" / "atlas-wn-debian12.yaml"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds")
+    args = parser.parse_args()
+    host = load_settings(None)
+    recipe = load_recipe(args.recipe, host.build_limits())
+    if recipe.inherited is None:
+        raise SystemExit(f"{args.recipe} extends no recipe: it has no layer")
+    with tempfile.TemporaryDirectory(prefix="if-bench-layer-", dir="/var/tmp") as tmp:
+        root = Path(tmp)
+        host.dib_image_cache.mkdir(parents=True, exist_ok=True)
+        settings = _fresh_cache(root / "cache", host)
+        tarball = f"debootstrap-{recipe.base.distro}-{recipe.base.release}-"
+        if not any(p.name.startswith(tarball) for p in host.dib_image_cache.iterdir()):
+            print("warming the debootstrap cache (not timed)...", file=sys.stderr)
+            timed_build(recipe, settings, root / "warm-up", use_layer=False)
+        print("probing the accelerator once (not timed)...", file=sys.stderr)
+        choose_guest_accel(settings.accel, host.cache_dir / "accel.json")
+        shutil.copy(host.cache_dir / "accel.json", root / "accel.json")
+        full: list[float] = []
+        cold: list[float] = []
+        warm: list[float] = []
+        layer: list[float] = []
+        best: BuildResult | None = None
+        for n in range(args.rounds):
+            print(f"round {n + 1}: full build...", file=sys.stderr)
+            seconds, _ = timed_build(recipe, settings, root / f"full{n}", use_layer=False)
+            full.append(seconds)
+            shutil.rmtree(root / f"full{n}", ignore_errors=True)
+            # A cache of its own: no layer yet.
+            fresh = _fresh_cache(root / f"cache{n}", host)
+            shutil.copy(root / "accel.json", fresh.cache_dir / "accel.json")
+            print(f"round {n + 1}: layer, then the recipe on it...", file=sys.stderr)
+            seconds, result = timed_build(recipe, fresh, root / f"cold{n}", use_layer=True)
+            if not (result.record.get("layer") or {}).get("used"):
+                raise SystemExit(f"no layer was used: {result.record.get('layer')}")
+            cold.append(seconds)
+            layer.append(result.record["timings"]["layer"])
+            shutil.rmtree(root / f"cold{n}", ignore_errors=True)
+            print(f"round {n + 1}: the recipe on the cached layer...", file=sys.stderr)
+            seconds, result = timed_build(recipe, fresh, root / f"warm{n}", use_layer=True)
+            if not (result.record.get("layer") or {}).get("hit"):
+                raise SystemExit(f"the cached layer was not used: {result.record.get('layer')}")
+            if not warm or seconds < min(warm):
+                best = result
+            warm.append(seconds)
+            shutil.rmtree(root / f"warm{n}", ignore_errors=True)
+            shutil.rmtree(fresh.cache_dir, ignore_errors=True)
+            print(
+                f"round {n + 1}: full {full[-1]:.1f} s, layer + recipe {cold[-1]:.1f} s"
+                f" (layer step {layer[-1]:.1f} s), on the cached layer {warm[-1]:.1f} s",
+                flush=True,
+            )
+    assert best is not None
+    report(args.recipe.name, args.rounds, full, cold, warm, layer, best)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
