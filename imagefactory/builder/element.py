@@ -13,6 +13,7 @@ quoted with :func:`shlex.quote` all the same.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shlex
@@ -100,6 +101,27 @@ def install_list(recipe: Recipe) -> list[str]:
     return packages + [p for p in recipe.packages if p not in packages]
 
 
+def install_stages(recipe: Recipe) -> tuple[list[str], list[str]]:
+    """The packages of the element's first apt transaction, and of its second.
+
+    A recipe that extends others installs the boot essentials and its
+    parents' packages first (DIB's ``package-installs``), then its own
+    (``install.d/02-imagefactory-packages``): the order a build on their
+    cached OS-tree layer (:mod:`imagefactory.builder.layer`) installs them
+    in, so a full build and a layered one give the same tree. Install order
+    decides more than the file list: adduser hands out system UIDs in the
+    order packages are configured, apt and ucf record packages in it. Any
+    other recipe installs everything in one transaction.
+    """
+    everything = install_list(recipe)
+    if recipe.inherited is None:
+        return everything, []
+    inherited = set(recipe.inherited.packages)
+    essentials = install_list(dataclasses.replace(recipe, packages=()))
+    first = essentials + [p for p in recipe.packages if p in inherited and p not in essentials]
+    return first, [p for p in everything if p not in first]
+
+
 def repository_sources(repository: Repository) -> str:
     """The deb822 ``.sources`` stanza of a repository: apt trusts only its pinned key."""
     lines = [
@@ -185,7 +207,18 @@ def element_files(
         f"Generated from recipe {recipe.name} {recipe.version} ({recipe.digest}).\n".encode(),
         0o644,
     )
-    files["package-installs.yaml"] = package_installs(install_list(recipe))
+    first, own = install_stages(recipe)
+    files["package-installs.yaml"] = package_installs(first)
+    if own:
+        files["install.d/02-imagefactory-packages"] = (
+            (
+                SCRIPT_HEADER
+                + "# The recipe's own packages, after those of the recipes it extends\n"
+                + "# (install.d/01-package-installs): the order of a build on their layer.\n"
+                + f"install-packages {' '.join(shlex.quote(p) for p in own)}\n"
+            ).encode(),
+            0o755,
+        )
 
     if recipe.files:
         lines = [SCRIPT_HEADER, f'src="$(dirname "$0")/{FILES_DIR}"\n']

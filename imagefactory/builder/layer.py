@@ -49,7 +49,6 @@ checked descriptor, evicted if it changed.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import shlex
 import sys
@@ -63,7 +62,7 @@ from imagefactory.builder.element import (
     SCRIPT_HEADER,
     GeneratedElement,
     base_files,
-    install_list,
+    install_stages,
     package_installs,
     repositories_files,
     write_files,
@@ -137,9 +136,8 @@ def plan_layer(recipe: Recipe) -> LayerPlan | str:
     missing = [p for p in inherited.packages if p not in recipe.packages]
     if missing:  # lists are joined by extends: never, unless that rule changes
         return f"internal: inherited packages {', '.join(missing)} are not in the recipe"
-    essentials = install_list(dataclasses.replace(recipe, packages=()))
-    wanted = set(inherited.packages)
-    packages = essentials + [p for p in recipe.packages if p in wanted and p not in essentials]
+    # The first of the element's two apt transactions (the second is the recipe's own).
+    packages, _ = install_stages(recipe)
     names = set(inherited.repositories)
     repositories = tuple(r for r in recipe.repositories if r.name in names)
     return LayerPlan(recipe=recipe, packages=tuple(packages), repositories=repositories)

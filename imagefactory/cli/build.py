@@ -41,9 +41,9 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
         source = " (from cache)" if result.cache_hit else ""
         sys.stdout.write(f"{result.directory}: {state}{source}\n")
         layer = result.record.get("layer") or {}
-        if layer.get("used"):
-            how = "cached" if layer.get("hit") else "built now"
-            sys.stdout.write(f"  layer: {layer['key'][:12]} ({how})\n")
+        if layer.get("used") and not result.cache_hit:
+            how = "from the layer cache" if layer.get("hit") else "built by this build"
+            sys.stdout.write(f"  started from the OS-tree layer {layer['key'][:12]} ({how})\n")
         for name, info in result.record["disk"]["files"].items():
             sys.stdout.write(f"  {name}  {info['sha256']}\n")
         audit = result.record.get("audit")

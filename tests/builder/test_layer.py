@@ -15,7 +15,13 @@ import pytest
 
 from imagefactory.builder import pipeline
 from imagefactory.builder.context import BuildContext, BuildOptions
-from imagefactory.builder.element import BOOT_PACKAGES, install_list, write_element
+from imagefactory.builder.element import (
+    BOOT_PACKAGES,
+    element_files,
+    install_list,
+    install_stages,
+    write_element,
+)
 from imagefactory.builder.layer import (
     ATTRS_FILE,
     ATTRS_HOOK,
@@ -268,3 +274,26 @@ def test_the_layer_gets_the_mount_points_dib_mounts_on(tmp_path: Path) -> None:
     add_mount_points(tar)  # already there: not twice
     with tarfile.open(tar) as archive:
         assert archive.getnames().count("./proc") == 1
+
+
+def test_a_full_build_installs_in_the_layers_order(tmp_path: Path) -> None:
+    """The recipe's element installs the layer's packages first, then its own: a full
+    build and a build on the layer run the same two apt transactions."""
+    recipe = load_recipe(RECIPES / "atlas-wn-debian12.yaml")
+    plan = _plan(recipe)
+    element = element_files(recipe)
+    assert element["package-installs.yaml"] == layer_files(plan)["package-installs.yaml"]
+    first, own = install_stages(recipe)
+    assert first == list(plan.packages)
+    assert own == ["python3-minimal", "time", "bzip2", "nfs-common"]
+    script = element["install.d/02-imagefactory-packages"][0].decode()
+    assert script.endswith("install-packages python3-minimal time bzip2 nfs-common\n")
+    assert sorted(first + own) == sorted(install_list(recipe))  # the SBOM's requested ones
+    # A recipe that extends nothing: one transaction, as before.
+    base = load_recipe(RECIPES / "site-base-debian12.yaml")
+    assert install_stages(base) == (install_list(base), [])
+    assert "install.d/02-imagefactory-packages" not in element_files(base)
+    # A child that adds no package of its own: no second transaction.
+    quiet = _recipes(tmp_path, child=CHILD.replace("packages: [time]\n", ""))
+    assert install_stages(quiet)[1] == []
+    assert "install.d/02-imagefactory-packages" not in element_files(quiet)
