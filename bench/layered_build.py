@@ -54,6 +54,15 @@ def timed_build(
     return time.monotonic() - started, result
 
 
+def _keep_or_remove(output: Path, keep: Path | None, name: str) -> None:
+    if keep is None:
+        shutil.rmtree(output, ignore_errors=True)
+        return
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(keep / name, ignore_errors=True)
+    output.rename(keep / name)
+
+
 def _fresh_cache(root: Path, host: Settings) -> Settings:
     """A cache directory of its own (no build or layer entries), the host's DIB cache linked."""
     root.mkdir()
@@ -102,6 +111,11 @@ def main() -> int:
         "recipe", nargs="?", type=Path, default=REPO / "recipes" / "atlas-wn-debian12.yaml"
     )
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the last round's full and layered image directories here (to compare them)",
+    )
     args = parser.parse_args()
     host = load_settings(None)
     recipe = load_recipe(args.recipe, host.build_limits())
@@ -127,7 +141,7 @@ def main() -> int:
             print(f"round {n + 1}: full build...", file=sys.stderr)
             seconds, _ = timed_build(recipe, settings, root / f"full{n}", use_layer=False)
             full.append(seconds)
-            shutil.rmtree(root / f"full{n}", ignore_errors=True)
+            _keep_or_remove(root / f"full{n}", args.keep, "full")
             # A cache of its own: no layer yet.
             fresh = _fresh_cache(root / f"cache{n}", host)
             shutil.copy(root / "accel.json", fresh.cache_dir / "accel.json")
@@ -145,7 +159,7 @@ def main() -> int:
             if not warm or seconds < min(warm):
                 best = result
             warm.append(seconds)
-            shutil.rmtree(root / f"warm{n}", ignore_errors=True)
+            _keep_or_remove(root / f"warm{n}", args.keep, "layered")
             shutil.rmtree(fresh.cache_dir, ignore_errors=True)
             print(
                 f"round {n + 1}: full {full[-1]:.1f} s, layer + recipe {cold[-1]:.1f} s"

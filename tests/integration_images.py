@@ -80,13 +80,25 @@ def build_settings(tmp_path_factory: pytest.TempPathFactory, frozen_archive: Non
 
 @pytest.fixture(scope="session")
 def build_recipe(build_settings: Settings) -> Builder:
-    """Build a recipe through the real pipeline; progress goes to a buffer."""
+    """Build a recipe through the real pipeline; progress goes to a buffer.
+
+    Full builds unless ``use_layer``: each recipe's test builds what it names,
+    and a layer would add a diskimage-builder run of its own to every recipe
+    of the matrix (tests/integration/test_layered_build.py builds one).
+    """
 
     def _build(
-        recipe_path: Path, output: Path, *, boot_test: bool = True, use_cache: bool = True
+        recipe_path: Path,
+        output: Path,
+        *,
+        boot_test: bool = True,
+        use_cache: bool = True,
+        use_layer: bool = False,
     ) -> BuildResult:
         recipe = load_recipe(recipe_path, build_settings.build_limits())
-        options = BuildOptions(use_cache=use_cache, boot_test=boot_test, boot_timeout=600.0)
+        options = BuildOptions(
+            use_cache=use_cache, boot_test=boot_test, boot_timeout=600.0, use_layer=use_layer
+        )
         try:
             return build(recipe, build_settings, options, Progress(stream=io.StringIO()), output)
         except ArchiveError as exc:
@@ -120,6 +132,8 @@ def archive_refused(exc: ArchiveError, settings: Settings) -> None:
 @pytest.fixture(scope="session")
 def example_build(build_recipe: Builder, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
     """The example recipe, built, hardened, labelled and boot-tested once per session.
+
+    A full build (no OS-tree layer): what the layered build is compared with.
 
     Built as the README's main job builds it: relative recipe and output paths,
     from a working directory that is neither the repository nor the output
