@@ -90,7 +90,9 @@ def _layer_key(
     code: str = "sha256:c0de",
 ) -> str:
     """The layer key as the build computes it, after its own ``cache`` step."""
-    monkeypatch.setattr(pipeline, "tool_versions", lambda: tools or {"diskimage-builder": "3.43"})
+    monkeypatch.setattr(
+        pipeline, "tool_versions", lambda _cache: tools or {"diskimage-builder": "3.43"}
+    )
     monkeypatch.setattr(pipeline, "code_digest", lambda: code)
     staging = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
     staging.mkdir()

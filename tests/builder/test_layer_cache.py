@@ -61,7 +61,7 @@ class FakeDib:
 def fake_dib(monkeypatch: pytest.MonkeyPatch) -> FakeDib:
     fake = FakeDib()
     monkeypatch.setattr(dibrun, "run", fake)
-    monkeypatch.setattr(pipeline, "tool_versions", lambda: {"diskimage-builder": "3.43"})
+    monkeypatch.setattr(pipeline, "tool_versions", lambda _cache: {"diskimage-builder": "3.43"})
     return fake
 
 
