@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -15,17 +14,12 @@ import pytest
 from imagefactory.builder import pipeline
 from imagefactory.builder.cache import file_digest
 from imagefactory.builder.context import BuildContext, BuildOptions
-from imagefactory.builder.element import write_element
 from imagefactory.builder.label_steps import METADATA_FILES
 from imagefactory.builder.output import final_dir, output_unchanged, publish, record_output
-from imagefactory.mirrors import BaseArchive
-from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe, load_recipe
-from imagefactory.settings import Settings
-from imagefactory.vocab import Distro
+from tests.builder.contexts import staged_context
 from tests.conftest import RECIPES
 
-ARCHIVE = BaseArchive(Distro.DEBIAN, "bookworm", "http://m.test/debian", None, "settings")
 DISK = "atlas-wn-debian12-1.0.qcow2"
 
 
@@ -33,18 +27,7 @@ def _ctx(tmp_path: Path, recipe: Recipe, **options: bool) -> BuildContext:
     output = tmp_path / "images"
     output.mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=output))
-    ctx = BuildContext(
-        recipe=recipe,
-        settings=Settings(cache_dir=tmp_path / "cache"),
-        options=BuildOptions(**options),
-        progress=Progress(stream=io.StringIO()),
-        staging=staging,
-        logfile=io.StringIO(),
-    )
-    ctx.archive = ARCHIVE
-    ctx.fingerprint = {"bookworm": "sha256:aa"}
-    ctx.element = write_element(recipe, staging / "elements")
-    return ctx
+    return staged_context(recipe, staging, tmp_path / "cache", BuildOptions(**options))
 
 
 @pytest.fixture

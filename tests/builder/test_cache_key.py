@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 from pathlib import Path
 
 import pytest
 
 from imagefactory.aptrepo import VerifiedRepository
 from imagefactory.builder import pipeline
-from imagefactory.builder.context import BuildContext, BuildOptions
-from imagefactory.builder.element import write_element
-from imagefactory.mirrors import BaseArchive
+from imagefactory.builder.context import BuildOptions
 from imagefactory.pgpkey import PublicKey
-from imagefactory.progress import Progress
 from imagefactory.recipe import BuildLimits, Recipe, RepositoryAllowance, load_recipe
-from imagefactory.settings import Settings
-from imagefactory.vocab import Distro
+from tests.builder.contexts import staged_context
 from tests.conftest import RECIPES
 
-ARCHIVE = BaseArchive(Distro.DEBIAN, "bookworm", "http://m.test/debian", None, "settings")
 FINGERPRINT = {"bookworm": "sha256:aa", "bookworm-updates": "sha256:bb"}
 
 
@@ -38,19 +32,14 @@ def _key(
     )
     staging = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
     staging.mkdir()
-    ctx = BuildContext(
-        recipe=recipe,
-        settings=Settings(cache_dir=tmp_path / "cache"),
-        options=BuildOptions(use_cache=False),
-        progress=Progress(stream=io.StringIO()),
-        staging=staging,
-        logfile=io.StringIO(),
+    ctx = staged_context(
+        recipe,
+        staging,
+        tmp_path / "cache",
+        BuildOptions(use_cache=False),
+        fingerprint=fingerprint,
+        repositories=repositories,
     )
-    ctx.archive = ARCHIVE
-    ctx.fingerprint = fingerprint
-    ctx.repositories = repositories or []
-    keys = {r.repository.name: r.key.binary for r in ctx.repositories}
-    ctx.element = write_element(recipe, staging / "elements", repository_keys=keys)
     pipeline.lookup_cache(ctx)
     return ctx.key
 

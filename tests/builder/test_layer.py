@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 
 from imagefactory.builder import pipeline
-from imagefactory.builder.context import BuildContext, BuildOptions
+from imagefactory.builder.context import BuildOptions
 from imagefactory.builder.element import (
     BOOT_PACKAGES,
     element_files,
     install_list,
     install_stages,
-    write_element,
 )
 from imagefactory.builder.layer import (
     ATTRS_FILE,
@@ -36,14 +35,10 @@ from imagefactory.builder.layer import (
 )
 from imagefactory.builder.layer_steps import layer_identity
 from imagefactory.builder.layerattrs import restore
-from imagefactory.mirrors import BaseArchive
-from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe, load_recipe
-from imagefactory.settings import Settings
-from imagefactory.vocab import Distro
+from tests.builder.contexts import staged_context
 from tests.conftest import RECIPES
 
-ARCHIVE = BaseArchive(Distro.DEBIAN, "bookworm", "http://m.test/debian", None, "settings")
 FINGERPRINT = {"bookworm": "sha256:aa", "bookworm-security": "sha256:bb"}
 
 PARENT = """\
@@ -96,17 +91,9 @@ def _layer_key(
     monkeypatch.setattr(pipeline, "code_digest", lambda: code)
     staging = tmp_path / f"s{len(list(tmp_path.glob('s*')))}"
     staging.mkdir()
-    ctx = BuildContext(
-        recipe=recipe,
-        settings=Settings(cache_dir=tmp_path / "cache"),
-        options=BuildOptions(use_cache=False),
-        progress=Progress(stream=io.StringIO()),
-        staging=staging,
-        logfile=io.StringIO(),
+    ctx = staged_context(
+        recipe, staging, tmp_path / "cache", BuildOptions(use_cache=False), fingerprint=fingerprint
     )
-    ctx.archive = ARCHIVE
-    ctx.fingerprint = fingerprint
-    ctx.element = write_element(recipe, staging / "elements")
     pipeline.lookup_cache(ctx)
     _, key = layer_identity(ctx, _plan(recipe), staging / "layer-elements")
     return key

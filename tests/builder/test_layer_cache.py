@@ -15,17 +15,12 @@ import pytest
 
 from imagefactory.builder import dibrun, layer_steps, pipeline
 from imagefactory.builder.context import BuildContext, BuildOptions
-from imagefactory.builder.element import write_element
 from imagefactory.builder.layer import ATTRS_ELEMENT, ATTRS_FILE, ATTRS_HOOK, LAYER_FILE
-from imagefactory.mirrors import BaseArchive
-from imagefactory.progress import Progress
 from imagefactory.recipe import load_recipe
 from imagefactory.run import run as real_run
-from imagefactory.settings import Settings
-from imagefactory.vocab import Distro
+from tests.builder.contexts import staged_context
 from tests.conftest import RECIPES
 
-ARCHIVE = BaseArchive(Distro.DEBIAN, "bookworm", "http://m.test/debian", None, "settings")
 EXAMPLE = RECIPES / "atlas-wn-debian12.yaml"
 
 
@@ -69,17 +64,8 @@ def _ctx(tmp_path: Path, *, use_layer: bool = True) -> BuildContext:
     staging = tmp_path / f"staging{len(list(tmp_path.glob('staging*')))}"
     staging.mkdir()
     recipe = load_recipe(EXAMPLE)
-    ctx = BuildContext(
-        recipe=recipe,
-        settings=Settings(cache_dir=tmp_path / "cache"),
-        options=BuildOptions(use_cache=False, use_layer=use_layer),
-        progress=Progress(stream=io.StringIO()),
-        staging=staging,
-        logfile=io.StringIO(),
-    )
-    ctx.archive = ARCHIVE
-    ctx.fingerprint = {"bookworm": "sha256:aa"}
-    ctx.element = write_element(recipe, staging / "elements")
+    options = BuildOptions(use_cache=False, use_layer=use_layer)
+    ctx = staged_context(recipe, staging, tmp_path / "cache", options)
     pipeline.lookup_cache(ctx)
     return ctx
 
