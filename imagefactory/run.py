@@ -151,6 +151,7 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
     check: bool = True,
     echo: bool = False,
     stop: threading.Event | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Completed:
     """Run ``argv`` and wait for it.
 
@@ -163,7 +164,9 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
     result has ``stopped`` set. After ``timeout`` seconds the command is
     stopped and, with ``check``, reported as failed. Setting ``stop`` (from
     another thread: the build stopping a boot test that runs alongside) stops
-    the command the same way; the result has ``cancelled`` set.
+    the command the same way; the result has ``cancelled`` set. ``pass_fds``:
+    descriptors the command inherits, at the same numbers (a file it is given
+    as ``/proc/self/fd/N``).
 
     Raises :class:`CommandError` when the command fails and ``check`` is true,
     :class:`MissingToolError` when the program does not exist.
@@ -191,6 +194,7 @@ def run(  # noqa: PLR0915 -- one linear story: spawn, stream, stop, explain
             # Own process group: a Ctrl-C reaches us first, and we decide how the
             # child (and everything it spawned) is told to stop.
             process_group=0,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as exc:
         raise MissingToolError({args[0]: _debian_package_for(args[0])}) from exc

@@ -1,19 +1,20 @@
-"""OS tree -> partitioned, bootable disk image, without device-mapper or mounts.
+"""OS tree -> partitioned, bootable disk image, without device-mapper.
 
 diskimage-builder's ``vm`` element partitions through kpartx/device-mapper,
 which many build hosts (containers, CI runners) do not have. The assembly here
-needs neither a loop device nor a mount, so an interrupted build leaves none
-behind:
+needs neither, nor a loop device of its own:
 
-1. extract DIB's tar into a private tree (as root, owners and xattrs kept);
-2. finish the tree: ``/proc`` and ``/sys`` (DIB's tar leaves them out, and
-   systemd hangs without them), ``/etc/fstab`` and ``/boot/grub/grub.cfg``
+1. the tree is DIB's root file system image, mounted data-only by
+   :mod:`imagefactory.builder.rootfs`;
+2. finish the tree: ``/proc`` and ``/sys`` (systemd hangs without them),
+   ``/dev`` emptied, ``/etc/fstab`` and ``/boot/grub/grub.cfg``
    naming the root file system by a UUID chosen here; every path resolved
    inside the tree (:class:`~imagefactory.guest.tree.HostTree`), so a guest
    symlink never makes the build write on the host. :func:`prepare` stops
    here: the build hardens this tree before it becomes a disk
    (:func:`make_disk` does the rest);
-3. a raw file with an MBR partition table (``sfdisk`` works on plain files);
+3. a raw disk (in memory when it fits, :mod:`imagefactory.builder.scratch`)
+   with an MBR partition table (``sfdisk`` works on plain files);
 4. ``mkfs.ext4 -E offset=... -d TREE`` creates and fills the partition in place;
 5. GRUB for BIOS boot: the image's own ``boot.img`` goes into the MBR's code
    area and its ``core.img`` (built in the chroot by the generated element) into
@@ -32,18 +33,18 @@ byte range; ``/boot/efi`` stays as its mount point, named in ``/etc/fstab``.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import re
 import shutil
 import stat
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from imagefactory.builder.rootfs import content_bytes, release_tree
+from imagefactory.builder.scratch import RawDisk, fits_in_memory, raw_disk
 from imagefactory.errors import BuildError
 from imagefactory.guest.tree import HostTree
 from imagefactory.run import run
@@ -129,43 +130,6 @@ class AssembledDisk:
 
 def _partition_script() -> str:
     return f"label: dos\nstart={PARTITION_START_SECTOR}, type=83, bootable\n"
-
-
-def extract_tree(tar: Path, workdir: Path, logfile: IO[str] | None) -> Path:
-    """Extract ``tar`` into a fresh directory ``workdir/tree``."""
-    tree = workdir / "tree"
-    tree.mkdir(mode=0o755)
-    run(
-        [
-            "tar",
-            "--extract",
-            "--file",
-            str(tar),
-            "--directory",
-            str(tree),
-            "--numeric-owner",
-            "--same-permissions",
-            "--xattrs",
-            "--xattrs-include=*",
-        ],
-        logfile=logfile,
-    )
-    return tree
-
-
-def remove_extracted(tree: Path, logfile: IO[str] | None) -> None:
-    if tree.exists():
-        run(["rm", "-rf", "--one-file-system", str(tree)], logfile=logfile)
-
-
-@contextlib.contextmanager
-def extracted_tree(tar: Path, workdir: Path, logfile: IO[str] | None) -> Iterator[Path]:
-    """Extract ``tar`` into a fresh directory, removed again on the way out."""
-    tree = workdir / "tree"
-    try:
-        yield extract_tree(tar, workdir, logfile)
-    finally:
-        remove_extracted(tree, logfile)
 
 
 def _is_file(tree: HostTree, path: str) -> bool:
@@ -385,11 +349,6 @@ def copy_into(raw: Path, part: Path, offset: int) -> None:
             dst.write(chunk)
 
 
-def tree_bytes(tar: Path) -> int:
-    """Content size, estimated from the tar (within a few % of ``du``)."""
-    return tar.stat().st_size
-
-
 def check_size(content: int, disk_size: int, boot: BootMode = BootMode.BIOS) -> None:
     layout = Layout(boot, disk_size)
     partition = layout.root_bytes
@@ -440,7 +399,7 @@ class PreparedTree:
 
 
 def prepare(
-    tar: Path,
+    tree: Path,
     workdir: Path,
     *,
     disk_size: int,
@@ -449,17 +408,17 @@ def prepare(
     arch: Arch = Arch.X86_64,
     logfile: IO[str] | None = None,
 ) -> PreparedTree:
-    """Steps 1-2 (and the ESP): DIB's tar as a finished tree in ``workdir/tree``.
+    """Step 2 (and the ESP): DIB's tree, mounted at ``tree``, finished for its disk.
 
-    The tree stays until :func:`make_disk` (or the caller) removes it; the build
+    The tree stays until :func:`make_disk` (or the caller, with
+    :func:`~imagefactory.builder.rootfs.release_tree`) releases it; the build
     hardens it in between.
     """
-    content = tree_bytes(tar)
+    content = content_bytes(tree)
     check_size(content, disk_size, boot)
     layout = Layout(boot, disk_size)
     root_uuid = str(uuid.uuid4())
     esp_uuid = new_esp_uuid() if boot is BootMode.UEFI else None
-    tree = extract_tree(tar, workdir, logfile)
     kernel = finish_tree(tree, root_uuid, title, boot=boot, esp_uuid=esp_uuid, arch=arch)
     esp: Path | None = None
     if esp_uuid is not None:
@@ -487,6 +446,41 @@ def convert_argv(raw: Path, target: Path, fmt: DiskFormat, *, compress: bool) ->
     return [*argv, str(raw), str(target)]
 
 
+def _fill_raw(prepared: PreparedTree, raw: RawDisk, logfile: IO[str] | None) -> None:
+    """Steps 3-5 on the raw disk: the partition table, the file systems, the boot code."""
+    layout, tree = prepared.layout, prepared.tree
+    run(
+        ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(raw.path)],
+        stdin=layout.sfdisk_script(),
+        logfile=logfile,
+        pass_fds=raw.pass_fds,
+    )
+    if prepared.esp_image is not None:
+        copy_into(raw.path, prepared.esp_image, layout.esp_start * SECTOR)
+        prepared.esp_image.unlink()
+    run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-U",
+            prepared.root_uuid,
+            "-L",
+            "root",
+            "-E",
+            f"offset={layout.root_start * SECTOR}",
+            "-d",
+            str(tree),
+            str(raw.path),
+            f"{layout.root_bytes // 1024}k",
+        ],
+        logfile=logfile,
+        pass_fds=raw.pass_fds,
+    )
+    if layout.boot is BootMode.BIOS:
+        write_boot_code(raw.path, tree)
+
+
 def make_disk(
     prepared: PreparedTree,
     workdir: Path,
@@ -501,51 +495,32 @@ def make_disk(
     ``compress``: the qcow2 is written with compressed clusters (:func:`convert_argv`).
     """
     layout, tree = prepared.layout, prepared.tree
-    raw = workdir / f"{basename}.raw"
-    try:
-        with raw.open("wb") as f:
-            f.truncate(layout.disk_bytes)
-        run(
-            ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(raw)],
-            stdin=layout.sfdisk_script(),
-            logfile=logfile,
-        )
-        if prepared.esp_image is not None:
-            copy_into(raw, prepared.esp_image, layout.esp_start * SECTOR)
-            prepared.esp_image.unlink()
-        run(
-            [
-                "mkfs.ext4",
-                "-q",
-                "-F",
-                "-U",
-                prepared.root_uuid,
-                "-L",
-                "root",
-                "-E",
-                f"offset={layout.root_start * SECTOR}",
-                "-d",
-                str(tree),
-                str(raw),
-                f"{layout.root_bytes // 1024}k",
-            ],
-            logfile=logfile,
-        )
-        if layout.boot is BootMode.BIOS:
-            write_boot_code(raw, tree)
-    finally:
-        remove_extracted(tree, logfile)
+    path = workdir / f"{basename}.raw"
+    keep_raw = DiskFormat.RAW in formats
+    in_memory = not keep_raw and fits_in_memory(layout.disk_bytes)
     images: dict[DiskFormat, Path] = {}
-    for fmt in formats:
-        if fmt is DiskFormat.RAW:
-            continue
-        target = workdir / f"{basename}.{fmt}"
-        run(convert_argv(raw, target, fmt, compress=compress), logfile=logfile)
-        images[fmt] = target
-    if DiskFormat.RAW in formats:
-        images[DiskFormat.RAW] = raw
+    try:
+        with raw_disk(path, layout.disk_bytes, in_memory=in_memory) as raw:
+            if logfile is not None and raw.in_memory:
+                logfile.write(f"# the raw disk is made in memory: {raw.path} is a memfd\n")
+            _fill_raw(prepared, raw, logfile)
+            release_tree(tree, logfile)
+            for fmt in formats:
+                if fmt is DiskFormat.RAW:
+                    continue
+                target = workdir / f"{basename}.{fmt}"
+                run(
+                    convert_argv(raw.path, target, fmt, compress=compress),
+                    logfile=logfile,
+                    pass_fds=raw.pass_fds,
+                )
+                images[fmt] = target
+    finally:
+        release_tree(tree, logfile)
+    if keep_raw:
+        images[DiskFormat.RAW] = path
     else:
-        raw.unlink()
+        path.unlink(missing_ok=True)
     return AssembledDisk(
         images=images,
         root_uuid=prepared.root_uuid,
@@ -554,32 +529,3 @@ def make_disk(
         partition_table=layout.partition_table,
         esp_uuid=prepared.esp_uuid,
     )
-
-
-def assemble(
-    tar: Path,
-    workdir: Path,
-    *,
-    disk_size: int,
-    formats: tuple[DiskFormat, ...],
-    basename: str,
-    title: str,
-    boot: BootMode = BootMode.BIOS,
-    arch: Arch = Arch.X86_64,
-    logfile: IO[str] | None = None,
-    change_tree: Callable[[Path], None] | None = None,
-) -> AssembledDisk:
-    """Turn DIB's tar into bootable disk images in ``workdir``.
-
-    ``change_tree`` (the hardening) sees the finished tree before it becomes a disk.
-    """
-    prepared = prepare(
-        tar, workdir, disk_size=disk_size, title=title, boot=boot, arch=arch, logfile=logfile
-    )
-    try:
-        if change_tree is not None:
-            change_tree(prepared.tree)
-    except BaseException:
-        remove_extracted(prepared.tree, logfile)
-        raise
-    return make_disk(prepared, workdir, formats=formats, basename=basename, logfile=logfile)

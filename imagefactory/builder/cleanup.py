@@ -68,7 +68,7 @@ def unmount_below(path: Path) -> None:
         if not left:
             return
         for point in left:
-            log.warning("unmounting %s, left behind by an interrupted build", point)
+            log.warning("unmounting %s, left mounted in a build's work tree", point)
             if run(["umount", str(point)], check=False, capture=True).returncode != 0:
                 run(["umount", "--lazy", str(point)], check=False, capture=True)
         remaining = mounts_below(path)

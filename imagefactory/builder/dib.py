@@ -1,9 +1,13 @@
 """The exact ``disk-image-create`` invocation for a recipe.
 
 diskimage-builder produces the OS tree (debootstrap, chroot, package
-installs, our generated element) as a tar archive; the disk is assembled by
-:mod:`imagefactory.builder.assemble`, because DIB's own ``vm`` element needs
-device-mapper (kpartx), which build hosts such as containers often lack.
+installs, our generated element): for a build as its own ext4 root file
+system image (``-t raw`` without the ``vm`` element: no partitions), which
+:mod:`imagefactory.builder.rootfs` mounts as the tree to finish; for an
+OS-tree layer as a tar archive (the debootstrap tarball a later DIB run
+starts from). The disk is assembled by :mod:`imagefactory.builder.assemble`,
+because DIB's own ``vm`` element needs device-mapper (kpartx), which build
+hosts such as containers often lack.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 #: than a release (Debian 12's for Ubuntu 24.04) lacks only the link.
 FAMILY_SCRIPT = {Distro.DEBIAN: "sid", Distro.UBUNTU: "gutsy"}
 ROOTFS_NAME = "rootfs"
+#: The DIB output types used: ``raw`` for a build, ``tar`` for a layer.
+OUTPUT_TYPES = ("raw", "tar")
 
 #: Lines of DIB output that mark progress worth showing (phase changes).
 _PHASE_RE = re.compile(r"dib-run-parts Running \S*/(?P<phase>[a-z-]+\.d)/(?P<script>\S+)")
@@ -42,6 +48,11 @@ class DibInvocation:
     @property
     def tar_path(self) -> Path:
         return Path(self.argv[self.argv.index("-o") + 1] + ".tar")
+
+    @property
+    def fs_image_path(self) -> Path:
+        """The root file system image of a ``-t raw`` run."""
+        return Path(self.argv[self.argv.index("-o") + 1] + ".raw")
 
     @property
     def manifest_dir(self) -> Path:
@@ -64,15 +75,22 @@ def invocation(
     keyrings: dict[str, Path] | None = None,
     debootstrap_scripts: Path = DEBOOTSTRAP_SCRIPTS,
     extra_elements: tuple[str, ...] = (),
+    output_type: str = "tar",
 ) -> DibInvocation:
-    """Build the argv and environment; pure, so tests can assert it exactly."""
+    """Build the argv and environment; pure, so tests can assert it exactly.
+
+    ``output_type``: ``tar`` (a layer, and bare DIB in the benchmark) or
+    ``raw`` (a build: the root file system image, see :mod:`.rootfs`).
+    """
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"internal error: DIB output type {output_type!r}")
     bindir = dib_bin_dir()
     argv = [
         str(bindir / "disk-image-create"),
         "-a",
         recipe.base.arch.dib_arch,
         "-t",
-        "tar",
+        output_type,
         "-o",
         str(output_dir / ROOTFS_NAME),
         # Without DIB's 'base' element: it installs open-iscsi (whose

@@ -59,6 +59,7 @@ from imagefactory.builder.output import (
     record_output,
     staging_dir,
 )
+from imagefactory.builder.rootfs import TREE_DIR, mount_image, release_tree
 from imagefactory.builder.slots import cache_slot
 from imagefactory.errors import AuditError, BootTestError, BuildError, ImageFactoryError
 from imagefactory.host.accel import probe_in_background
@@ -296,6 +297,7 @@ def run_dib(ctx: BuildContext) -> None:
             image_cache=image_cache_for(ctx, slot),
             keyrings=dict(ctx.settings.keyrings),
             extra_elements=extra_elements(ctx),
+            output_type="raw",
         )
         run_invocation(ctx, call, ctx.staging)
     ctx.packages = read_dpkg_manifest(call.manifest_dir)
@@ -304,17 +306,22 @@ def run_dib(ctx: BuildContext) -> None:
 
 def prepare_tree(ctx: BuildContext) -> None:
     recipe = ctx.recipe
-    tar = ctx.staging / f"{dib.ROOTFS_NAME}.tar"
-    ctx.tree = assembler.prepare(
-        tar,
-        ctx.staging,
-        disk_size=recipe.disk.size,
-        title=f"{recipe.name} {recipe.version}",
-        boot=recipe.boot,
-        arch=recipe.base.arch,
-        logfile=ctx.logfile,
-    )
-    tar.unlink()
+    image = ctx.staging / f"{dib.ROOTFS_NAME}.raw"
+    tree = ctx.staging / TREE_DIR
+    mount_image(image, tree, ctx.logfile)
+    try:
+        ctx.tree = assembler.prepare(
+            tree,
+            ctx.staging,
+            disk_size=recipe.disk.size,
+            title=f"{recipe.name} {recipe.version}",
+            boot=recipe.boot,
+            arch=recipe.base.arch,
+            logfile=ctx.logfile,
+        )
+    except BaseException:
+        release_tree(tree, ctx.logfile)
+        raise
     remove_tree(ctx.staging / f"{dib.ROOTFS_NAME}.d")
 
 
@@ -331,10 +338,11 @@ def assemble_disk(ctx: BuildContext) -> None:
         logfile=ctx.logfile,
     )
     ctx.tree = None
+    (ctx.staging / f"{dib.ROOTFS_NAME}.raw").unlink()
     # Final from here on: the disk is made from the hardened tree.
     ctx.images = {path.name: path for path in result.images.values()}
-    for image, path in ctx.images.items():
-        ctx.digests[image] = file_digest(path)
+    # Hashed while the audit runs (builder.background); the label step collects them.
+    ctx.start_digests()
     ctx.disk = {
         "root_uuid": result.root_uuid,
         "kernel": result.kernel,
@@ -583,6 +591,11 @@ def build(
                     ctx.boot_job.stop()
                     with contextlib.suppress(BaseException):
                         ctx.boot_job.wait()
+                if ctx.tree is not None:
+                    # The mounted OS tree (a failed harden step): unmounted here,
+                    # not found mounted by the staging directory's removal.
+                    with contextlib.suppress(BaseException):
+                        release_tree(ctx.tree.tree, logfile)
                 logfile.flush()
                 kept = _keep_failure_logs(root, ctx, staging)
                 if isinstance(exc, ImageFactoryError) and kept is not None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from imagefactory.builder import dib
 from imagefactory.mirrors import BaseArchive
 from imagefactory.recipe import load_recipe
@@ -66,6 +68,22 @@ def test_exact_argv_and_environment_for_the_example_recipe(tmp_path: Path) -> No
     }
     assert call.tar_path == tmp_path / "stage" / "rootfs.tar"
     assert call.manifest_dir == tmp_path / "stage" / "rootfs.d" / "dib-manifests"
+
+
+def test_a_build_asks_for_the_root_file_system_image(tmp_path: Path) -> None:
+    recipe = load_recipe(RECIPES / "atlas-wn-debian12.yaml")
+    kwargs = {
+        "archive": ARCHIVE,
+        "elements_path": tmp_path / "elements",
+        "element_name": "imagefactory-recipe",
+        "output_dir": tmp_path / "stage",
+        "image_cache": tmp_path / "cache",
+    }
+    call = dib.invocation(recipe, output_type="raw", **kwargs)  # type: ignore[arg-type]
+    assert call.argv[call.argv.index("-t") + 1] == "raw"
+    assert call.fs_image_path == tmp_path / "stage" / "rootfs.raw"
+    with pytest.raises(ValueError, match="qcow2"):
+        dib.invocation(recipe, output_type="qcow2", **kwargs)  # type: ignore[arg-type]
 
 
 def test_ubuntu_i386_and_extra_elements(tmp_path: Path) -> None:
