@@ -13,9 +13,11 @@ from imagefactory.aptrepo import VerifiedRepository
 from imagefactory.audit import AuditReport
 from imagefactory.boot.qemu import DEFAULT_TIMEOUT
 from imagefactory.builder.assemble import PreparedTree
+from imagefactory.builder.background import Background
 from imagefactory.builder.bootjob import BootJob
 from imagefactory.builder.cache import BuildCache, CacheEntry
 from imagefactory.builder.element import GeneratedElement
+from imagefactory.digest import hash_file
 from imagefactory.errors import BuildError
 from imagefactory.mirrors import BaseArchive
 from imagefactory.profiles import Profile
@@ -68,6 +70,9 @@ class BuildContext:
     tree: PreparedTree | None = None
     images: dict[str, Path] = field(default_factory=dict)  # file name -> path
     digests: dict[str, str] = field(default_factory=dict)  # file name -> sha256:...
+    #: The images' digests being computed (file name -> algorithm -> hex), see
+    #: :meth:`start_digests`; the primary image's sha512 is the labels'.
+    digest_job: Background[dict[str, dict[str, str]]] | None = None
     disk: dict[str, Any] = field(default_factory=dict)
     packages: list[dict[str, str]] = field(default_factory=list)
     boot: dict[str, Any] | None = None
@@ -82,6 +87,32 @@ class BuildContext:
     started: dt.datetime = field(
         default_factory=lambda: dt.datetime.now(dt.UTC).replace(microsecond=0)
     )
+
+    def start_digests(self) -> None:
+        """Start hashing the images: sha256 of each, and sha512 of the primary one."""
+        images = dict(self.images)
+        primary = f"{self.basename}.{self.recipe.disk.formats[0]}"
+
+        def work() -> dict[str, dict[str, str]]:
+            return {
+                name: hash_file(
+                    path, ("sha256", "sha512") if name == primary else ("sha256",)
+                ).hexdigests
+                for name, path in images.items()
+            }
+
+        self.digest_job = Background("imagefactory-digests", work)
+
+    def image_digests(self) -> dict[str, dict[str, str]]:
+        """The images' digests (waits for :meth:`start_digests`); fills :attr:`digests`."""
+        if self.digest_job is None:
+            raise BuildError("internal error: the assemble step has not hashed the images")
+        try:
+            sums = self.digest_job.result()
+        except OSError as exc:
+            raise BuildError(f"cannot hash the images: {exc}") from exc
+        self.digests = {name: f"sha256:{hexes['sha256']}" for name, hexes in sums.items()}
+        return sums
 
     @property
     def basename(self) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from typing import Any
 
 from imagefactory.audit import run_audit
@@ -35,7 +36,6 @@ from imagefactory.host.accel import choose_guest_accel
 from imagefactory.labels.make import (
     LABELS_FILE,
     DiskFacts,
-    disk_digests,
     make_labels,
     write_labels,
 )
@@ -55,6 +55,12 @@ METADATA_FILES = (AUDIT_FILE, SBOM_FILE, LABELS_FILE)
 
 def _appliance_accel(ctx: BuildContext) -> str:
     return choose_guest_accel(ctx.settings.accel, ctx.settings.cache_dir / "accel.json")
+
+
+def _appliance_cpus(ctx: BuildContext) -> int:
+    """Two vCPUs for the audit's appliance on a host with two cores or more, one when
+    the boot test's qemu runs alongside (it takes the other core)."""
+    return 1 if ctx.options.boot_test else min(2, os.cpu_count() or 1)
 
 
 def _primary(ctx: BuildContext) -> tuple[str, str]:
@@ -85,6 +91,7 @@ def audit_disk(ctx: BuildContext) -> None:
         info.format,
         readonly=True,
         accel=_appliance_accel(ctx),
+        smp=_appliance_cpus(ctx),
     ) as guest:
         # What the labels will declare must be true of the image (a recipe that
         # says cvmfs and installs no CVMFS client fails here).
@@ -118,7 +125,8 @@ def label_disk(ctx: BuildContext) -> None:
         raise AuditError("internal error: the audit step has not run", [])
     name, _ = _primary(ctx)
     path = ctx.images[name]
-    sha256, sha512 = disk_digests(path)
+    sums = ctx.image_digests()[name]
+    sha256, sha512 = sums["sha256"], sums["sha512"]
     info = ctx.observed["info"]
     created = _created(ctx)
     facts = ctx.observed["os"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ def ctx(tmp_path: Path) -> Iterator[BuildContext]:
         )
         name = "site-base-debian12-1.0.qcow2"
         context.images = {name: fx.write(tmp_path / name, fx.qcow2())}
+        context.start_digests()  # as the assemble step does, before the audit
         context.profile = load_profile(recipe.hardening)
         context.versions = {"imagefactory": "0.1.0", "diskimage-builder": "3.43.0"}
         yield context
@@ -106,7 +109,7 @@ def test_harden_then_audit_then_label(
     label_steps.audit_disk(ctx)
     assert opened == [
         {"path": ctx.images["site-base-debian12-1.0.qcow2"], "format": "qcow2", "readonly": True,
-         "accel": "tcg"}
+         "accel": "tcg", "smp": min(2, os.cpu_count() or 1)}
     ]  # fmt: skip
     label_steps.label_disk(ctx)
     labels = Labels.read(ctx.staging).to_dict()
@@ -114,6 +117,18 @@ def test_harden_then_audit_then_label(
     assert labels["disk"]["format"] == "qcow2"
     assert labels["builder"]["libguestfs"] == "1.48.6"
     assert (ctx.staging / "sbom.cdx.json").is_file()
+    # The digests hashed alongside the audit are the file's own.
+    disk = ctx.images["site-base-debian12-1.0.qcow2"]
+    assert labels["disk"]["sha256"] == hashlib.sha256(disk.read_bytes()).hexdigest()
+    assert labels["disk"]["sha512"] == hashlib.sha512(disk.read_bytes()).hexdigest()
+    assert ctx.digests == {disk.name: "sha256:" + labels["disk"]["sha256"]}
+
+
+def test_an_image_that_cannot_be_hashed_is_a_build_error(ctx: BuildContext) -> None:
+    ctx.images = {"gone.qcow2": ctx.staging / "gone.qcow2"}
+    ctx.start_digests()
+    with pytest.raises(BuildError, match=r"cannot hash the images: .*gone\.qcow2"):
+        ctx.image_digests()
 
 
 def test_hardening_applied_twice_changes_nothing_more() -> None:
@@ -177,3 +192,9 @@ def test_a_repository_package_the_host_never_verified_fails_the_label_step(
     )
     assert "build again" in (info.value.hint or "")
     assert not (ctx.staging / "sbom.cdx.json").exists()
+
+
+def test_the_audit_takes_one_vcpu_beside_the_boot_test(ctx: BuildContext) -> None:
+    assert label_steps._appliance_cpus(ctx) == min(2, os.cpu_count() or 1)
+    ctx.options = BuildOptions(boot_test=True)
+    assert label_steps._appliance_cpus(ctx) == 1

@@ -148,6 +148,23 @@ def test_safe_image_is_opened_read_only_with_explicit_format_and_no_network(
     ) in _FakeGuestFS.calls
     assert ("mount_ro", (("/dev/sda1", "/"), {})) in _FakeGuestFS.calls
     assert "mount" not in names
+    assert "set_smp" not in names  # one vCPU unless asked
+
+
+def test_the_appliance_gets_the_vcpus_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
+
+    class Module:
+        GuestFS = _FakeGuestFS
+
+    monkeypatch.setattr(handle, "_guestfs", lambda: Module)
+    with handle.open_guest(image, "qcow2", readonly=True, accel="tcg", smp=2):
+        pass
+    names = [name for name, _ in _FakeGuestFS.calls]
+    assert ("set_smp", ((2,), {})) in _FakeGuestFS.calls
+    assert names.index("set_smp") < names.index("launch")
     assert "inspect_os" not in names  # one Linux file system: no full inspection needed
     assert "close" in names
 
