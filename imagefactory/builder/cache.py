@@ -164,14 +164,48 @@ def _unchanged(fd: int, st: os.stat_result, info: Mapping[str, Any]) -> bool:
     return f"sha256:{digest}" == info.get("sha256")
 
 
-def _store_file(src: Path, dst: Path, digest: str) -> dict[str, Any]:
-    """Copy ``src`` to ``dst`` and check the copy has ``digest``; its entry.json record."""
-    clone_or_copy(src, dst)
-    with _opened(dst) as (fd, st):
-        got = "sha256:" + hash_file(dst, ("sha256",), fd=fd).hexdigests["sha256"]
-    if got != digest:
-        raise OSError(f"{src}: its copy is {got}, not the build's {digest}")
-    return {"sha256": digest, "size": st.st_size, "identity": file_identity(st)}
+class PendingEntry:
+    """A cache entry being written under a temporary name, a file at a time.
+
+    The build copies its disks in while the audit still runs (:meth:`add`, in
+    a thread of its own) and commits the entry once the build has passed,
+    with the digests it computed (:meth:`commit`); :meth:`discard` removes
+    what a failed build copied. Until :meth:`commit`'s rename, nothing of it
+    is visible as an entry.
+    """
+
+    def __init__(self, cache: BuildCache, key: str) -> None:
+        cache.root.mkdir(parents=True, exist_ok=True)
+        self.key = key
+        self.final = cache.root / key
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=cache.root))
+        self.files: dict[str, dict[str, Any]] = {}
+
+    def add(self, name: str, src: Path) -> None:
+        """Copy ``src`` in as ``name`` and hash the copy, through the descriptor that
+        makes it read-only (the digest is checked against the build's at commit)."""
+        clone_or_copy(src, self.tmp / name)
+        with _opened(self.tmp / name) as (fd, st):
+            got = "sha256:" + hash_file(self.tmp / name, ("sha256",), fd=fd).hexdigests["sha256"]
+        self.files[name] = {"sha256": got, "size": st.st_size, "identity": file_identity(st)}
+
+    def commit(self, digests: Mapping[str, str], record: Mapping[str, Any]) -> None:
+        """Check every copy against the build's ``digests``; rename the entry into place."""
+        for name, info in self.files.items():
+            if info["sha256"] != digests.get(name):
+                raise OSError(
+                    f"{name}: its copy is {info['sha256']}, not the build's {digests.get(name)}"
+                )
+        if self.final.exists():
+            return
+        meta = {"schema": ENTRY_SCHEMA, "key": self.key, "files": self.files, "record": record}
+        (self.tmp / ENTRY_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        self.tmp.rename(self.final)
+
+    def discard(self) -> None:
+        """Remove what was copied, unless committed."""
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class BuildCache:
@@ -231,24 +265,22 @@ class BuildCache:
         read-only, and must match: the entry's digests are those of the very
         files whose identity it records.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.root / key
-        if final.exists():
+        if (self.root / key).exists():
             return
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=self.root))
         try:
-            meta: dict[str, Any] = {"schema": ENTRY_SCHEMA, "key": key, "files": {}}
+            pending = PendingEntry(self, key)
+        except OSError as exc:
+            log.warning("could not store the build in the cache: %s", exc)
+            return
+        try:
             for name, src in files.items():
-                meta["files"][name] = _store_file(src, tmp / name, digests[name])
-            meta["record"] = record
-            (tmp / ENTRY_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-            tmp.rename(final)
+                pending.add(name, src)
+            pending.commit(digests, record)
         except OSError as exc:
             # A cache that cannot be written only costs time; the build stands.
             log.warning("could not store the build in the cache: %s", exc)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            pending.discard()
 
     def evict(self, key: str, why: str) -> None:
         log.warning("cache entry %s discarded: %s", key[:12], why)

@@ -15,7 +15,7 @@ from imagefactory.boot.qemu import DEFAULT_TIMEOUT
 from imagefactory.builder.assemble import PreparedTree
 from imagefactory.builder.background import Background
 from imagefactory.builder.bootjob import BootJob
-from imagefactory.builder.cache import BuildCache, CacheEntry
+from imagefactory.builder.cache import BuildCache, CacheEntry, PendingEntry
 from imagefactory.builder.element import GeneratedElement
 from imagefactory.digest import hash_file
 from imagefactory.errors import BuildError
@@ -73,6 +73,9 @@ class BuildContext:
     #: The images' digests being computed (file name -> algorithm -> hex), see
     #: :meth:`start_digests`; the primary image's sha512 is the labels'.
     digest_job: Background[dict[str, dict[str, str]]] | None = None
+    #: The cache entry the images are being copied into alongside the audit
+    #: (committed by the ``store`` step, discarded if the build fails).
+    cache_copy: tuple[PendingEntry, Background[None]] | None = None
     disk: dict[str, Any] = field(default_factory=dict)
     packages: list[dict[str, str]] = field(default_factory=list)
     boot: dict[str, Any] | None = None

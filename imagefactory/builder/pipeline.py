@@ -29,8 +29,9 @@ from imagefactory.aptrepo import add_indexes, origin_sources, verify_repositorie
 from imagefactory.boot.qemu import BootResult, boot_test, uefi_firmware
 from imagefactory.builder import assemble as assembler
 from imagefactory.builder import dib
+from imagefactory.builder.background import Background
 from imagefactory.builder.bootjob import BootJob
-from imagefactory.builder.cache import CacheEntryChanged, cache_key, file_digest
+from imagefactory.builder.cache import CacheEntryChanged, PendingEntry, cache_key, file_digest
 from imagefactory.builder.cleanup import remove_tree
 from imagefactory.builder.codekey import code_digest
 from imagefactory.builder.context import BuildContext, BuildOptions
@@ -341,8 +342,10 @@ def assemble_disk(ctx: BuildContext) -> None:
     (ctx.staging / f"{dib.ROOTFS_NAME}.raw").unlink()
     # Final from here on: the disk is made from the hardened tree.
     ctx.images = {path.name: path for path in result.images.values()}
-    # Hashed while the audit runs (builder.background); the label step collects them.
+    # Hashed, and copied into the cache, while the audit runs (builder.background);
+    # the label and store steps collect them.
     ctx.start_digests()
+    _start_cache_copy(ctx)
     ctx.disk = {
         "root_uuid": result.root_uuid,
         "kernel": result.kernel,
@@ -428,13 +431,57 @@ def run_boot_test(ctx: BuildContext) -> None:
     ctx.progress.note(f"boot test: {result.reason} ({result.accel})")
 
 
+def _start_cache_copy(ctx: BuildContext) -> None:
+    """Copy the images into a pending cache entry while the audit runs (see store_cache)."""
+    if (ctx.cache.root / ctx.key).exists():
+        return
+    try:
+        pending = PendingEntry(ctx.cache, ctx.key)
+    except OSError as exc:
+        log.warning("could not store the build in the cache: %s", exc)
+        return
+    images = dict(ctx.images)
+
+    def copy() -> None:
+        for name, path in images.items():
+            pending.add(name, path)
+
+    ctx.cache_copy = (pending, Background("imagefactory-cache-copy", copy))
+
+
 def store_cache(ctx: BuildContext) -> None:
-    if not ctx.options.use_cache and ctx.hit is None:
-        # --no-cache forces a build; the fresh result still refreshes the cache.
-        pass
+    """Commit the cache entry the images were copied into alongside the audit.
+
+    The metadata files go in now; every copy must hash to the build's digest.
+    A cache that cannot be written only costs time: the build stands.
+    """
     metadata = {name: ctx.staging / name for name in METADATA_FILES}
     digests = {**ctx.digests, **{name: file_digest(path) for name, path in metadata.items()}}
-    ctx.cache.store(ctx.key, {**ctx.images, **metadata}, digests, _record(ctx, {}))
+    if ctx.cache_copy is None:
+        ctx.cache.store(ctx.key, {**ctx.images, **metadata}, digests, _record(ctx, {}))
+        return
+    pending, copying = ctx.cache_copy
+    try:
+        copying.result()
+        for name, path in metadata.items():
+            pending.add(name, path)
+        pending.commit(digests, _record(ctx, {}))
+    except OSError as exc:
+        log.warning("could not store the build in the cache: %s", exc)
+    finally:
+        pending.discard()
+        ctx.cache_copy = None
+
+
+def _discard_cache_copy(ctx: BuildContext) -> None:
+    """A failed build's pending cache entry: its copy waited for, then removed."""
+    if ctx.cache_copy is None:
+        return
+    pending, copying = ctx.cache_copy
+    with contextlib.suppress(BaseException):
+        copying.result()
+    pending.discard()
+    ctx.cache_copy = None
 
 
 def write_record(ctx: BuildContext) -> None:
@@ -591,6 +638,7 @@ def build(
                     ctx.boot_job.stop()
                     with contextlib.suppress(BaseException):
                         ctx.boot_job.wait()
+                _discard_cache_copy(ctx)
                 if ctx.tree is not None:
                     # The mounted OS tree (a failed harden step): unmounted here,
                     # not found mounted by the staging directory's removal.
