@@ -64,9 +64,13 @@ def _keep_or_remove(output: Path, keep: Path | None, name: str) -> None:
 
 
 def _fresh_cache(root: Path, host: Settings) -> Settings:
-    """A cache directory of its own (no build or layer entries), the host's DIB cache linked."""
+    """A cache directory of its own (no build or layer entries), the host's download
+    caches (DIB's, the package indexes') linked."""
     root.mkdir()
     (root / "dib").symlink_to(host.dib_image_cache)
+    indexes = host.cache_dir / "package-indexes"
+    indexes.mkdir(parents=True, exist_ok=True)
+    (root / "package-indexes").symlink_to(indexes)
     return dataclasses.replace(host, cache_dir=root)
 
 
