@@ -282,8 +282,26 @@ class BuildCache:
         finally:
             pending.discard()
 
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Every entry's key and record, as stored (an unreadable entry is left out)."""
+        found: dict[str, dict[str, Any]] = {}
+        if not self.root.is_dir():
+            return found
+        for path in sorted(self.root.iterdir()):
+            if path.name.startswith("."):
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                meta = json.loads((path / ENTRY_FILE).read_text(encoding="utf-8"))
+                if isinstance(meta, dict) and isinstance(meta.get("record"), dict):
+                    found[path.name] = meta["record"]
+        return found
+
     def evict(self, key: str, why: str) -> None:
         log.warning("cache entry %s discarded: %s", key[:12], why)
+        self.remove(key)
+
+    def remove(self, key: str) -> None:
+        """Remove the entry ``key`` (renamed out of the way first: never seen half-removed)."""
         path = self.root / key
         trash = self.root / f".evicted-{key}-{os.getpid()}"
         with contextlib.suppress(OSError):

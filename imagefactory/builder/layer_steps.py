@@ -13,6 +13,7 @@ DIB.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ from imagefactory.errors import BuildError
 from imagefactory.run import run
 
 LAYER_WORK = "layer"
+#: Layers kept per plan (the same base, packages and repositories): the newest.
+#: An archive update makes a new layer of the same plan and the old one can no
+#: longer hit; two, so two imagefactory versions on one host do not take
+#: turns rebuilding theirs.
+LAYERS_KEPT = 2
 #: The build's private diskimage-builder image cache: the layer as the
 #: debootstrap tarball, and a link to the slot's apt archive cache.
 LAYER_IMAGE_CACHE = "layer-image-cache"
@@ -113,6 +119,12 @@ def prepare_layer(ctx: BuildContext) -> None:
     )
     tarball, record = _build_layer(ctx, plan, element.root, work)
     record["key"] = key
+    pruned = prune_layers(cache, key, record["plan"])
+    if pruned:
+        ctx.progress.note(
+            f"layer: removed {len(pruned)} older layer(s) of the same plan"
+            f" ({', '.join(k[:12] for k in pruned)}), superseded by archive updates"
+        )
     if tarball is None:
         cache.store(key, {}, {}, record)
         ctx.layer = {**info, "used": False, "reason": record["refused"]}
@@ -124,6 +136,21 @@ def prepare_layer(ctx: BuildContext) -> None:
         ctx.layer = {**info, "used": True, "hit": False, "created": record["created"]}
         _attrs_element(ctx, record["attrs"])
     remove_tree(work)
+
+
+def prune_layers(cache: BuildCache, key: str, plan: Any, keep: int = LAYERS_KEPT) -> list[str]:
+    """Remove the layers of ``plan`` beyond the newest ``keep``, counting the one
+    about to be stored as ``key``; the keys removed, oldest first."""
+    wanted = json.loads(json.dumps(plan))  # as stored: lists, not tuples
+    same = sorted(
+        (str(record.get("created", "")), name)
+        for name, record in cache.records().items()
+        if name != key and record.get("plan") == wanted
+    )
+    doomed = [name for _created, name in same[: max(0, len(same) - (keep - 1))]]
+    for name in doomed:
+        cache.remove(name)
+    return doomed
 
 
 def _build_layer(
