@@ -76,11 +76,14 @@ def invocation(
     debootstrap_scripts: Path = DEBOOTSTRAP_SCRIPTS,
     extra_elements: tuple[str, ...] = (),
     output_type: str = "tar",
+    image_dir: Path | None = None,
 ) -> DibInvocation:
     """Build the argv and environment; pure, so tests can assert it exactly.
 
     ``output_type``: ``tar`` (a layer, and bare DIB in the benchmark) or
     ``raw`` (a build: the root file system image, see :mod:`.rootfs`).
+    ``image_dir``: where DIB writes its output (default ``output_dir``, which
+    holds DIB's work directories either way).
     """
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"internal error: DIB output type {output_type!r}")
@@ -92,7 +95,7 @@ def invocation(
         "-t",
         output_type,
         "-o",
-        str(output_dir / ROOTFS_NAME),
+        str((image_dir or output_dir) / ROOTFS_NAME),
         # Without DIB's 'base' element: it installs open-iscsi (whose
         # iscsid.socket listens at boot) and software-properties-common (which
         # pulls in packagekit and polkitd), nothing a worker node asked for.

@@ -60,7 +60,8 @@ from imagefactory.builder.output import (
     record_output,
     staging_dir,
 )
-from imagefactory.builder.rootfs import TREE_DIR, mount_image, release_tree
+from imagefactory.builder.rootfs import OUTPUT_DIR, TREE_DIR, mount_image, output_dir, release_tree
+from imagefactory.builder.scratch import fits_in_memory
 from imagefactory.builder.slots import cache_slot
 from imagefactory.errors import AuditError, BootTestError, BuildError, ImageFactoryError
 from imagefactory.host.accel import probe_in_background
@@ -287,6 +288,14 @@ def _output_records(settings: Settings) -> Path:
 def run_dib(ctx: BuildContext) -> None:
     archive, element = ctx.need_archive(), ctx.need_element()
     (ctx.staging / dib.WORK_DIR_NAME).mkdir()
+    # DIB's file system image is at most twice the disk (the content must fit the disk).
+    size = 2 * ctx.recipe.disk.size
+    out = output_dir(
+        ctx.staging,
+        size,
+        in_memory=fits_in_memory(ctx.recipe.disk.size + size),
+        logfile=ctx.logfile,
+    )
     with cache_slot(ctx.settings.dib_image_cache) as slot:
         call = dib.invocation(
             ctx.recipe,
@@ -299,6 +308,7 @@ def run_dib(ctx: BuildContext) -> None:
             keyrings=dict(ctx.settings.keyrings),
             extra_elements=extra_elements(ctx),
             output_type="raw",
+            image_dir=out,
         )
         run_invocation(ctx, call, ctx.staging)
     ctx.packages = read_dpkg_manifest(call.manifest_dir)
@@ -307,7 +317,7 @@ def run_dib(ctx: BuildContext) -> None:
 
 def prepare_tree(ctx: BuildContext) -> None:
     recipe = ctx.recipe
-    image = ctx.staging / f"{dib.ROOTFS_NAME}.raw"
+    image = ctx.staging / OUTPUT_DIR / f"{dib.ROOTFS_NAME}.raw"
     tree = ctx.staging / TREE_DIR
     mount_image(image, tree, ctx.logfile)
     try:
@@ -323,7 +333,7 @@ def prepare_tree(ctx: BuildContext) -> None:
     except BaseException:
         release_tree(tree, ctx.logfile)
         raise
-    remove_tree(ctx.staging / f"{dib.ROOTFS_NAME}.d")
+    remove_tree(ctx.staging / OUTPUT_DIR / f"{dib.ROOTFS_NAME}.d")
 
 
 def assemble_disk(ctx: BuildContext) -> None:
@@ -339,7 +349,8 @@ def assemble_disk(ctx: BuildContext) -> None:
         logfile=ctx.logfile,
     )
     ctx.tree = None
-    (ctx.staging / f"{dib.ROOTFS_NAME}.raw").unlink()
+    (ctx.staging / OUTPUT_DIR / f"{dib.ROOTFS_NAME}.raw").unlink()
+    release_tree(ctx.staging / OUTPUT_DIR, ctx.logfile)
     # Final from here on: the disk is made from the hardened tree.
     ctx.images = {path.name: path for path in result.images.values()}
     # Hashed, and copied into the cache, while the audit runs (builder.background);

@@ -28,6 +28,11 @@ from imagefactory.run import run
 
 #: Where, in the staging directory, the image is mounted.
 TREE_DIR = "tree"
+#: Where, in the staging directory, DIB writes its output: a tmpfs when the
+#: disk fits in memory. DIB builds in tmpfs of its own; its output is then
+#: moved from memory to memory, not written to disk to be read back and
+#: deleted a few seconds later.
+OUTPUT_DIR = "dib-out"
 #: What the mount allows: the files as data, nothing more.
 MOUNT_OPTIONS = "loop,nodev,nosuid,noexec,noatime"
 TAR_BLOCK = 512
@@ -42,6 +47,22 @@ def mount_image(image: Path, tree: Path, logfile: IO[str] | None = None) -> None
         ["mount", "-t", "ext4", "-o", MOUNT_OPTIONS, "--", str(image), str(tree)],
         logfile=logfile,
     )
+
+
+def output_dir(
+    staging: Path, size: int, *, in_memory: bool, logfile: IO[str] | None = None
+) -> Path:
+    """DIB's output directory in ``staging``: a private tmpfs of at most ``size``
+    bytes (``in_memory``), else a plain directory. Released with :func:`release_tree`."""
+    out = staging / OUTPUT_DIR
+    out.mkdir(mode=0o700)
+    if in_memory:
+        run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700,nodev,nosuid,noexec",
+             "imagefactory-dib-out", str(out)],
+            logfile=logfile,
+        )  # fmt: skip
+    return out
 
 
 def release_tree(tree: Path, logfile: IO[str] | None = None) -> None:

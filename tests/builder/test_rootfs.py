@@ -97,3 +97,16 @@ def test_release_of_an_unmounted_tree_removes_it(tmp_path: Path) -> None:
     (tree / "a/b/c").write_text("c")
     rootfs.release_tree(tree)
     assert not tree.exists()
+
+
+def test_dibs_output_directory_is_a_private_tmpfs_when_asked(tmp_path: Path) -> None:
+    out = rootfs.output_dir(tmp_path, 64 << 20, in_memory=True)
+    assert out == tmp_path / rootfs.OUTPUT_DIR
+    assert {"nodev", "nosuid", "noexec"} <= _mount_options(out)
+    assert os.statvfs(out).f_blocks * os.statvfs(out).f_frsize == 64 << 20
+    rootfs.release_tree(out)
+    assert not out.exists()
+    plain = rootfs.output_dir(tmp_path, 64 << 20, in_memory=False)
+    assert not os.path.ismount(plain)
+    rootfs.release_tree(plain)
+    assert not plain.exists()
