@@ -17,9 +17,10 @@ own qemu command line, nothing around it) against ``imagefactory build
 --no-cache --boot-test`` (goal <= 1.1x); the build's boot test runs
 alongside its audit.
 
-All runs share the debootstrap tarball cache (and the package-index cache); when it is empty a warm-up run
-fills it first, so neither side pays for it; the accelerator verdict (KVM or
-TCG, cached per host boot) is probed once before the rounds, likewise. Bare and full runs alternate
+All runs share the debootstrap tarball cache (and the package-index cache);
+when it is empty a warm-up run fills it first, so neither side pays for it;
+the accelerator verdict (KVM or TCG, cached per host boot) is probed once
+before the rounds, likewise. Bare and full runs alternate
 ``--rounds`` times and the fastest of each is compared (the machine is
 shared and noisy: min-of-N); the full build's own step timings also show its
 overhead beyond the DIB step. Needs root and the host packages (scripts/setup).
