@@ -15,7 +15,8 @@ import pytest
 
 from imagefactory.builder import assemble
 from imagefactory.diskformat import check_safe
-from imagefactory.vocab import BootMode, DiskFormat
+from imagefactory.vocab import DiskFormat
+from tests.builder.trees import bios_tree
 from tests.fakes import diskimages as fx
 
 pytestmark = pytest.mark.skipif(
@@ -23,19 +24,10 @@ pytestmark = pytest.mark.skipif(
     reason="needs sfdisk, mkfs.ext4 and qemu-img",
 )
 
-UUID = "0f0e0d0c-0b0a-0908-0706-050403020100"
-
 
 def _prepared(root: Path) -> assemble.PreparedTree:
-    tree = root / "tree"
-    (tree / "boot/grub/i386-pc").mkdir(parents=True)
-    (tree / "boot/grub/i386-pc/core.img").write_bytes(b"c" * 1000)
-    (tree / "boot/grub/i386-pc/boot.img").write_bytes(b"b" * 512)
-    (tree / "etc").mkdir()
     # Compressible content, several MiB of it, so the qcow2 has data clusters.
-    (tree / "etc/data").write_bytes(b"worker node " * (400 * 1024))
-    layout = assemble.Layout(BootMode.BIOS, 1 << 30)
-    return assemble.PreparedTree(tree, layout, UUID, "6.1", 5 << 20)
+    return bios_tree(root, b"worker node " * (400 * 1024))
 
 
 def _disk(tmp_path: Path, *, compress: bool) -> assemble.AssembledDisk:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from imagefactory.builder import assemble, scratch
-from imagefactory.vocab import BootMode, DiskFormat
+from imagefactory.vocab import DiskFormat
+from tests.builder.trees import bios_tree
 
-UUID = "0f0e0d0c-0b0a-0908-0706-050403020100"
 GIB = 1 << 30
 
 
@@ -67,16 +67,6 @@ def test_a_file_disk_is_a_sparse_file_left_for_the_caller(tmp_path: Path) -> Non
     assert st.st_blocks == 0
 
 
-def _prepared(root: Path) -> assemble.PreparedTree:
-    tree = root / "tree"
-    (tree / "boot/grub/i386-pc").mkdir(parents=True)
-    (tree / "boot/grub/i386-pc/core.img").write_bytes(b"c" * 1000)
-    (tree / "boot/grub/i386-pc/boot.img").write_bytes(b"b" * 512)
-    (tree / "etc").mkdir()
-    (tree / "etc/data").write_bytes(os.urandom(3 << 20))
-    return assemble.PreparedTree(tree, assemble.Layout(BootMode.BIOS, GIB), UUID, "6.1", 5 << 20)
-
-
 @pytest.mark.skipif(
     not all(shutil.which(t) for t in ("sfdisk", "mkfs.ext4", "qemu-img", "debugfs")),
     reason="needs sfdisk, mkfs.ext4, qemu-img and debugfs",
@@ -86,7 +76,7 @@ def test_the_disk_made_in_memory_or_on_disk_holds_the_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool
 ) -> None:
     monkeypatch.setattr(assemble, "fits_in_memory", lambda size: in_memory)
-    prepared = _prepared(tmp_path)
+    prepared = bios_tree(tmp_path, os.urandom(3 << 20))
     data = (prepared.tree / "etc/data").read_bytes()
     log = io.StringIO()
     disk = assemble.make_disk(

@@ -121,17 +121,23 @@ class _FakeGuestFS:
         return record
 
 
-def test_safe_image_is_opened_read_only_with_explicit_format_and_no_network(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _open_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any) -> Path:
+    """open_guest on a fake qcow2 through the recording GuestFS; the image."""
     image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
 
     class Module:
         GuestFS = _FakeGuestFS
 
     monkeypatch.setattr(handle, "_guestfs", lambda: Module)
-    with handle.open_guest(image, "qcow2", readonly=True, accel="tcg") as guest:
+    with handle.open_guest(image, "qcow2", readonly=True, accel="tcg", **options) as guest:
         assert guest.readonly
+    return image
+
+
+def test_safe_image_is_opened_read_only_with_explicit_format_and_no_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = _open_fake(tmp_path, monkeypatch)
     names = [name for name, _ in _FakeGuestFS.calls]
     assert names[:5] == [
         "set_backend",
@@ -149,24 +155,17 @@ def test_safe_image_is_opened_read_only_with_explicit_format_and_no_network(
     assert ("mount_ro", (("/dev/sda1", "/"), {})) in _FakeGuestFS.calls
     assert "mount" not in names
     assert "set_smp" not in names  # one vCPU unless asked
+    assert "inspect_os" not in names  # one Linux file system: no full inspection needed
+    assert "close" in names
 
 
 def test_the_appliance_gets_the_vcpus_asked_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
-
-    class Module:
-        GuestFS = _FakeGuestFS
-
-    monkeypatch.setattr(handle, "_guestfs", lambda: Module)
-    with handle.open_guest(image, "qcow2", readonly=True, accel="tcg", smp=2):
-        pass
+    _open_fake(tmp_path, monkeypatch, smp=2)
     names = [name for name, _ in _FakeGuestFS.calls]
     assert ("set_smp", ((2,), {})) in _FakeGuestFS.calls
     assert names.index("set_smp") < names.index("launch")
-    assert "inspect_os" not in names  # one Linux file system: no full inspection needed
-    assert "close" in names
 
 
 def test_kvm_host_does_not_force_tcg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
