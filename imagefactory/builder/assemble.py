@@ -214,7 +214,9 @@ def finish_tree(
     esp_uuid: str | None = None,
     arch: Arch = Arch.X86_64,
 ) -> str:
-    """Add what DIB's tar leaves out and the boot configuration; return the kernel.
+    """Finish the tree for its disk: ``/proc``, ``/sys``, an empty ``/dev``, the boot files.
+
+    Returns the kernel version the boot configuration names.
 
     Every path is resolved inside the tree: a guest symlink (``/dev -> /dev``,
     ``/etc/fstab -> /etc/passwd``) never makes this touch the build host.
