@@ -506,7 +506,6 @@ def make_disk(
             if logfile is not None and raw.in_memory:
                 logfile.write(f"# the raw disk is made in memory: {raw.path} is a memfd\n")
             _fill_raw(prepared, raw, logfile)
-            release_tree(tree, logfile)
             for fmt in formats:
                 if fmt is DiskFormat.RAW:
                     continue

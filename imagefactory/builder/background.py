@@ -1,10 +1,11 @@
-"""Work the build starts in a thread and collects later: the disks' digests.
+"""Work the build starts in a thread and collects later: the disks' digests and
+their copy into the build cache.
 
-The disk digests (sha256 of every image, sha512 too of the one the labels
-describe) only read the finished files, as the read-only audit does, so they
-are computed while the audit's appliance boots: on a host with two cores the
-audit's qemu takes one and the hashing the other. The label step collects
-them. Nothing changes the files in between: they are the build's own, in its
+Both only read the finished files, as the read-only audit does, so they run
+while the audit's appliance boots: on a host with two cores the audit's qemu
+takes one and this work the other. The label step collects the digests (sha256
+of every image, sha512 too of the one the labels describe), the store step the
+copy. Nothing changes the files in between: they are the build's own, in its
 private staging directory.
 """
 

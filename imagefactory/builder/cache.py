@@ -265,12 +265,8 @@ class BuildCache:
         read-only, and must match: the entry's digests are those of the very
         files whose identity it records.
         """
-        if (self.root / key).exists():
-            return
-        try:
-            pending = PendingEntry(self, key)
-        except OSError as exc:
-            log.warning("could not store the build in the cache: %s", exc)
+        pending = self.begin(key)
+        if pending is None:
             return
         try:
             for name, src in files.items():
@@ -281,6 +277,17 @@ class BuildCache:
             log.warning("could not store the build in the cache: %s", exc)
         finally:
             pending.discard()
+
+    def begin(self, key: str) -> PendingEntry | None:
+        """A pending entry for ``key``; None when it is stored already or cannot be begun
+        (a cache that cannot be written only costs time: logged, the build stands)."""
+        if (self.root / key).exists():
+            return None
+        try:
+            return PendingEntry(self, key)
+        except OSError as exc:
+            log.warning("could not store the build in the cache: %s", exc)
+            return None
 
     def records(self) -> dict[str, dict[str, Any]]:
         """Every entry's key and record, as stored (an unreadable entry is left out)."""

@@ -94,7 +94,7 @@ class BuildContext:
     def start_digests(self) -> None:
         """Start hashing the images: sha256 of each, and sha512 of the primary one."""
         images = dict(self.images)
-        primary = f"{self.basename}.{self.recipe.disk.formats[0]}"
+        primary = self.primary_image
 
         def work() -> dict[str, dict[str, str]]:
             return {
@@ -120,6 +120,11 @@ class BuildContext:
     @property
     def basename(self) -> str:
         return f"{self.recipe.name}-{self.recipe.version}"
+
+    @property
+    def primary_image(self) -> str:
+        """The file name of the image in the recipe's first format (the labels' disk)."""
+        return f"{self.basename}.{self.recipe.disk.formats[0]}"
 
     def need_archive(self) -> BaseArchive:
         """The resolved archive; a step that runs before ``archive`` is a bug."""

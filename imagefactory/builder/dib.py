@@ -50,11 +50,6 @@ class DibInvocation:
         return Path(self.argv[self.argv.index("-o") + 1] + ".tar")
 
     @property
-    def fs_image_path(self) -> Path:
-        """The root file system image of a ``-t raw`` run."""
-        return Path(self.argv[self.argv.index("-o") + 1] + ".raw")
-
-    @property
     def manifest_dir(self) -> Path:
         return Path(self.argv[self.argv.index("-o") + 1] + ".d") / "dib-manifests"
 

@@ -64,8 +64,7 @@ def _appliance_cpus(ctx: BuildContext) -> int:
 
 
 def _primary(ctx: BuildContext) -> tuple[str, str]:
-    fmt = str(ctx.recipe.disk.formats[0])
-    return f"{ctx.basename}.{fmt}", fmt
+    return ctx.primary_image, str(ctx.recipe.disk.formats[0])
 
 
 def harden_tree(ctx: BuildContext) -> None:

@@ -31,7 +31,7 @@ from imagefactory.builder import assemble as assembler
 from imagefactory.builder import dib
 from imagefactory.builder.background import Background
 from imagefactory.builder.bootjob import BootJob
-from imagefactory.builder.cache import CacheEntryChanged, PendingEntry, cache_key, file_digest
+from imagefactory.builder.cache import CacheEntryChanged, cache_key, file_digest
 from imagefactory.builder.cleanup import remove_tree
 from imagefactory.builder.codekey import code_digest
 from imagefactory.builder.context import BuildContext, BuildOptions
@@ -288,7 +288,8 @@ def _output_records(settings: Settings) -> Path:
 def run_dib(ctx: BuildContext) -> None:
     archive, element = ctx.need_archive(), ctx.need_element()
     (ctx.staging / dib.WORK_DIR_NAME).mkdir()
-    # DIB's file system image is at most twice the disk (the content must fit the disk).
+    # DIB's file system image is at most twice the disk (the content must fit the
+    # disk); in memory only if the raw disk the assemble step makes fits beside it.
     size = 2 * ctx.recipe.disk.size
     out = output_dir(
         ctx.staging,
@@ -315,11 +316,15 @@ def run_dib(ctx: BuildContext) -> None:
     remove_tree(ctx.staging / LAYER_IMAGE_CACHE)
 
 
+def _dib_image(ctx: BuildContext) -> Path:
+    """The root file system image ``run_dib`` had DIB write (``-t raw``)."""
+    return ctx.staging / OUTPUT_DIR / f"{dib.ROOTFS_NAME}.raw"
+
+
 def prepare_tree(ctx: BuildContext) -> None:
     recipe = ctx.recipe
-    image = ctx.staging / OUTPUT_DIR / f"{dib.ROOTFS_NAME}.raw"
     tree = ctx.staging / TREE_DIR
-    mount_image(image, tree, ctx.logfile)
+    mount_image(_dib_image(ctx), tree, ctx.logfile)
     try:
         ctx.tree = assembler.prepare(
             tree,
@@ -349,7 +354,7 @@ def assemble_disk(ctx: BuildContext) -> None:
         logfile=ctx.logfile,
     )
     ctx.tree = None
-    (ctx.staging / OUTPUT_DIR / f"{dib.ROOTFS_NAME}.raw").unlink()
+    _dib_image(ctx).unlink()
     release_tree(ctx.staging / OUTPUT_DIR, ctx.logfile)
     # Final from here on: the disk is made from the hardened tree.
     ctx.images = {path.name: path for path in result.images.values()}
@@ -396,7 +401,7 @@ def check_disk(ctx: BuildContext) -> None:
     it, so the error reports both.
     """
     if ctx.options.boot_test:
-        name = f"{ctx.basename}.{ctx.recipe.disk.formats[0]}"
+        name = ctx.primary_image
         ctx.boot_job = BootJob(
             lambda stop: _boot(ctx, stop), ctx.progress, f"booting {name} under qemu"
         )
@@ -444,12 +449,8 @@ def run_boot_test(ctx: BuildContext) -> None:
 
 def _start_cache_copy(ctx: BuildContext) -> None:
     """Copy the images into a pending cache entry while the audit runs (see store_cache)."""
-    if (ctx.cache.root / ctx.key).exists():
-        return
-    try:
-        pending = PendingEntry(ctx.cache, ctx.key)
-    except OSError as exc:
-        log.warning("could not store the build in the cache: %s", exc)
+    pending = ctx.cache.begin(ctx.key)
+    if pending is None:
         return
     images = dict(ctx.images)
 

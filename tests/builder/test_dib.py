@@ -81,7 +81,7 @@ def test_a_build_asks_for_the_root_file_system_image(tmp_path: Path) -> None:
     }
     call = dib.invocation(recipe, output_type="raw", **kwargs)  # type: ignore[arg-type]
     assert call.argv[call.argv.index("-t") + 1] == "raw"
-    assert call.fs_image_path == tmp_path / "stage" / "rootfs.raw"
+    assert call.argv[call.argv.index("-o") + 1] == str(tmp_path / "stage" / "rootfs")
     with pytest.raises(ValueError, match="qcow2"):
         dib.invocation(recipe, output_type="qcow2", **kwargs)  # type: ignore[arg-type]
 
