@@ -64,6 +64,7 @@ def inspect_image(
     declared_format: str | None = None,
     root_policy: RootPolicy = RootPolicy.NONE,
     accel: Callable[[], str],
+    appliance: Callable[[], Path | None] = lambda: None,
     on_status: Callable[[str], None] = lambda text: None,
     hash_disk: bool = True,
     disk_fd: int | None = None,
@@ -72,7 +73,8 @@ def inspect_image(
 
     ``accel`` decides the appliance's accelerator (``kvm`` or ``tcg``); it is
     called only once the disk has passed the format check, since deciding may
-    probe KVM. ``on_status`` hears what is happening (the launch alone takes
+    probe KVM; ``appliance``, likewise, the libguestfs appliance to boot
+    (``None``: libguestfs's own). ``on_status`` hears what is happening (the launch alone takes
     10-20 s under TCG). ``hash_disk=False`` skips the sha256 and sha512 pass:
     for a caller that has just checked the digest of the very bytes it hands
     over (verify, through its open descriptor). ``disk_fd``: ``path`` names this
@@ -98,7 +100,7 @@ def inspect_image(
         sha256, sha512 = disk_digests(path)
     chosen = accel()
     on_status(f"launching the libguestfs appliance ({chosen}, read-only, network off)")
-    with open_guest(path, info.format, readonly=True, accel=chosen) as guest:
+    with open_guest(path, info.format, readonly=True, accel=chosen, appliance=appliance()) as guest:
         on_status("reading the operating system and its packages")
         facts = os_facts(guest)
         packages = package_facts(guest)

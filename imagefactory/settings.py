@@ -115,6 +115,11 @@ class Settings:
         """Where diskimage-builder keeps the debootstrap tarballs."""
         return self.cache_dir / "dib"
 
+    @property
+    def appliance_dir(self) -> Path:
+        """Where the audit's libguestfs appliance is kept (:mod:`imagefactory.host.appliance`)."""
+        return self.cache_dir / "appliance"
+
 
 _URL = Text("an http(s) URL", pattern=r"^https?://[^\s]+$", max_length=2048)
 _PATH = Text("a path", max_length=4096)

@@ -33,6 +33,7 @@ from imagefactory.guest.handle import boot_mode, libguestfs_version, open_guest
 from imagefactory.guest.tree import HostTree
 from imagefactory.harden.apply import apply_profile
 from imagefactory.host.accel import choose_guest_accel
+from imagefactory.host.appliance import fast_appliance
 from imagefactory.labels.make import (
     LABELS_FILE,
     DiskFacts,
@@ -91,6 +92,7 @@ def audit_disk(ctx: BuildContext) -> None:
         readonly=True,
         accel=_appliance_accel(ctx),
         smp=_appliance_cpus(ctx),
+        appliance=fast_appliance(ctx.settings.appliance_dir, ctx.progress.status),
     ) as guest:
         # What the labels will declare must be true of the image (a recipe that
         # says cvmfs and installs no CVMFS client fails here).

@@ -24,6 +24,7 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
     from imagefactory.diskformat import DEFAULT_MAX_VIRTUAL_SIZE
     from imagefactory.diskprobe import require_file
     from imagefactory.host.accel import choose_guest_accel
+    from imagefactory.host.appliance import fast_appliance
     from imagefactory.inspection import inspect_image
     from imagefactory.profiles import load_profile
     from imagefactory.progress import Progress
@@ -45,6 +46,7 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
             declared_format=args.format,
             root_policy=RootPolicy(args.root_policy),
             accel=lambda: choose_guest_accel(settings.accel, settings.cache_dir / "accel.json"),
+            appliance=lambda: fast_appliance(settings.appliance_dir, progress.status),
             on_status=progress.status,
         )
     result = dataclasses.replace(result, path=args.image)  # the user's name, not our copy's

@@ -16,7 +16,7 @@ def inspector(settings: Settings) -> Any:
     """The libguestfs inspection verify runs where the policy asks for one."""
     from imagefactory.verify.inspector import GuestInspector
 
-    return GuestInspector(settings.accel, settings.cache_dir / "accel.json")
+    return GuestInspector(settings.accel, settings.cache_dir / "accel.json", settings.appliance_dir)
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:

@@ -384,6 +384,7 @@ def open_guest(
     readonly: bool = True,
     accel: str,
     smp: int = 1,
+    appliance: Path | None = None,
 ) -> Iterator[Guest]:
     """Launch one appliance on ``image`` (format ``fmt``, stated, never probed).
 
@@ -392,7 +393,9 @@ def open_guest(
     always off. ``accel`` is ``kvm`` or ``tcg``, already decided by the caller
     (:func:`imagefactory.host.accel.choose_guest_accel`). ``smp``: the
     appliance's vCPUs (its kernel boots about a second sooner with two under
-    TCG, where each vCPU is a host thread).
+    TCG, where each vCPU is a host thread). ``appliance``: a libguestfs fixed
+    appliance to boot instead of libguestfs's own
+    (:func:`imagefactory.host.appliance.fast_appliance`).
     """
     if fmt not in ("qcow2", "raw"):
         raise GuestError(f"internal error: refusing to open a {fmt!r} disk with libguestfs")
@@ -401,12 +404,27 @@ def open_guest(
     gfs = _guestfs()
     with interruptible() as interrupt:  # Ctrl-C kills the appliance, even inside a long call
         yield from _open_guest(
-            gfs, image, fmt, readonly=readonly, accel=accel, smp=smp, interrupt=interrupt
+            gfs,
+            image,
+            fmt,
+            readonly=readonly,
+            accel=accel,
+            smp=smp,
+            appliance=appliance,
+            interrupt=interrupt,
         )
 
 
 def _open_guest(
-    gfs: Any, image: Path, fmt: str, *, readonly: bool, accel: str, smp: int, interrupt: Interrupt
+    gfs: Any,
+    image: Path,
+    fmt: str,
+    *,
+    readonly: bool,
+    accel: str,
+    smp: int,
+    appliance: Path | None,
+    interrupt: Interrupt,
 ) -> Iterator[Guest]:
     chosen = accel
     g = gfs.GuestFS(python_return_dict=True)
@@ -417,6 +435,8 @@ def _open_guest(
         g.set_network(False)
         if smp > 1:
             g.set_smp(smp)
+        if appliance is not None:
+            g.set_path(str(appliance))
         g.add_drive_opts(str(image), format=fmt, readonly=1 if readonly else 0)
         started = time.monotonic()
         g.launch()

@@ -16,6 +16,7 @@ from typing import Any
 
 from imagefactory.errors import ImageFactoryError, InspectionError
 from imagefactory.host.accel import choose_guest_accel
+from imagefactory.host.appliance import fast_appliance
 from imagefactory.inspection import inspect_image
 from imagefactory.profiles import load_profile
 from imagefactory.vocab import RootPolicy
@@ -24,9 +25,14 @@ from imagefactory.vocab import RootPolicy
 class GuestInspector:
     """An :class:`~imagefactory.verify.pipeline.Inspector` backed by libguestfs."""
 
-    def __init__(self, accel: str, accel_cache: Path) -> None:
+    def __init__(self, accel: str, accel_cache: Path, appliance_dir: Path | None = None) -> None:
         self.accel = accel
         self.accel_cache = accel_cache
+        #: Where the fast libguestfs appliance is kept; ``None``: libguestfs's own.
+        self.appliance_dir = appliance_dir
+
+    def _appliance(self) -> Path | None:
+        return None if self.appliance_dir is None else fast_appliance(self.appliance_dir)
 
     def __call__(
         self,
@@ -50,6 +56,7 @@ class GuestInspector:
             declared_format=disk_format,
             root_policy=root_policy,
             accel=lambda: choose_guest_accel(self.accel, self.accel_cache),
+            appliance=self._appliance,
             # verify's digest step checked the sha256 of these very bytes (the same
             # descriptor): a second pass, at sha512's speed, would add nothing.
             hash_disk=False,

@@ -168,6 +168,17 @@ def test_the_appliance_gets_the_vcpus_asked_for(
     assert names.index("set_smp") < names.index("launch")
 
 
+def test_a_fixed_appliance_is_booted_when_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _open_fake(tmp_path, monkeypatch, appliance=tmp_path / "fixed")
+    names = [name for name, _ in _FakeGuestFS.calls]
+    assert ("set_path", ((str(tmp_path / "fixed"),), {})) in _FakeGuestFS.calls
+    assert names.index("set_path") < names.index("launch")
+    _open_fake(tmp_path, monkeypatch)
+    assert "set_path" not in [name for name, _ in _FakeGuestFS.calls]  # libguestfs's own
+
+
 def test_kvm_host_does_not_force_tcg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     image = fx.write(tmp_path / "disk.qcow2", fx.qcow2())
 
