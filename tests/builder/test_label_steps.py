@@ -70,6 +70,7 @@ def _fake_guest(monkeypatch: pytest.MonkeyPatch, guest: FakeGuest) -> list[dict[
         yield guest
 
     monkeypatch.setattr(label_steps, "choose_guest_accel", lambda setting, cache: "tcg")
+    monkeypatch.setattr(label_steps, "fast_appliance", lambda root, on_status: root / "fixed")
     monkeypatch.setattr(label_steps, "open_guest", fake_open)
     monkeypatch.setattr(label_steps, "boot_mode", lambda g: "bios")
     monkeypatch.setattr(label_steps, "libguestfs_version", lambda: "1.48.6")
@@ -109,7 +110,8 @@ def test_harden_then_audit_then_label(
     label_steps.audit_disk(ctx)
     assert opened == [
         {"path": ctx.images["site-base-debian12-1.0.qcow2"], "format": "qcow2", "readonly": True,
-         "accel": "tcg", "smp": min(2, os.cpu_count() or 1)}
+         "accel": "tcg", "smp": min(2, os.cpu_count() or 1),
+         "appliance": ctx.settings.appliance_dir / "fixed"}
     ]  # fmt: skip
     label_steps.label_disk(ctx)
     labels = Labels.read(ctx.staging).to_dict()
