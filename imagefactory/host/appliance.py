@@ -34,6 +34,7 @@ import logging
 import lzma
 import os
 import shutil
+import stat
 import struct
 import sysconfig
 import zlib
@@ -198,7 +199,7 @@ def appliance_key(inputs: Path, supermin: str) -> dict[str, object]:
 def _private(directory: Path) -> str | None:
     """Why ``directory`` cannot hold the audit's appliance, or ``None``."""
     st = directory.lstat()
-    if not directory.is_dir() or directory.is_symlink():
+    if not stat.S_ISDIR(st.st_mode):  # lstat: a symlink is not the directory it names
         return f"{directory} is not a directory"
     if st.st_uid != os.geteuid():
         return f"{directory} is owned by uid {st.st_uid}, not by this user"
