@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from imagefactory.builder import dib
 from imagefactory.mirrors import BaseArchive
@@ -82,6 +83,25 @@ def test_a_build_asks_for_the_root_file_system_image(tmp_path: Path) -> None:
     call = dib.invocation(recipe, output_type="raw", **kwargs)  # type: ignore[arg-type]
     assert call.argv[call.argv.index("-t") + 1] == "raw"
     assert call.argv[call.argv.index("-o") + 1] == str(tmp_path / "stage" / "rootfs")
+    # Its root file system without a journal (staging only), DIB's config otherwise.
+    config = yaml.safe_load(call.env["DIB_BLOCK_DEVICE_CONFIG"])
+    assert config == [
+        {
+            "local_loop": {
+                "name": "image0",
+                "mkfs": {
+                    "name": "mkfs_root",
+                    "opts": "-i 4096 -O ^has_journal",
+                    "mount": {
+                        "mount_point": "/",
+                        "fstab": {"options": "defaults", "fsck-passno": 1},
+                    },
+                },
+            }
+        }
+    ]
+    # A layer (a tar) has no block device.
+    assert "DIB_BLOCK_DEVICE_CONFIG" not in dib.invocation(recipe, **kwargs).env  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="qcow2"):
         dib.invocation(recipe, output_type="qcow2", **kwargs)  # type: ignore[arg-type]
 
