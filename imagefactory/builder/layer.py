@@ -14,19 +14,23 @@ How the child starts from it: diskimage-builder's ``debootstrap`` element
 extracts ``$DIB_IMAGE_CACHE/debootstrap-<distro>-<release>-<arch>.tar.gz``
 instead of running debootstrap when the cache is on
 (``DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE``). The child's run gets a private image
-cache holding the layer under that name (and the shared apt archive cache),
-so DIB runs every hook of the child's element exactly as in a full build, on
-a tree whose packages are already there: apt installs only the delta. The
-layer is DIB's own ``-t tar`` output of a run with the layer element, i.e.
-the tree after DIB's finalise and cleanup steps (build-time state such as the
-blocked ``start-stop-daemon``, the host's ``resolv.conf``, dpkg's unsafe-io
-setting, undone), which the child's run re-applies and undoes again.
+cache holding an *empty* tarball under that name, the layer beside it
+(:data:`LAYER_IN_CACHE`, zstd: ``tar -xzf`` of the layer was most of the
+child's root phase) and the shared apt archive cache; one more element's
+root.d hook, right after the debootstrap element's, checks that the target
+is still empty and extracts the layer into it (``tar --numeric-owner
+--zstd``, as DIB extracts its own tarball). So DIB runs every hook of the
+child's element exactly as in a full build, on a tree whose packages are
+already there: apt installs only the delta. The layer is DIB's own ``-t
+tar`` output of a run with the layer element, i.e. the tree after DIB's
+finalise and cleanup steps (build-time state such as the blocked
+``start-stop-daemon``, the host's ``resolv.conf``, dpkg's unsafe-io setting,
+undone), which the child's run re-applies and undoes again.
 
-DIB's extraction (``tar -xzf``, no ``--xattrs``) drops extended attributes,
+That extraction (no ``--xattrs``, as DIB's) drops extended attributes,
 where a full build keeps them (systemd's ACLs on ``/var/log/journal``, file
-capabilities): the layer records those of its tree, and the child's run gets
-one more element whose root.d hook, right after the extraction, sets them
-again (:mod:`imagefactory.builder.layerattrs`).
+capabilities): the layer records those of its tree, and the same hook sets
+them again (:mod:`imagefactory.builder.layerattrs`).
 
 Refused, with the reason (the build is then a full one): a recipe with extra
 diskimage-builder elements (their hooks can change any phase, also the
@@ -71,12 +75,14 @@ from imagefactory.builder.layerattrs import ALLOWED_ATTRS
 from imagefactory.recipe import Recipe, Repository
 
 LAYER_ELEMENT = "imagefactory-layer"
-#: The layer's tarball in its cache entry.
-LAYER_FILE = "layer.tar.gz"
-LAYER_SCHEMA = "imagefactory/layer/v1"
+#: The layer's tarball in its cache entry: zstd, the fastest to extract.
+LAYER_FILE = "layer.tar.zst"
+#: Its name in the child's private image cache, where the extract hook reads it.
+LAYER_IN_CACHE = "imagefactory-layer.tar.zst"
+LAYER_SCHEMA = "imagefactory/layer/v2"
 #: Kind of build-cache entry (``<cache>/layers/<key>/``).
 LAYER_KIND = "layers"
-#: Tar member types DIB's extraction restores as they were.
+#: Tar member types the extraction (``tar --numeric-owner``) restores as they were.
 _PLAIN_TYPES = (
     tarfile.REGTYPE,
     tarfile.AREGTYPE,
@@ -90,11 +96,13 @@ _PLAIN_TYPES = (
 #: pax header prefixes of extended attributes and ACLs (GNU tar, libarchive).
 _XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.", "SCHILY.acl.")
 _GNU_XATTR = "SCHILY.xattr."
-#: The element that sets the layer's extended attributes again in the child's run.
-ATTRS_ELEMENT = "imagefactory-layer-attrs"
-#: After 08-debootstrap (which extracts the layer), before every other root.d hook.
-ATTRS_HOOK = "root.d/08-imagefactory-layer-attrs"
-ATTRS_FILE = "root.d/imagefactory-layer-attrs/attrs.json"
+#: The element whose root.d hook extracts the layer in the child's run and sets
+#: its extended attributes again.
+EXTRACT_ELEMENT = "imagefactory-layer-root"
+#: After 08-debootstrap (which extracts the empty tarball: dib-run-parts sorts
+#: equal numbers by name), before every other root.d hook.
+EXTRACT_HOOK = "root.d/08-imagefactory-layer"
+ATTRS_FILE = "root.d/imagefactory-layer/attrs.json"
 #: Mount points DIB's tar output leaves out and its next run mounts on.
 _MOUNT_POINTS = ("./proc", "./sys")
 
@@ -204,10 +212,11 @@ class TreeCheck:
 def check_tree(tar: Path) -> TreeCheck:
     """Whether the tree in DIB's tar output can be a layer, and its extended attributes.
 
-    Allowlist: every member a plain file, directory, link or device node (DIB
-    extracts the layer with ``tar -xzf --numeric-owner``, which restores
-    exactly those), extended attributes only POSIX ACLs and file capabilities
-    and only on regular files and directories (set again by the attrs hook).
+    Allowlist: every member a plain file, directory, link or device node (the
+    child's run extracts the layer with ``tar --numeric-owner``, which
+    restores exactly those), extended attributes only POSIX ACLs and file
+    capabilities and only on regular files and directories (set again by the
+    extract hook).
     """
     attrs: list[list[str]] = []
     with tarfile.open(tar, "r:") as archive:
@@ -237,19 +246,41 @@ def check_tree(tar: Path) -> TreeCheck:
     return TreeCheck(None, attrs)
 
 
-def attrs_element_files(attrs: list[list[str]]) -> dict[str, tuple[bytes, int]]:
-    """The element whose root.d hook sets the layer's extended attributes again."""
-    python = shlex.quote(sys.executable)
+def extract_element_files(attrs: list[list[str]]) -> dict[str, tuple[bytes, int]]:
+    """The element whose root.d hook extracts the layer and sets its attributes again.
+
+    The hook refuses a target that is not empty: the debootstrap element
+    must have extracted the empty tarball, not run debootstrap (or anything
+    else have written there), or the layer would land on another tree.
+    """
     hook = (
-        SCRIPT_HEADER + "# The layer's extended attributes, which the extraction of the layer\n"
-        "# (the debootstrap element's tar -xzf, without --xattrs) did not restore.\n"
-        f'exec {python} -m imagefactory.builder.layerattrs "$TARGET_ROOT"'
-        ' "$(dirname "$0")/imagefactory-layer-attrs/attrs.json"\n'
+        SCRIPT_HEADER + "# The OS-tree layer: the debootstrap element extracted an empty tarball\n"
+        "# in its place; the layer (zstd) is extracted here, as DIB extracts its own.\n"
+        f'layer="$DIB_IMAGE_CACHE/{LAYER_IN_CACHE}"\n'
+        'if [ -n "$(ls -A "$TARGET_ROOT")" ]; then\n'
+        '    echo "imagefactory: $TARGET_ROOT is not empty before the layer is extracted:"'
+        ' "the debootstrap element did not take the empty tarball" >&2\n'
+        "    exit 1\n"
+        "fi\n"
+        'tar -C "$TARGET_ROOT" --numeric-owner --zstd -xf "$layer"\n'
     )
-    return {
-        ATTRS_HOOK: (hook.encode(), 0o755),
-        ATTRS_FILE: (json.dumps(attrs, indent=1).encode(), 0o644),
-    }
+    files: dict[str, tuple[bytes, int]] = {}
+    if attrs:
+        python = shlex.quote(sys.executable)
+        hook += (
+            "# Its extended attributes, which tar without --xattrs did not restore.\n"
+            f'exec {python} -m imagefactory.builder.layerattrs "$TARGET_ROOT"'
+            f' "$(dirname "$0")/{Path(ATTRS_FILE).relative_to("root.d")}"\n'
+        )
+        files[ATTRS_FILE] = (json.dumps(attrs, indent=1).encode(), 0o644)
+    files[EXTRACT_HOOK] = (hook.encode(), 0o755)
+    return files
+
+
+def write_empty_tarball(path: Path) -> None:
+    """The empty gzipped tarball the debootstrap element extracts in the layer's place."""
+    with tarfile.open(path, "x:gz", format=tarfile.PAX_FORMAT):
+        pass
 
 
 def add_mount_points(tar: Path) -> None:

@@ -5,9 +5,10 @@ diskimage-builder run gives the same tree as a full build. This step decides
 whether the build uses one (``--no-layer-cache`` and recipes without a layer
 do a full build), looks it up, builds it on a miss (a diskimage-builder run
 of the layer element in ``staging/layer``), and leaves it in a private image
-cache of the build (``staging/layer-image-cache``) under the debootstrap
-tarball's name, where :func:`imagefactory.builder.pipeline.run_dib` points
-DIB.
+cache of the build (``staging/layer-image-cache``), beside the empty
+debootstrap tarball DIB extracts in its place, where
+:func:`imagefactory.builder.pipeline.run_dib` points DIB; the extract element
+goes into the recipe's elements.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ from imagefactory.builder.context import BuildContext
 from imagefactory.builder.dibrun import read_dpkg_manifest, run_invocation
 from imagefactory.builder.element import GeneratedElement, write_files
 from imagefactory.builder.layer import (
-    ATTRS_ELEMENT,
+    EXTRACT_ELEMENT,
     LAYER_ELEMENT,
     LAYER_FILE,
+    LAYER_IN_CACHE,
     LAYER_KIND,
     LayerPlan,
     add_mount_points,
-    attrs_element_files,
     check_tree,
+    extract_element_files,
     layer_key_inputs,
     plan_layer,
     tarball_name,
+    write_empty_tarball,
     write_layer_element,
 )
 from imagefactory.builder.slots import cache_slot
@@ -48,8 +51,8 @@ LAYER_WORK = "layer"
 #: longer hit; two, so two imagefactory versions on one host do not take
 #: turns rebuilding theirs.
 LAYERS_KEPT = 2
-#: The build's private diskimage-builder image cache: the layer as the
-#: debootstrap tarball, and a link to the slot's apt archive cache.
+#: The build's private diskimage-builder image cache: an empty debootstrap
+#: tarball, the layer beside it, and a link to the slot's apt archive cache.
 LAYER_IMAGE_CACHE = "layer-image-cache"
 
 
@@ -96,9 +99,9 @@ def prepare_layer(ctx: BuildContext) -> None:
             cache.evict(key, str(exc))
             entry = None
         else:
-            path.rename(target / tarball_name(ctx.recipe))
+            path.rename(target / LAYER_IN_CACHE)
             ctx.layer = {**info, "used": True, "hit": True, "created": entry.record.get("created")}
-            _attrs_element(ctx, entry.record.get("attrs", []))
+            _extract_element(ctx, target, entry.record.get("attrs", []))
             ctx.progress.note(
                 f"layer: hit ({key[:12]}), built {entry.record.get('created', '?')}:"
                 f" the base and {len(plan.packages)} packages (the boot essentials and those"
@@ -132,9 +135,9 @@ def prepare_layer(ctx: BuildContext) -> None:
     else:
         cache.store(key, {LAYER_FILE: tarball}, {LAYER_FILE: file_digest(tarball)}, record)
         # Built here, by this build: used from where it was made.
-        tarball.rename(target / tarball_name(ctx.recipe))
+        tarball.rename(target / LAYER_IN_CACHE)
         ctx.layer = {**info, "used": True, "hit": False, "created": record["created"]}
-        _attrs_element(ctx, record["attrs"])
+        _extract_element(ctx, target, record["attrs"])
     remove_tree(work)
 
 
@@ -156,7 +159,7 @@ def prune_layers(cache: BuildCache, key: str, plan: Any, keep: int = LAYERS_KEPT
 def _build_layer(
     ctx: BuildContext, plan: LayerPlan, elements: Path, work: Path
 ) -> tuple[Path | None, dict[str, Any]]:
-    """Run DIB with the layer element; its tree as a gzipped tarball, or why not."""
+    """Run DIB with the layer element; its tree as a zstd tarball, or why not."""
     archive = ctx.need_archive()
     (work / dib.WORK_DIR_NAME).mkdir()
     recipe = plan.recipe
@@ -186,33 +189,34 @@ def _build_layer(
     record["attrs"] = check.attrs
     add_mount_points(tar)
     ctx.progress.status("layer: compressing the tree")
-    # gzip: DIB extracts the debootstrap tarball with tar -z. -1: fastest;
-    # -n: no name or time in the header.
-    run(["gzip", "-1", "-n", tar], logfile=ctx.logfile)
-    gz = tar.with_name(tar.name + ".gz")
-    if not gz.is_file():
-        raise BuildError(f"gzip left no {gz}")
-    return gz, record
+    # zstd -1: extracts in about a third of gzip's time (the child's run waits
+    # on it) and is smaller; -T0: compresses on every core; --rm: the tar goes.
+    zst = tar.with_name(tar.name + ".zst")
+    run(["zstd", "-1", "-T0", "-q", "--rm", str(tar), "-o", str(zst)], logfile=ctx.logfile)
+    if not zst.is_file():
+        raise BuildError(f"zstd left no {zst}")
+    return zst, record
 
 
-def _attrs_element(ctx: BuildContext, attrs: list[list[str]]) -> None:
-    """The element that sets the layer's extended attributes again, if it has any."""
+def _extract_element(ctx: BuildContext, target: Path, attrs: list[list[str]]) -> None:
+    """The empty tarball DIB extracts, and the element that extracts the layer
+    and sets its extended attributes again."""
     if ctx.layer is None:
-        raise BuildError("internal error: no layer to set attributes for")
+        raise BuildError("internal error: no layer to extract")
     ctx.layer["attrs"] = len(attrs)
-    if attrs:
-        write_files(attrs_element_files(attrs), ctx.need_element().root, ATTRS_ELEMENT)
+    write_empty_tarball(target / tarball_name(ctx.recipe))
+    write_files(extract_element_files(attrs), ctx.need_element().root, EXTRACT_ELEMENT)
 
 
 def extra_elements(ctx: BuildContext) -> tuple[str, ...]:
-    """The elements the recipe's DIB run gets besides its own: the layer's attrs hook."""
-    return (ATTRS_ELEMENT,) if (ctx.layer or {}).get("attrs") else ()
+    """The elements the recipe's DIB run gets besides its own: the layer's extract hook."""
+    return (EXTRACT_ELEMENT,) if (ctx.layer or {}).get("used") else ()
 
 
 def image_cache_for(ctx: BuildContext, slot: Path) -> Path:
     """The image cache the recipe's DIB run gets: the slot's, or the layer's private one.
 
-    The private one holds the layer under the debootstrap tarball's name and
+    The private one holds the empty debootstrap tarball and the layer and
     links ``apt`` to the slot's apt archive cache (the packages downloaded
     before stay shared).
     """

@@ -1,11 +1,11 @@
 """Put an OS-tree layer's extended attributes back, inside diskimage-builder's root.d.
 
-diskimage-builder extracts the debootstrap tarball (here: the layer) with
-``tar -xzf`` and no ``--xattrs``, so the ACLs systemd sets on
-``/var/log/journal`` and any file capability would be lost, where a full
-build keeps them. The layer records them (:func:`imagefactory.builder.layer.check_tree`:
+The child's run extracts the layer with ``tar`` and no ``--xattrs`` (as
+diskimage-builder extracts its debootstrap tarball), so the ACLs systemd
+sets on ``/var/log/journal`` and any file capability would be lost, where a
+full build keeps them. The layer records them (:func:`imagefactory.builder.layer.check_tree`:
 only POSIX ACLs and file capabilities, only on regular files and
-directories); a root.d hook that runs right after the extraction calls
+directories); the root.d hook that extracts the layer then calls
 ``python -m imagefactory.builder.layerattrs TARGET_ROOT ATTRS.json`` to set
 them again.
 

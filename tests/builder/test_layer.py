@@ -8,8 +8,10 @@ import io
 import json
 import os
 import struct
+import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,15 +25,17 @@ from imagefactory.builder.element import (
 )
 from imagefactory.builder.layer import (
     ATTRS_FILE,
-    ATTRS_HOOK,
+    EXTRACT_HOOK,
+    LAYER_IN_CACHE,
     LayerPlan,
     TreeCheck,
     add_mount_points,
-    attrs_element_files,
     check_tree,
+    extract_element_files,
     layer_files,
     plan_layer,
     tarball_name,
+    write_empty_tarball,
 )
 from imagefactory.builder.layer_steps import layer_identity
 from imagefactory.builder.layerattrs import restore
@@ -244,10 +248,72 @@ def test_the_attrs_hook_sets_them_inside_the_tree_only(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(ValueError, match="not a regular file or directory"):
         restore(root, [["etc/fifo", "security.capability", value]])
-    element = attrs_element_files([["etc/motd", "security.capability", value]])
-    hook = element[ATTRS_HOOK][0].decode()
+    element = extract_element_files([["etc/motd", "security.capability", value]])
+    hook = element[EXTRACT_HOOK][0].decode()
     assert "-m imagefactory.builder.layerattrs" in hook
     assert json.loads(element[ATTRS_FILE][0]) == [["etc/motd", "security.capability", value]]
+
+
+def _run_hook(files: dict[str, tuple[bytes, int]], element: Path, target: Path, cache: Path) -> Any:
+    for name, (data, mode) in files.items():
+        path = element / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(mode)
+    env = {
+        "PATH": os.environ["PATH"],
+        "TARGET_ROOT": str(target),
+        "DIB_IMAGE_CACHE": str(cache),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    return subprocess.run(
+        [str(element / EXTRACT_HOOK)], env=env, capture_output=True, text=True, check=False
+    )
+
+
+def test_the_extract_hook_extracts_the_layer_into_an_empty_target_only(tmp_path: Path) -> None:
+    """The generated root.d hook, run for real: tar --zstd, owners kept, attributes set."""
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "motd").write_text("hi\n")
+    os.chown(tree / "etc" / "motd", 4242, 4343)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    layer = cache / LAYER_IN_CACHE
+    subprocess.run(
+        ["tar", "-C", str(tree), "--numeric-owner", "--zstd", "-cf", str(layer), "."], check=True
+    )
+    write_empty_tarball(cache / "debootstrap.tar.gz")
+    with tarfile.open(cache / "debootstrap.tar.gz", "r:gz") as empty:
+        assert empty.getnames() == []
+    cap = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)
+    attrs = [["etc/motd", "security.capability", base64.b64encode(cap).decode()]]
+
+    target = tmp_path / "target"
+    target.mkdir()
+    done = _run_hook(extract_element_files(attrs), tmp_path / "element", target, cache)
+    assert done.returncode == 0, done.stderr
+    motd = target / "etc" / "motd"
+    assert motd.read_text() == "hi\n"
+    assert (os.stat(motd).st_uid, os.stat(motd).st_gid) == (4242, 4343)
+    assert os.getxattr(motd, "security.capability") == cap
+    assert "1 extended attribute(s) of the layer set again" in done.stdout
+
+    # Without attributes: only the extraction.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    done = _run_hook(extract_element_files([]), tmp_path / "element2", plain, cache)
+    assert done.returncode == 0, done.stderr
+    assert (plain / "etc" / "motd").read_text() == "hi\n"
+    assert os.listxattr(plain / "etc" / "motd") == []
+
+    # A target something else already wrote (debootstrap ran after all): refused.
+    busy = tmp_path / "busy"
+    (busy / "etc").mkdir(parents=True)
+    done = _run_hook(extract_element_files([]), tmp_path / "element3", busy, cache)
+    assert done.returncode == 1
+    assert "is not empty before the layer is extracted" in done.stderr
+    assert not (busy / "etc" / "motd").exists()
 
 
 def test_the_layer_gets_the_mount_points_dib_mounts_on(tmp_path: Path) -> None:

@@ -15,7 +15,13 @@ import pytest
 
 from imagefactory.builder import dibrun, layer_steps, pipeline
 from imagefactory.builder.context import BuildContext, BuildOptions
-from imagefactory.builder.layer import ATTRS_ELEMENT, ATTRS_FILE, ATTRS_HOOK, LAYER_FILE
+from imagefactory.builder.layer import (
+    ATTRS_FILE,
+    EXTRACT_ELEMENT,
+    EXTRACT_HOOK,
+    LAYER_FILE,
+    LAYER_IN_CACHE,
+)
 from imagefactory.recipe import load_recipe
 from imagefactory.run import run as real_run
 from tests.builder.contexts import staged_context
@@ -71,8 +77,13 @@ def _ctx(tmp_path: Path, *, use_layer: bool = True) -> BuildContext:
 
 
 def _layer_members(path: Path) -> list[str]:
+    listing = real_run(["tar", "--zstd", "-tf", str(path)], capture=True)
+    return str(listing.stdout).split()
+
+
+def _empty_tarball(path: Path) -> bool:
     with tarfile.open(path, "r:gz") as archive:
-        return archive.getnames()
+        return archive.getnames() == []
 
 
 def test_built_once_then_reused_and_given_to_the_childs_dib(
@@ -84,10 +95,11 @@ def test_built_once_then_reused_and_given_to_the_childs_dib(
     assert first.layer["used"] is True
     assert first.layer["hit"] is False
     assert len(fake_dib.calls) == 1  # the layer's own DIB run
-    tarball = (
-        first.staging / layer_steps.LAYER_IMAGE_CACHE / "debootstrap-debian-bookworm-amd64.tar.gz"
-    )
-    assert _layer_members(tarball) == ["./etc/motd", "./proc", "./sys"]
+    private = first.staging / layer_steps.LAYER_IMAGE_CACHE
+    # DIB's debootstrap element extracts an empty tarball; the extract hook, the layer.
+    assert _empty_tarball(private / "debootstrap-debian-bookworm-amd64.tar.gz")
+    tarball = private / LAYER_IN_CACHE
+    assert _layer_members(tarball) == ["./etc/motd", "./proc/", "./sys/"]
     assert not (first.staging / layer_steps.LAYER_WORK).exists()
 
     second = _ctx(tmp_path)
@@ -105,6 +117,11 @@ def test_built_once_then_reused_and_given_to_the_childs_dib(
     env = fake_dib.calls[-1]
     assert env["DIB_IMAGE_CACHE"] == str(second.staging / layer_steps.LAYER_IMAGE_CACHE)
     assert env["DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE"] == "1"
+    argv_elements = fake_dib.argv[-1][fake_dib.argv[-1].index("imagefactory-recipe") :]
+    assert argv_elements == ["imagefactory-recipe", EXTRACT_ELEMENT]
+    hook = (second.need_element().root / EXTRACT_ELEMENT / EXTRACT_HOOK).read_text()
+    assert f'layer="$DIB_IMAGE_CACHE/{LAYER_IN_CACHE}"' in hook
+    assert "layerattrs" not in hook  # the tree has no extended attributes
     assert not (second.staging / layer_steps.LAYER_IMAGE_CACHE).exists()  # removed after DIB
 
 
@@ -121,8 +138,9 @@ def test_a_changed_layer_entry_is_never_used(tmp_path: Path, fake_dib: FakeDib) 
     assert second.layer is not None
     assert second.layer["hit"] is False  # evicted and built again
     assert len(fake_dib.calls) == 2
-    name = "debootstrap-debian-bookworm-amd64.tar.gz"
-    assert _layer_members(second.staging / layer_steps.LAYER_IMAGE_CACHE / name)[0] == "./etc/motd"
+    assert _layer_members(second.staging / layer_steps.LAYER_IMAGE_CACHE / LAYER_IN_CACHE)[0] == (
+        "./etc/motd"
+    )
 
 
 def test_a_refused_tree_is_cached_as_refused(tmp_path: Path, fake_dib: FakeDib) -> None:
@@ -138,8 +156,9 @@ def test_a_refused_tree_is_cached_as_refused(tmp_path: Path, fake_dib: FakeDib) 
     assert second.layer["used"] is False
     assert second.layer["reason"] == first.layer["reason"]
     assert len(fake_dib.calls) == 1  # not built again to be refused again
-    pipeline.run_dib(second)  # a full build: the slot's image cache
+    pipeline.run_dib(second)  # a full build: the slot's image cache, no extract hook
     assert fake_dib.calls[-1]["DIB_IMAGE_CACHE"] == str(tmp_path / "cache" / "dib")
+    assert EXTRACT_ELEMENT not in fake_dib.argv[-1]
 
 
 def test_no_layer_cache_is_a_full_build(tmp_path: Path, fake_dib: FakeDib) -> None:
@@ -159,10 +178,11 @@ def test_the_layers_acls_are_set_again_by_a_hook_of_the_childs_run(
         layer_steps.prepare_layer(ctx)
         assert ctx.layer is not None
         assert (ctx.layer["used"], ctx.layer["hit"], ctx.layer["attrs"]) == (True, n == 1, 1)
-        element = ctx.need_element().root / ATTRS_ELEMENT
+        element = ctx.need_element().root / EXTRACT_ELEMENT
         attrs = json.loads((element / ATTRS_FILE).read_text())
         assert attrs == [["etc/motd", "system.posix_acl_access", "AgA="]]
-        assert os.access(element / ATTRS_HOOK, os.X_OK)
+        assert os.access(element / EXTRACT_HOOK, os.X_OK)
+        assert "-m imagefactory.builder.layerattrs" in (element / EXTRACT_HOOK).read_text()
         pipeline.run_dib(ctx)
         argv_elements = fake_dib.argv[-1][fake_dib.argv[-1].index("imagefactory-recipe") :]
-        assert argv_elements == ["imagefactory-recipe", ATTRS_ELEMENT]
+        assert argv_elements == ["imagefactory-recipe", EXTRACT_ELEMENT]

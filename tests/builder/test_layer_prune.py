@@ -17,7 +17,7 @@ def _store(cache: BuildCache, tmp_path: Path, key: str, plan: object, created: s
     tar = tmp_path / f"{key}.tar.gz"
     tar.write_bytes(key.encode())
     digest = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-    cache.store(key, {"layer.tar.gz": tar}, {"layer.tar.gz": digest},
+    cache.store(key, {"layer.tar.zst": tar}, {"layer.tar.zst": digest},
                 {"plan": plan, "created": created})  # fmt: skip
 
 
