@@ -47,6 +47,7 @@ from imagefactory.builder.element import write_element
 from imagefactory.builder.pipeline import BuildResult, build
 from imagefactory.builder.slots import cache_slot
 from imagefactory.host.accel import choose_accel, choose_guest_accel
+from imagefactory.host.appliance import fast_appliance
 from imagefactory.mirrors import resolve_archive
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe, load_recipe
@@ -170,6 +171,27 @@ def report(  # noqa: PLR0917 -- one call, every figure the report prints
     )
 
 
+def bench_cache(cache: Path, host: Settings) -> Settings:
+    """A cache directory of its own, with what a host keeps between builds made first
+    (not timed): the download caches linked, the accelerator verdict, the appliance."""
+    cache.mkdir()
+    host.dib_image_cache.mkdir(parents=True, exist_ok=True)
+    (cache / "dib").symlink_to(host.dib_image_cache)
+    # The package-index cache (keyed by the indexes' digests), shared as DIB's
+    # debootstrap tarball and apt archives are: a download cache, not results.
+    indexes = host.cache_dir / "package-indexes"
+    indexes.mkdir(parents=True, exist_ok=True)
+    (cache / "package-indexes").symlink_to(indexes)
+    settings = dataclasses.replace(host, cache_dir=cache)
+    # The accelerator verdict is cached per host boot; a fresh cache would make
+    # the first build alone wait out a KVM probe (up to 20 s) beside DIB.
+    print("probing the accelerator once (not timed)...", file=sys.stderr)
+    choose_guest_accel(settings.accel, cache / "accel.json")
+    # The audit's appliance too: a host makes it once, not per build.
+    fast_appliance(settings.appliance_dir)
+    return settings
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -188,24 +210,11 @@ def main() -> int:
         raise SystemExit("--boot-test compares a BIOS boot; use a BIOS recipe")
     with tempfile.TemporaryDirectory(prefix="if-bench-", dir="/var/tmp") as tmp:
         root = Path(tmp)
-        cache = root / "cache"
-        cache.mkdir()
-        host.dib_image_cache.mkdir(parents=True, exist_ok=True)
-        (cache / "dib").symlink_to(host.dib_image_cache)
-        # The package-index cache (keyed by the indexes' digests), shared as DIB's
-        # debootstrap tarball and apt archives are: a download cache, not results.
-        indexes = host.cache_dir / "package-indexes"
-        indexes.mkdir(parents=True, exist_ok=True)
-        (cache / "package-indexes").symlink_to(indexes)
-        settings = dataclasses.replace(host, cache_dir=cache)
+        settings = bench_cache(root / "cache", host)
         tarball = f"debootstrap-{recipe.base.distro}-{recipe.base.release}-"
         if not any(p.name.startswith(tarball) for p in host.dib_image_cache.iterdir()):
             print("warming the debootstrap cache (not timed)...", file=sys.stderr)
             bare_dib(recipe, settings, root / "warm-up")
-        # The accelerator verdict is cached per host boot; a fresh cache would make
-        # the first build alone wait out a KVM probe (up to 20 s) beside DIB.
-        print("probing the accelerator once (not timed)...", file=sys.stderr)
-        choose_guest_accel(settings.accel, cache / "accel.json")
         bare: list[float] = []
         boots: list[float] = []
         full: list[float] = []

@@ -36,6 +36,7 @@ from pathlib import Path
 from imagefactory.builder.context import BuildOptions
 from imagefactory.builder.pipeline import BuildResult, build
 from imagefactory.host.accel import choose_guest_accel
+from imagefactory.host.appliance import fast_appliance
 from imagefactory.progress import Progress
 from imagefactory.recipe import Recipe, load_recipe
 from imagefactory.settings import Settings, load_settings
@@ -63,15 +64,19 @@ def _keep_or_remove(output: Path, keep: Path | None, name: str) -> None:
     output.rename(keep / name)
 
 
-def _fresh_cache(root: Path, host: Settings) -> Settings:
+def _fresh_cache(root: Path, host: Settings, accel: Path) -> Settings:
     """A cache directory of its own (no build or layer entries), the host's download
-    caches (DIB's, the package indexes') linked."""
+    caches (DIB's, the package indexes') linked, the accelerator verdict ``accel``
+    copied and the audit's appliance made (not timed: a host keeps both)."""
     root.mkdir()
     (root / "dib").symlink_to(host.dib_image_cache)
     indexes = host.cache_dir / "package-indexes"
     indexes.mkdir(parents=True, exist_ok=True)
     (root / "package-indexes").symlink_to(indexes)
-    return dataclasses.replace(host, cache_dir=root)
+    shutil.copy(accel, root / "accel.json")
+    settings = dataclasses.replace(host, cache_dir=root)
+    fast_appliance(settings.appliance_dir)
+    return settings
 
 
 def report(name: str, rounds: int, full: list[float], cold: list[float], warm: list[float],  # noqa: PLR0917 -- one call, every figure
@@ -128,14 +133,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="if-bench-layer-", dir="/var/tmp") as tmp:
         root = Path(tmp)
         host.dib_image_cache.mkdir(parents=True, exist_ok=True)
-        settings = _fresh_cache(root / "cache", host)
+        print("probing the accelerator once (not timed)...", file=sys.stderr)
+        choose_guest_accel(host.accel, host.cache_dir / "accel.json")
+        accel = root / "accel.json"
+        shutil.copy(host.cache_dir / "accel.json", accel)
+        settings = _fresh_cache(root / "cache", host, accel)
         tarball = f"debootstrap-{recipe.base.distro}-{recipe.base.release}-"
         if not any(p.name.startswith(tarball) for p in host.dib_image_cache.iterdir()):
             print("warming the debootstrap cache (not timed)...", file=sys.stderr)
             timed_build(recipe, settings, root / "warm-up", use_layer=False)
-        print("probing the accelerator once (not timed)...", file=sys.stderr)
-        choose_guest_accel(settings.accel, host.cache_dir / "accel.json")
-        shutil.copy(host.cache_dir / "accel.json", root / "accel.json")
         full: list[float] = []
         cold: list[float] = []
         warm: list[float] = []
@@ -147,8 +153,7 @@ def main() -> int:
             full.append(seconds)
             _keep_or_remove(root / f"full{n}", args.keep, "full")
             # A cache of its own: no layer yet.
-            fresh = _fresh_cache(root / f"cache{n}", host)
-            shutil.copy(root / "accel.json", fresh.cache_dir / "accel.json")
+            fresh = _fresh_cache(root / f"cache{n}", host, accel)
             print(f"round {n + 1}: layer, then the recipe on it...", file=sys.stderr)
             seconds, result = timed_build(recipe, fresh, root / f"cold{n}", use_layer=True)
             if not (result.record.get("layer") or {}).get("used"):
