@@ -100,20 +100,32 @@ def test_kill_9_during_publish_never_breaks_the_catalog(tmp_path: Path) -> None:
     seed = random.randrange(1 << 30)  # noqa: S311 -- kill timing, not secrets
     rng = random.Random(seed)  # noqa: S311
     world = make_world(tmp_path)
-    images = [world.image(f"img{i}", disk=os.urandom(8 * 1024 * 1024)) for i in range(4)]
-    published: list[str] = []
+    directory = str(world.catalog.directory)
+    # How long a whole publish of 8 MiB takes here after "ready": kills land inside.
+    scratch = _start("publish", directory, str(world.image("scratch", disk=os.urandom(8 << 20))))
+    started = time.monotonic()
+    assert _finish(scratch)["ok"]
+    window = time.monotonic() - started
+    published = ["atlas/scratch/1.0.json"]
     interrupted = 0
-    for round_ in range(ROUNDS):
-        image = images[round_ % len(images)]
-        # A publish of 8 MiB takes about 0.08 s here after "ready": most kills land inside it.
-        _kill_at_random(_start("publish", str(world.catalog.directory), str(image)), rng, 0.1)
+    round_ = 0
+    # A new image every round, so every round can tell whether its kill left the
+    # publish undone. Kills that come after the publish ended prove nothing: the
+    # window shrinks whenever one does, and more rounds run until some kill has
+    # landed inside a publish.
+    while round_ < ROUNDS or (interrupted == 0 and round_ < 3 * ROUNDS):
+        image = world.image(f"img{round_}", disk=os.urandom(8 << 20))
+        name = f"atlas/img{round_}/1.0.json"
+        if not _kill_at_random(_start("publish", directory, str(image)), rng, window):
+            window /= 2
         paths = _catalog_verifies(world)
         assert set(published) <= set(paths), f"seed {seed}"
-        interrupted += f"atlas/img{round_ % len(images)}/1.0.json" not in paths
-        outcome = _finish(_start("publish", str(world.catalog.directory), str(image)))
+        interrupted += name not in paths
+        outcome = _finish(_start("publish", directory, str(image)))
         assert outcome["ok"], (seed, outcome)
-        published.append(f"atlas/img{round_ % len(images)}/1.0.json")
-        assert set(published) <= set(_catalog_verifies(world))
+        published.append(name)
+        assert set(published) <= set(_catalog_verifies(world)), f"seed {seed}"
+        round_ += 1
     assert list(world.catalog.tmp_dir.iterdir()) == []
     assert not [p for p in world.catalog.directory.rglob("*.tmp") if p.is_file()]
     assert interrupted, f"seed {seed}: no kill landed inside a publish"
