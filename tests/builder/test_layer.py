@@ -22,6 +22,7 @@ from imagefactory.builder.element import (
     element_files,
     install_list,
     install_stages,
+    write_files,
 )
 from imagefactory.builder.layer import (
     ATTRS_FILE,
@@ -255,11 +256,7 @@ def test_the_attrs_hook_sets_them_inside_the_tree_only(tmp_path: Path) -> None:
 
 
 def _run_hook(files: dict[str, tuple[bytes, int]], element: Path, target: Path, cache: Path) -> Any:
-    for name, (data, mode) in files.items():
-        path = element / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        path.chmod(mode)
+    write_files(files, element.parent, element.name)
     env = {
         "PATH": os.environ["PATH"],
         "TARGET_ROOT": str(target),
