@@ -138,10 +138,11 @@ def _audit(result: BuildResult) -> list[tuple[Any, ...]]:
 
 
 def test_the_layered_example_is_the_full_build(
-    example_build: BuildResult, build_recipe: Builder, tmp_path_factory: pytest.TempPathFactory
+    example_build: BuildResult, build_recipe: Builder, tmp_path: Path
 ) -> None:
     assert example_build.record["layer"]["used"] is False
-    output = tmp_path_factory.mktemp("layered")
+    output = tmp_path / "layered"
+    output.mkdir()
     layered = build_recipe(EXAMPLE, output, boot_test=False, use_cache=False, use_layer=True)
     layer = layered.record["layer"]
     assert layer["used"] is True
@@ -155,8 +156,8 @@ def test_the_layered_example_is_the_full_build(
     assert _audit(layered) == _audit(example_build)
     assert layered.record["audit"] == example_build.record["audit"]
 
-    work = tmp_path_factory.mktemp("compare")
-    (work / "full").mkdir()
+    work = tmp_path / "compare"
+    (work / "full").mkdir(parents=True)
     (work / "layered").mkdir()
     try:
         full_tree, full_attrs = _dump_disk(example_build, work / "full")
