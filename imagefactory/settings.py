@@ -18,6 +18,7 @@ Example::
     build:
       output_dir: images
       cache_dir: /var/cache/imagefactory
+      cache_max_size: 10G    # builds and OS-tree layers; least recently used go first
       allow_scripts: false
       allowed_elements: [cloud-init, growroot]
       # Third-party apt repositories recipes may add (none by default): a URL
@@ -45,6 +46,7 @@ from pathlib import Path
 from imagefactory.errors import InputError, SettingsError
 from imagefactory.fields import load_table
 from imagefactory.fields.types import Choice, Field, Flag, ListOf, Struct, Text
+from imagefactory.fields.values import SIZE_PATTERN, to_size
 from imagefactory.pgpkey import FINGERPRINT_PATTERN
 from imagefactory.recipe import DEFAULT_ALLOWED_ELEMENTS, BuildLimits, RepositoryAllowance
 from imagefactory.recipe.fields import ELEMENT_PATTERN
@@ -66,6 +68,9 @@ DEFAULT_HYPERVISORS = (
     Path("/usr/bin/qemu-system-aarch64"),
     Path("/usr/sbin/xl"),
 )
+#: The build cache's default size limit (``build.cache_max_size``): about a dozen
+#: builds of a 4 GB worker-node disk (each entry takes what its disk holds).
+DEFAULT_CACHE_MAX_SIZE = 10 * 1024**3
 
 
 def _default_cache_dir() -> Path:
@@ -82,6 +87,8 @@ class Settings:
     keyrings: Mapping[str, Path] = field(default_factory=dict)
     output_dir: Path = Path("images")
     cache_dir: Path = field(default_factory=_default_cache_dir)
+    #: Bytes the build cache's entries (builds and OS-tree layers) may take together.
+    cache_max_size: int = DEFAULT_CACHE_MAX_SIZE
     allow_scripts: bool = False
     allowed_elements: frozenset[str] = DEFAULT_ALLOWED_ELEMENTS
     accel: str = "auto"
@@ -179,6 +186,14 @@ SETTINGS = Struct(
                 fields=(
                     Field("output_dir", _PATH, "Where builds are published.", default="images"),
                     Field("cache_dir", _PATH, "Build, debootstrap and verdict caches."),
+                    Field(
+                        "cache_max_size",
+                        Text("a size like '10G'", pattern=SIZE_PATTERN, convert=to_size),
+                        "What the build cache's finished builds and OS-tree layers may take"
+                        " together: after each build, and with `imagefactory cache prune`,"
+                        " the least recently used go until they fit.",
+                        default="10G",
+                    ),
                     Field(
                         "allow_scripts",
                         Flag(),
@@ -289,6 +304,7 @@ def _from_file(path: Path) -> Settings:
         keyrings={k: here / str(v) for k, v in keyrings.items() if v is not None},
         output_dir=here / str(build["output_dir"]),
         cache_dir=here / str(build["cache_dir"]) if build["cache_dir"] else _default_cache_dir(),
+        cache_max_size=int(build["cache_max_size"]),
         allow_scripts=bool(build["allow_scripts"]),
         allowed_elements=frozenset(build["allowed_elements"]),
         accel=str(build["accel"]),

@@ -29,6 +29,10 @@ in-kernel copy of the data, holes kept), read-only (0444). Booting a
 published disk read-write, or editing it, can then change neither the cache
 nor another output; where the file system cannot reflink, this copy is the
 one cost of a hit that grows with the disk.
+
+An entry directory's mtime is its last use: set when it is stored, renewed by
+every hit. :mod:`imagefactory.builder.cacheprune` removes the least recently
+used entries when the cache outgrows ``build.cache_max_size``.
 """
 
 from __future__ import annotations
@@ -250,6 +254,8 @@ class BuildCache:
         if renewed:
             with contextlib.suppress(OSError):  # only the next hit's speed is at stake
                 atomic_write(path / ENTRY_FILE, json.dumps(meta, indent=1), durable=False)
+        with contextlib.suppress(OSError):  # its last use, for the size limit's pruning
+            os.utime(path)
         return CacheEntry(key=key, path=path, files=files, record=meta.get("record", {}))
 
     def store(

@@ -32,6 +32,7 @@ from imagefactory.builder import dib
 from imagefactory.builder.background import Background
 from imagefactory.builder.bootjob import BootJob
 from imagefactory.builder.cache import CacheEntryChanged, cache_key, file_digest
+from imagefactory.builder.cacheprune import prune
 from imagefactory.builder.cleanup import remove_tree
 from imagefactory.builder.codekey import code_digest
 from imagefactory.builder.context import BuildContext, BuildOptions
@@ -485,6 +486,20 @@ def store_cache(ctx: BuildContext) -> None:
         ctx.cache_copy = None
 
 
+def prune_cache(ctx: BuildContext) -> None:
+    """Keep the build cache within ``build.cache_max_size`` (least recently used go first;
+    this build's entry and its layer stay)."""
+    keep = {ctx.key, *([str(ctx.layer["key"])] if ctx.layer and ctx.layer.get("key") else [])}
+    done = prune(ctx.settings.cache_dir, ctx.settings.cache_max_size, keep)
+    if done.removed or done.leftovers:
+        ctx.progress.note(
+            f"cache: removed {len(done.removed)} least recently used entries"
+            f" ({done.freed / 1024**3:.1f} GiB) and {len(done.leftovers)} left-overs of"
+            f" interrupted builds; {done.kept_bytes / 1024**3:.1f} GiB kept"
+            f" (build.cache_max_size {ctx.settings.cache_max_size / 1024**3:.1f} GiB)"
+        )
+
+
 def _discard_cache_copy(ctx: BuildContext) -> None:
     """A failed build's pending cache entry: its copy waited for, then removed."""
     if ctx.cache_copy is None:
@@ -608,6 +623,7 @@ STEPS: tuple[Step, ...] = (
     Step("label", "write the SBOM and labels.json", label_disk, _on_hit),
     Step("boot-test", "boot the image under qemu", run_boot_test, _unless_boot_test),
     Step("store", "store the build in the cache", store_cache, _on_hit),
+    Step("prune", "keep the build cache within build.cache_max_size", prune_cache, _on_hit),
     Step("record", "write build.json", write_record),
 )
 

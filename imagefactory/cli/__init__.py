@@ -38,6 +38,7 @@ from imagefactory import __version__
 from imagefactory.cli import (
     boot,
     build,
+    cache,
     catalog,
     gate,
     host,
@@ -62,6 +63,7 @@ log = logging.getLogger("imagefactory")
 #: The command groups, in the order ``--help`` lists them.
 COMMAND_GROUPS = (
     build,
+    cache,
     recipe,
     lint,
     boot,
