@@ -147,6 +147,17 @@ class CacheEntry:
                 _copy_out(fd, out[name])
         return out
 
+    def open_checked(self, name: str) -> int:
+        """The entry's file ``name`` open for reading, checked as :meth:`materialize`
+        checks it before copying (its identity, else its digest): a new descriptor
+        (not inherited by children) for the caller to read the entry's own inode
+        through, and to close. Raises :class:`CacheEntryChanged`.
+        """
+        with _opened(self.path / name) as (fd, st):
+            if not _unchanged(fd, st, self.files[name]):
+                raise CacheEntryChanged(f"{self.path / name} changed since it was stored")
+            return os.dup(fd)
+
 
 def _copy_out(fd: int, target: Path) -> None:
     try:

@@ -66,6 +66,9 @@ class BuildContext:
     #: The OS-tree layer this build started from (``used``, ``key``, ``hit``, ...),
     #: or why none (``used: false``, ``reason``); ``None`` until the layer step.
     layer: dict[str, Any] | None = None
+    #: The cached layer's file, open and checked, between the ``layer`` and ``dib``
+    #: steps: DIB's extract hook reads it through ``/proc/<pid>/fd/<fd>``.
+    layer_fd: int | None = None
     #: The finished OS tree between the ``tree`` and ``assemble`` steps (hardened in between).
     tree: PreparedTree | None = None
     images: dict[str, Path] = field(default_factory=dict)  # file name -> path

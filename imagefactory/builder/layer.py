@@ -16,7 +16,8 @@ instead of running debootstrap when the cache is on
 (``DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE``). The child's run gets a private image
 cache holding an *empty* tarball under that name, the layer beside it
 (:data:`LAYER_IN_CACHE`, zstd: ``tar -xzf`` of the layer was most of the
-child's root phase) and the shared apt archive cache; one more element's
+child's root phase; a cached layer as a link to the descriptor the layer
+step checked, never a copy) and the shared apt archive cache; one more element's
 root.d hook, right after the debootstrap element's, checks that the target
 is still empty and extracts the layer into it (``tar --numeric-owner
 --zstd``, as DIB extracts its own tarball). So DIB runs every hook of the

@@ -6,7 +6,10 @@ whether the build uses one (``--no-layer-cache`` and recipes without a layer
 do a full build), looks it up, builds it on a miss (a diskimage-builder run
 of the layer element in ``staging/layer``), and leaves it in a private image
 cache of the build (``staging/layer-image-cache``), beside the empty
-debootstrap tarball DIB extracts in its place, where
+debootstrap tarball DIB extracts in its place: a layer built now as the file
+itself, a cached one as a symlink to ``/proc/<pid>/fd/<fd>``, the descriptor
+this step opened and checked (:meth:`CacheEntry.open_checked`), so the hook
+reads the very inode that was checked and nothing is copied. That is where
 :func:`imagefactory.builder.pipeline.run_dib` points DIB; the extract element
 goes into the recipe's elements.
 """
@@ -93,13 +96,15 @@ def prepare_layer(ctx: BuildContext) -> None:
     info: dict[str, Any] = {"key": key, "packages": list(plan.packages)}
     if entry is not None and LAYER_FILE in entry.files:
         try:
-            path = entry.materialize(target)[LAYER_FILE]
+            # Not copied: the hook reads the entry's own file, through the
+            # descriptor checked here (a copy was a write of the whole layer per
+            # build, flushed by DIB's sync).
+            ctx.layer_fd = entry.open_checked(LAYER_FILE)
         except CacheEntryChanged as exc:
-            (target / LAYER_FILE).unlink(missing_ok=True)
             cache.evict(key, str(exc))
             entry = None
         else:
-            path.rename(target / LAYER_IN_CACHE)
+            os.symlink(f"/proc/{os.getpid()}/fd/{ctx.layer_fd}", target / LAYER_IN_CACHE)
             ctx.layer = {**info, "used": True, "hit": True, "created": entry.record.get("created")}
             _extract_element(ctx, target, entry.record.get("attrs", []))
             ctx.progress.note(
@@ -206,6 +211,13 @@ def _extract_element(ctx: BuildContext, target: Path, attrs: list[list[str]]) ->
     ctx.layer["attrs"] = len(attrs)
     write_empty_tarball(target / tarball_name(ctx.recipe))
     write_files(extract_element_files(attrs), ctx.need_element().root, EXTRACT_ELEMENT)
+
+
+def release_layer(ctx: BuildContext) -> None:
+    """Close the cached layer's descriptor (once DIB has extracted it, or the build failed)."""
+    if ctx.layer_fd is not None:
+        os.close(ctx.layer_fd)
+        ctx.layer_fd = None
 
 
 def extra_elements(ctx: BuildContext) -> tuple[str, ...]:

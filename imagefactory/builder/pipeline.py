@@ -50,6 +50,7 @@ from imagefactory.builder.layer_steps import (
     extra_elements,
     image_cache_for,
     prepare_layer,
+    release_layer,
 )
 from imagefactory.builder.output import (
     LOG_FILE,
@@ -312,7 +313,10 @@ def run_dib(ctx: BuildContext) -> None:
             output_type="raw",
             image_dir=out,
         )
-        run_invocation(ctx, call, ctx.staging)
+        try:
+            run_invocation(ctx, call, ctx.staging)
+        finally:
+            release_layer(ctx)
     ctx.packages = read_dpkg_manifest(call.manifest_dir)
     remove_tree(ctx.staging / LAYER_IMAGE_CACHE)
 
@@ -667,6 +671,7 @@ def build(
                     with contextlib.suppress(BaseException):
                         ctx.boot_job.wait()
                 _discard_cache_copy(ctx)
+                release_layer(ctx)
                 if ctx.tree is not None:
                     # The mounted OS tree (a failed harden step): unmounted here,
                     # not found mounted by the staging directory's removal.

@@ -22,6 +22,7 @@ from imagefactory.builder.layer import (
     LAYER_FILE,
     LAYER_IN_CACHE,
 )
+from imagefactory.errors import CommandError, ImageFactoryError
 from imagefactory.recipe import load_recipe
 from imagefactory.run import run as real_run
 from tests.builder.contexts import staged_context
@@ -37,12 +38,20 @@ class FakeDib:
         self.calls: list[dict[str, str]] = []
         self.argv: list[list[str]] = []
         self.xattrs: dict[str, str] = {}
+        #: The layer as the child's run could read it from its image cache, if there.
+        self.layer_seen: bytes | None = None
+        self.fail = False
 
     def __call__(self, argv: list[str], **kwargs: Any) -> Any:
         if not str(argv[0]).endswith("disk-image-create"):
             return real_run(argv, **kwargs)
         env = kwargs["env"]
         self.calls.append(env)
+        layer = Path(env["DIB_IMAGE_CACHE"]) / LAYER_IN_CACHE
+        if layer.exists():
+            self.layer_seen = layer.read_bytes()
+        if self.fail:
+            raise CommandError("a failed DIB run", argv=["disk-image-create"], returncode=1)
         self.argv.append([str(a) for a in argv])
         out = Path(argv[argv.index("-o") + 1])
         manifests = Path(f"{out}.d") / "dib-manifests"
@@ -107,9 +116,14 @@ def test_built_once_then_reused_and_given_to_the_childs_dib(
     assert second.layer is not None
     assert second.layer == {**first.layer, "hit": True}
     assert len(fake_dib.calls) == 1  # not built again
+    # Not copied: a link to the descriptor the layer step opened and checked,
+    # the cache entry's own inode.
     again = second.staging / layer_steps.LAYER_IMAGE_CACHE / tarball.name
+    assert second.layer_fd is not None
+    assert os.readlink(again) == f"/proc/{os.getpid()}/fd/{second.layer_fd}"
+    stored = tmp_path / "cache" / "layers" / second.layer["key"] / LAYER_FILE
+    assert os.stat(again).st_ino == os.stat(stored).st_ino == os.fstat(second.layer_fd).st_ino
     assert again.read_bytes() == tarball.read_bytes()
-    assert os.stat(again).st_ino != os.stat(tarball).st_ino
 
     # The recipe's own DIB run starts from it: the private image cache, with the
     # slot's apt cache linked in.
@@ -123,6 +137,22 @@ def test_built_once_then_reused_and_given_to_the_childs_dib(
     assert f'layer="$DIB_IMAGE_CACHE/{LAYER_IN_CACHE}"' in hook
     assert "layerattrs" not in hook  # the tree has no extended attributes
     assert not (second.staging / layer_steps.LAYER_IMAGE_CACHE).exists()  # removed after DIB
+    assert fake_dib.layer_seen == tarball.read_bytes()  # the child's run read the layer
+    assert second.layer_fd is None  # closed once DIB is done
+
+
+def test_a_failed_dib_run_closes_the_layers_descriptor(tmp_path: Path, fake_dib: FakeDib) -> None:
+    layer_steps.prepare_layer(_ctx(tmp_path))
+    ctx = _ctx(tmp_path)
+    layer_steps.prepare_layer(ctx)
+    fd = ctx.layer_fd
+    assert fd is not None
+    fake_dib.fail = True
+    with pytest.raises(ImageFactoryError):
+        pipeline.run_dib(ctx)
+    assert ctx.layer_fd is None
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
 
 
 def test_a_changed_layer_entry_is_never_used(tmp_path: Path, fake_dib: FakeDib) -> None:
