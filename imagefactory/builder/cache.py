@@ -57,6 +57,10 @@ from imagefactory.fsutil import atomic_write, clone_or_copy_fd, file_identity
 log = logging.getLogger(__name__)
 
 ENTRY_FILE = "entry.json"
+#: Name prefixes, under a kind's directory, of an entry being written and of one
+#: being removed (never entries themselves; see cacheprune for their clean-up).
+PENDING_PREFIX = ".tmp-"
+EVICTED_PREFIX = ".evicted-"
 #: Cache entries and published image files are read-only (0444).
 READ_ONLY = 0o444
 # v2: the disk's audit.json, sbom.cdx.json and labels.json are cached with it.
@@ -193,7 +197,7 @@ class PendingEntry:
         cache.root.mkdir(parents=True, exist_ok=True)
         self.key = key
         self.final = cache.root / key
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=cache.root))
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{PENDING_PREFIX}{key[:12]}-", dir=cache.root))
         self.files: dict[str, dict[str, Any]] = {}
 
     def add(self, name: str, src: Path) -> None:
@@ -327,7 +331,7 @@ class BuildCache:
     def remove(self, key: str) -> None:
         """Remove the entry ``key`` (renamed out of the way first: never seen half-removed)."""
         path = self.root / key
-        trash = self.root / f".evicted-{key}-{os.getpid()}"
+        trash = self.root / f"{EVICTED_PREFIX}{key}-{os.getpid()}"
         with contextlib.suppress(OSError):
             path.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)

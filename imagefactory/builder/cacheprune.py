@@ -26,7 +26,6 @@ replaced in place.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import stat
@@ -36,14 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagefactory.builder.cache import ENTRY_FILE, BuildCache
+from imagefactory.builder.cache import EVICTED_PREFIX, PENDING_PREFIX, BuildCache
 from imagefactory.builder.layer import LAYER_KIND
 
 #: The cache kinds the size limit covers, as the directories under the cache.
 KINDS = ("builds", LAYER_KIND)
 #: Age (seconds) after which an interrupted build's left-over directory is removed.
 LEFTOVER_AGE = 24 * 3600
-_LEFTOVER_PREFIXES = (".tmp-", ".evicted-")
+_LEFTOVER_PREFIXES = (PENDING_PREFIX, EVICTED_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -113,10 +112,10 @@ def allocated(path: Path) -> int:
     return total
 
 
-def _label(kind: str, path: Path) -> str:
+def _label(kind: str, record: dict[str, Any] | None) -> str:
+    if record is None:
+        return "(unreadable entry)"
     try:
-        meta = json.loads((path / ENTRY_FILE).read_text(encoding="utf-8"))
-        record = meta["record"]
         if kind == "builds":
             return f"{record['image']['name']} {record['image']['version']}"
         plan = record.get("plan") or {}
@@ -124,7 +123,7 @@ def _label(kind: str, path: Path) -> str:
         if isinstance(base, dict):
             return " ".join(str(base.get(k, "?")) for k in ("distro", "release", "arch"))
         return "layer"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return "(unreadable entry)"
 
 
@@ -139,6 +138,7 @@ def scan(cache_dir: Path) -> list[CacheItem]:
     """Every entry of every kind, least recently used first."""
     items = []
     for kind in KINDS:
+        records = BuildCache(cache_dir, kind).records()
         for path in _entries(cache_dir, kind):
             if path.name.startswith("."):
                 continue
@@ -149,7 +149,14 @@ def scan(cache_dir: Path) -> list[CacheItem]:
             if not stat.S_ISDIR(st.st_mode):
                 continue
             items.append(
-                CacheItem(kind, path.name, path, allocated(path), st.st_mtime, _label(kind, path))
+                CacheItem(
+                    kind,
+                    path.name,
+                    path,
+                    allocated(path),
+                    st.st_mtime,
+                    _label(kind, records.get(path.name)),
+                )
             )
     items.sort(key=lambda item: (item.last_used, item.kind, item.key))
     return items
