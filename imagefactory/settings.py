@@ -47,6 +47,7 @@ from imagefactory.errors import InputError, SettingsError
 from imagefactory.fields import load_table
 from imagefactory.fields.types import Choice, Field, Flag, ListOf, Struct, Text
 from imagefactory.fields.values import SIZE_PATTERN, to_size
+from imagefactory.fsutil import parse_size
 from imagefactory.pgpkey import FINGERPRINT_PATTERN
 from imagefactory.recipe import DEFAULT_ALLOWED_ELEMENTS, BuildLimits, RepositoryAllowance
 from imagefactory.recipe.fields import ELEMENT_PATTERN
@@ -70,7 +71,8 @@ DEFAULT_HYPERVISORS = (
 )
 #: The build cache's default size limit (``build.cache_max_size``): about a dozen
 #: builds of a 4 GB worker-node disk (each entry takes what its disk holds).
-DEFAULT_CACHE_MAX_SIZE = 10 * 1024**3
+DEFAULT_CACHE_MAX_SIZE_TEXT = "10G"
+DEFAULT_CACHE_MAX_SIZE = parse_size(DEFAULT_CACHE_MAX_SIZE_TEXT)
 
 
 def _default_cache_dir() -> Path:
@@ -192,7 +194,7 @@ SETTINGS = Struct(
                         "What the build cache's finished builds and OS-tree layers may take"
                         " together: after each build, and with `imagefactory cache prune`,"
                         " the least recently used go until they fit.",
-                        default="10G",
+                        default=DEFAULT_CACHE_MAX_SIZE_TEXT,
                     ),
                     Field(
                         "allow_scripts",

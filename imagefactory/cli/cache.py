@@ -9,7 +9,7 @@ from typing import Any
 from imagefactory.cli.common import MiB, Parser, emit_json
 from imagefactory.errors import EXIT_OK
 from imagefactory.fsutil import parse_size
-from imagefactory.settings import Settings
+from imagefactory.settings import DEFAULT_CACHE_MAX_SIZE_TEXT, Settings
 
 
 def _size(text: str) -> int:
@@ -91,7 +91,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--max-size",
         type=_size,
         metavar="SIZE",
-        help="the limit for this run, like 20G (default: build.cache_max_size, 10G)",
+        help="the limit for this run, like 20G (default: build.cache_max_size,"
+        f" {DEFAULT_CACHE_MAX_SIZE_TEXT} unless set)",
     )
     p.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
     p.set_defaults(func=cmd_prune)
